@@ -1,0 +1,122 @@
+"""Reading checkpoint files safely and checking them against an expected layout.
+
+Only safetensors and torch pickles loaded with `weights_only=True` are read: no code from a
+checkpoint is ever executed. Errors name the file and the first offending key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+import torch
+
+from .errors import CheckpointError, ModelNotFoundError
+
+StateDict = dict[str, torch.Tensor]
+PathOrStateDict = Union[str, os.PathLike, Mapping[str, object]]
+
+
+def load_checkpoint(path: Union[str, os.PathLike], map_location: str = "cpu") -> dict:
+    """Load a `.safetensors` file or a torch pickle (`.bin`, `.pt`, `.ckpt`) as a dict.
+
+    Pickles are opened with `weights_only=True`. Nested dicts (e.g. `{"image_proj": {...},
+    "ip_adapter": {...}}`) are returned as they are; for safetensors files whose keys look like
+    `"image_proj.xxx"`, see `split_prefixed`.
+
+    Raises:
+        ModelNotFoundError: the file does not exist.
+        CheckpointError: the file is truncated, corrupt, or not a tensor dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"checkpoint {str(path)!r} does not exist.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path), device=map_location)
+        else:
+            obj = torch.load(str(path), map_location=map_location, weights_only=True)
+    except Exception as e:  # torch/safetensors raise many types for truncated or foreign files
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} could not be read as safetensors or a weights-only torch "
+            f"file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). It may be "
+            "truncated, of another format, or contain pickled code, which idgen never runs."
+        ) from None
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {type(obj).__name__}, not a dict of tensors."
+        )
+    return dict(obj)
+
+
+def split_prefixed(state_dict: Mapping[str, object], prefixes: tuple[str, ...]) -> dict[str, dict]:
+    """Turn a flat `{"image_proj.a": t, "ip_adapter.1.b": t}` dict into
+    `{"image_proj": {"a": t}, "ip_adapter": {"1.b": t}}`; nested dicts pass through."""
+    if all(p in state_dict and isinstance(state_dict[p], Mapping) for p in prefixes):
+        return {p: dict(state_dict[p]) for p in prefixes}
+    out: dict[str, dict] = {p: {} for p in prefixes}
+    for key, value in state_dict.items():
+        head, _, rest = key.partition(".")
+        if head in out and rest:
+            out[head][rest] = value
+    return out
+
+
+def resolve_state_dict(source: PathOrStateDict) -> dict:
+    """A path becomes `load_checkpoint(path)`; a mapping is returned as a dict."""
+    if isinstance(source, Mapping):
+        return dict(source)
+    return load_checkpoint(source)
+
+
+def check_state_dict(
+    state_dict: Mapping[str, object],
+    expected: Mapping[str, tuple[int, ...]],
+    *,
+    what: str,
+    allow_extra: bool = False,
+) -> None:
+    """Check that `state_dict` has exactly the keys of `expected` with those shapes.
+
+    Keys are checked in the order of `expected` so the error names the first bad key.
+
+    Raises:
+        CheckpointError: a key is missing, has the wrong shape, is not a tensor, or (unless
+            `allow_extra`) an unexpected key is present.
+    """
+    for key, shape in expected.items():
+        if key not in state_dict:
+            raise CheckpointError(
+                f"{what}: missing key {key!r} (expected shape {tuple(shape)}); the file is "
+                "truncated or is not this kind of checkpoint."
+            )
+        value = state_dict[key]
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{what}: key {key!r} is a {type(value).__name__}, not a tensor.")
+        if tuple(value.shape) != tuple(shape):
+            raise CheckpointError(
+                f"{what}: key {key!r} has shape {tuple(value.shape)}, expected {tuple(shape)}; "
+                "the checkpoint was made for another model size or configuration."
+            )
+    if not allow_extra:
+        extra = [k for k in state_dict if k not in expected]
+        if extra:
+            raise CheckpointError(
+                f"{what}: unexpected key {extra[0]!r} ({len(extra)} unexpected in all); this is "
+                "not the checkpoint kind that was asked for."
+            )
+
+
+def first_mismatch(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    """Check `state_dict` against `module.state_dict()` keys and shapes (see `check_state_dict`)."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    check_state_dict(state_dict, expected, what=what)
+
+
+def module_state_shapes(module: torch.nn.Module, prefix: Optional[str] = None) -> dict[str, tuple]:
+    """`{key: shape}` of a module's state dict, keys optionally prefixed with `prefix + "."`."""
+    head = f"{prefix}." if prefix else ""
+    return {head + k: tuple(v.shape) for k, v in module.state_dict().items()}

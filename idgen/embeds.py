@@ -1,0 +1,81 @@
+"""Identity-embedding inputs: turning arrays, tensors and `Face` records into one tensor.
+
+Every pipeline accepts `face_embeds` as an array/tensor `[D]` or `[N, D]`, a `Face`, or a list of
+them. N > 1 means N reference photos of the same person; `combine_references` merges them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence, Union
+
+import numpy as np
+import torch
+
+from .errors import IdgenError
+from .face.types import Face
+
+FaceEmbedsInput = Union[np.ndarray, torch.Tensor, Face, Sequence[Union[np.ndarray, torch.Tensor, Face]]]
+ReferenceMode = Literal["mean", "normed_mean", "concat"]
+
+
+def face_embeds_to_tensor(face_embeds: FaceEmbedsInput, *, dim: int, normalize: bool) -> torch.Tensor:
+    """Stack the input into a float32 CPU tensor `[N, dim]`.
+
+    Args:
+        face_embeds: see the module docstring.
+        dim: expected embedding width (512 for ArcFace).
+        normalize: L2-normalise each row (FaceID, Arc2Face) or keep raw vectors (InstantID).
+            `Face` records contribute `embedding` either way, normalised here when asked.
+
+    Raises:
+        IdgenError: wrong width, empty input, NaN/inf, or a `Face` without an embedding.
+    """
+    items = face_embeds if isinstance(face_embeds, (list, tuple)) else [face_embeds]
+    if len(items) == 0:
+        raise IdgenError("face_embeds is empty: give at least one embedding or Face.")
+    rows = []
+    for i, item in enumerate(items):
+        if isinstance(item, Face):
+            if item.embedding is None:
+                raise IdgenError(
+                    f"face_embeds[{i}] is a Face without an embedding; analyse it with a backend "
+                    "that computes embeddings (insightface ArcFace for the official adapters)."
+                )
+            item = item.embedding
+        t = torch.as_tensor(np.asarray(item) if not isinstance(item, torch.Tensor) else item)
+        t = t.detach().to("cpu", torch.float32)
+        if t.ndim == 1:
+            t = t[None]
+        if t.ndim == 3 and t.shape[0] == 1:
+            t = t[0]
+        if t.ndim != 2 or t.shape[-1] != dim:
+            raise IdgenError(
+                f"face_embeds[{i}] has shape {tuple(t.shape)}; expected [{dim}] or [N, {dim}] "
+                f"(a {dim}-d identity embedding per reference photo)."
+            )
+        rows.append(t)
+    out = torch.cat(rows, dim=0)
+    if not torch.isfinite(out).all():
+        raise IdgenError("face_embeds contains NaN or infinite values.")
+    if normalize:
+        out = torch.nn.functional.normalize(out, dim=-1)
+    return out
+
+
+def combine_references(embeds: torch.Tensor, mode: ReferenceMode = "mean") -> torch.Tensor:
+    """Merge N reference embeddings `[N, D]` of one person.
+
+    - "mean": the average `[1, D]`.
+    - "normed_mean": the average, rescaled to the mean norm of the inputs `[1, D]` (keeps the
+      magnitude raw-embedding models like InstantID were trained on).
+    - "concat": unchanged `[N, D]`; the caller turns each into tokens and concatenates them.
+    """
+    if mode == "concat" or embeds.shape[0] == 1:
+        return embeds
+    mean = embeds.mean(dim=0, keepdim=True)
+    if mode == "mean":
+        return mean
+    if mode == "normed_mean":
+        target = embeds.norm(dim=-1).mean()
+        return mean / mean.norm(dim=-1, keepdim=True).clamp_min(1e-12) * target
+    raise IdgenError(f"reference_mode must be 'mean', 'normed_mean' or 'concat', got {mode!r}.")

@@ -1,0 +1,34 @@
+"""Errors raised for bad input. Every user-facing failure is one of these, with a message that
+says what was wrong and what to do; none of them should surface as a deep torch traceback."""
+
+
+class IdgenError(Exception):
+    """Base class of idgen's user-facing errors."""
+
+
+class ImageReadError(IdgenError, ValueError):
+    """An image file is missing, unreadable, corrupt, or larger than the configured limits."""
+
+
+class FaceNotFoundError(IdgenError, ValueError):
+    """No face was detected where one was required."""
+
+
+class MultipleFacesError(IdgenError, ValueError):
+    """Several faces were detected where exactly one was required."""
+
+
+class FaceTooSmallError(IdgenError, ValueError):
+    """The detected face is smaller than the minimum size for the requested operation."""
+
+
+class ModelNotFoundError(IdgenError, FileNotFoundError):
+    """A model (weights, config, ONNX pack) could not be found locally.
+
+    The message lists every place that was looked at and the files that were expected."""
+
+
+class CheckpointError(IdgenError, ValueError):
+    """A checkpoint file is of the wrong kind, truncated, or has unexpected keys or shapes.
+
+    The message names the first offending key."""
