@@ -1,0 +1,38 @@
+"""Shared fixtures: paths to the project's shared test material (`../shared`, beside the repo).
+
+Tests that need shared/ fail (not skip) when it is missing: CI always has it, and a silent skip
+would hide a broken parity or face test.
+"""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: idgen's tests expect shared/ beside the repository.")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _require(SHARED)
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    return _require(SHARED / "faces")
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    return _require(SHARED / "parity")
+
+
+@pytest.fixture(scope="session")
+def layouts_dir() -> Path:
+    return _require(SHARED / "layouts")
