@@ -1,0 +1,119 @@
+"""The `idgen` command line.
+
+Exit codes (stable, for scripts): 0 success; 2 usage error; 3 bad input (no face, several faces,
+unreadable image, wrong checkpoint); 4 a model or weight file is missing; 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import IdgenError, ModelNotFoundError
+
+logger = logging.getLogger("idgen")
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_MISSING_MODEL = 0, 1, 2, 3, 4
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .models.doctor import doctor_report, format_doctor_report
+
+    report = doctor_report()
+    print(json.dumps(report, indent=2) if args.json else format_doctor_report(report))
+    return EXIT_OK
+
+
+def _select(value: str):
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _cmd_faces(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from .conditioning import draw_kps, face_mask
+    from .face import align_face, get_face_analyzer
+    from .image_io import load_image
+
+    image = load_image(args.image)
+    analyzer = get_face_analyzer(args.backend)
+    faces = analyzer.get(image, select=args.select)
+    faces = faces if isinstance(faces, list) else [faces]
+    if args.json:
+        print(json.dumps([f.to_dict(with_embedding=args.embedding) for f in faces], indent=2))
+    else:
+        for i, face in enumerate(faces):
+            x1, y1, x2, y2 = (round(float(v)) for v in face.bbox)
+            print(f"face {i}: bbox=({x1},{y1},{x2},{y2}) score={face.score:.3f} "
+                  f"embedding={face.embedding_model}:{face.embedding_dim}")
+    if args.draw:
+        drawing = image.copy()
+        for face in faces:
+            x1, y1, x2, y2 = (int(round(float(v))) for v in face.bbox)
+            cv2.rectangle(drawing, (x1, y1), (x2, y2), (0, 255, 0), 2)
+        kps_layers = [np.asarray(draw_kps((image.shape[1], image.shape[0]), f.kps)) for f in faces]
+        overlay = np.maximum.reduce(kps_layers) if kps_layers else np.zeros_like(drawing)
+        drawing = np.where(overlay.sum(-1, keepdims=True) > 0, overlay, drawing)
+        _save(drawing, args.draw)
+    if args.crops:
+        out = Path(args.crops)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, face in enumerate(faces):
+            crop = align_face(image, face.kps, size=args.crop_size).image
+            _save(crop, out / f"face{i}_aligned{args.crop_size}.png")
+            mask = face_mask((image.shape[1], image.shape[0]), face, feather=8)
+            _save((mask * 255).astype(np.uint8), out / f"face{i}_mask.png")
+    return EXIT_OK
+
+
+def _save(array, path) -> None:
+    from PIL import Image
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="idgen", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    doctor = sub.add_parser("doctor", help="versions, device, and which models are present or missing")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(func=_cmd_doctor)
+
+    faces = sub.add_parser("faces", help="detect faces: boxes, keypoints, embeddings, crops, masks")
+    faces.add_argument("image", help="image file")
+    faces.add_argument("--backend", choices=["dlib", "insightface"], default=None,
+                       help="face backend (default: IDGEN_FACE_BACKEND, else insightface if a pack is installed, else dlib)")
+    faces.add_argument("--select", type=_select, default="all",
+                       help="'all' (default), 'largest', 'one' (exactly one required) or an index (largest first)")
+    faces.add_argument("--json", action="store_true", help="one JSON record per face: bbox, score, kps ([x, y] x5), ...")
+    faces.add_argument("--embedding", action="store_true", help="include the identity embedding in --json")
+    faces.add_argument("--draw", metavar="OUT", help="write the image with boxes and the InstantID keypoint drawing")
+    faces.add_argument("--crops", metavar="DIR", help="write aligned crops and face masks to DIR")
+    faces.add_argument("--crop-size", type=int, default=512, choices=[112, 224, 512, 1024])
+    faces.set_defaults(func=_cmd_faces)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ModelNotFoundError as e:
+        print(f"idgen: missing model: {e}", file=sys.stderr)
+        return EXIT_MISSING_MODEL
+    except IdgenError as e:
+        print(f"idgen: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
