@@ -4,9 +4,14 @@ Tests that need shared/ fail (not skip) when it is missing: CI always has it, an
 would hide a broken parity or face test.
 """
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The suite never touches a model hub: any accidental download fails fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
