@@ -1,1 +1,43 @@
-"""Placeholder; filled by the modules of this package."""
+"""IP-Adapter-FaceID (FaceID, FaceID-Plus v1/v2; SD1.5 and SDXL) on diffusers' native IP-Adapter
+modules: `layout` checks and maps the official checkpoint, `loader` installs it into a pipeline.
+The pipelines are `idgen.pipelines.pipeline_faceid.FaceIDPipeline` / `FaceIDXLPipeline`."""
+
+from .layout import (
+    VARIANTS,
+    FaceIDSpec,
+    FaceIDWeights,
+    build_image_projection,
+    convert_faceid_checkpoint,
+    expected_layout,
+    extract_faceid_state_dict,
+    infer_spec,
+    processor_names,
+)
+from .loader import (
+    FACEID_ADAPTER_NAME,
+    FACEID_SUBFOLDER,
+    FaceIDLoaderMixin,
+    FaceIDState,
+    install_faceid,
+    load_faceid_into_unet,
+    uninstall_faceid,
+)
+
+__all__ = [
+    "FACEID_ADAPTER_NAME",
+    "FACEID_SUBFOLDER",
+    "VARIANTS",
+    "FaceIDLoaderMixin",
+    "FaceIDSpec",
+    "FaceIDState",
+    "FaceIDWeights",
+    "build_image_projection",
+    "convert_faceid_checkpoint",
+    "expected_layout",
+    "extract_faceid_state_dict",
+    "infer_spec",
+    "install_faceid",
+    "load_faceid_into_unet",
+    "processor_names",
+    "uninstall_faceid",
+]

@@ -1,1 +1,38 @@
-"""Placeholder; filled by the modules of this package."""
+"""InstantID: perceiver Resampler + decoupled identity attention + IdentityNet (a ControlNet).
+
+- `Resampler`, `ResamplerConfig`: ArcFace embedding -> identity tokens (official module tree).
+- `InstantIDAdapter`: the pipeline component holding every weight of `ip-adapter.bin`.
+- `InstantIDAttnProcessor`, `IdentityAttentionInputs`: text attention + scale x identity attention.
+- `InstantIDLoaderMixin`: `load_instantid`, `set_ip_adapter_scale` / `set_identity_scale`,
+  `unload_instantid`; `load_instantid_adapter`, `convert_official_state_dict`, `official_key_map`.
+"""
+
+from .attention import IdentityAttentionInputs, InstantIDAttnProcessor
+from .loader import (
+    DEFAULT_IDENTITY_SCALE,
+    InstantIDLoaderMixin,
+    convert_official_state_dict,
+    expand_identity_scale,
+    load_instantid_adapter,
+    official_key_map,
+)
+from .model import IdentityKV, InstantIDAdapter, attn_processor_order, identity_layers
+from .resampler import PerceiverAttention, Resampler, ResamplerConfig
+
+__all__ = [
+    "DEFAULT_IDENTITY_SCALE",
+    "IdentityAttentionInputs",
+    "IdentityKV",
+    "InstantIDAdapter",
+    "InstantIDAttnProcessor",
+    "InstantIDLoaderMixin",
+    "PerceiverAttention",
+    "Resampler",
+    "ResamplerConfig",
+    "attn_processor_order",
+    "convert_official_state_dict",
+    "expand_identity_scale",
+    "identity_layers",
+    "load_instantid_adapter",
+    "official_key_map",
+]

@@ -1,0 +1,469 @@
+"""Loading IP-Adapter-FaceID into a diffusers pipeline, through diffusers' own IP-Adapter modules.
+
+`FaceIDLoaderMixin` goes in front of a `StableDiffusionPipeline` / `StableDiffusionXLPipeline`
+subclass and adds `load_faceid`, `set_faceid_scale`, `unload_faceid` and `faceid_state_dict`.
+An official file becomes:
+
+- `unet.encoder_hid_proj`: diffusers' `IPAdapterFaceIDImageProjection` (or
+  `IPAdapterFaceIDPlusImageProjection`) inside a `MultiIPAdapterImageProjection`, as
+  `pipe.load_ip_adapter` builds it;
+- `IPAdapterAttnProcessor2_0` on every cross-attention (the native processor: `set_ip_adapter_scale`,
+  `ip_adapter_masks` work unchanged);
+- the built-in rank-128 LoRA as the peft adapter named `"faceid"` (`FACEID_ADAPTER_NAME`), so it can
+  be scaled, listed and unloaded like any LoRA, and user LoRAs load next to it.
+
+Where this differs from `pipe.load_ip_adapter(...)` on the same file, and why:
+- the file is checked key by key against the UNet first (`CheckpointError` names the first bad key;
+  diffusers fails with a bare `KeyError` or loads a Plus file as something else);
+- keys go through one explicit map (`layout.py`) instead of chained string replaces;
+- the LoRA stays active next to user LoRAs: diffusers calls `set_adapters(["faceid_0"])`, which
+  switches every other adapter off, and a later `load_lora_weights` switches FaceID's off;
+- `unload_faceid` also removes the LoRA and restores the previous processors, so the pipeline is
+  exactly the base again (`unload_ip_adapter` leaves the LoRA in and resets processors to defaults);
+- `save_pretrained` / `from_pretrained` keep the adapter (written in the official layout to
+  `faceid/`), since a UNet saved with peft layers and IP processors inside does not reload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from idgen.checkpoint import PathOrStateDict, resolve_state_dict
+from idgen.errors import CheckpointError, IdgenError
+
+from .layout import (
+    FaceIDSpec,
+    build_image_projection,
+    convert_faceid_checkpoint,
+    extract_faceid_state_dict,
+    processor_names,
+)
+
+logger = logging.getLogger(__name__)
+
+FACEID_ADAPTER_NAME = "faceid"
+#: Subfolder of a saved pipeline holding the adapter (official layout) and its settings.
+FACEID_SUBFOLDER = "faceid"
+FACEID_WEIGHTS_NAME = "ip-adapter-faceid.safetensors"
+FACEID_CONFIG_NAME = "faceid_config.json"
+
+ScaleConfig = Union[float, dict]
+
+
+@dataclass
+class FaceIDState:
+    """What `load_faceid` installed, and what `unload_faceid` must put back."""
+
+    spec: FaceIDSpec
+    projection: torch.nn.Module
+    previous_processors: dict
+    previous_encoder_hid_dim_type: Optional[str]
+    lora_scale: float = 1.0
+    s_scale: float = 1.0
+    shortcut: bool = False
+
+
+def install_faceid(unet, weights) -> FaceIDState:
+    """Put the projection and IP processors of `weights` (a `FaceIDWeights`) into `unet`.
+
+    Modules are built empty and take the checkpoint tensors with `assign=True`, so this also works on
+    a UNet on the meta device (layout checks at full size without memory). The LoRA is not handled
+    here (see `load_faceid_into_unet`).
+    """
+    from accelerate import init_empty_weights
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+    from diffusers.models.embeddings import MultiIPAdapterImageProjection
+
+    if unet.encoder_hid_proj is not None:
+        raise IdgenError(
+            "this UNet already has an encoder_hid_proj (another IP-Adapter is loaded, or the model "
+            "projects text itself); call `pipe.unload_ip_adapter()` / `unload_faceid()` first."
+        )
+    device = unet.device
+    dtype = unet.dtype
+
+    def cast(sd):
+        return {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}
+
+    with init_empty_weights():
+        projection = build_image_projection(weights.spec)
+    projection.load_state_dict(cast(weights.image_proj), strict=True, assign=True)
+    projection.eval()
+
+    previous = unet.attn_processors
+    processors = {}
+    for name in processor_names(unet):
+        if name in weights.processors:
+            attn = unet.get_submodule(name[: -len(".processor")])
+            with init_empty_weights():
+                proc = IPAdapterAttnProcessor2_0(
+                    hidden_size=attn.to_k.out_features,
+                    cross_attention_dim=attn.to_k.in_features,
+                    num_tokens=(weights.spec.num_tokens,),
+                    scale=1.0,
+                )
+            proc.load_state_dict(cast(weights.processors[name]), strict=True, assign=True)
+            processors[name] = proc
+        else:
+            processors[name] = previous[name]
+    state = FaceIDState(
+        spec=weights.spec,
+        projection=projection,
+        previous_processors=previous,
+        previous_encoder_hid_dim_type=unet.config.encoder_hid_dim_type,
+        shortcut=weights.spec.shortcut,
+    )
+    unet.set_attn_processor(processors)
+    unet.encoder_hid_proj = MultiIPAdapterImageProjection([projection])
+    # diffusers flips this flag the same way in `_load_ip_adapter_weights` (attribute on the config).
+    unet.config.encoder_hid_dim_type = "ip_image_proj"
+    return state
+
+
+def uninstall_faceid(unet, state: FaceIDState) -> None:
+    """Undo `install_faceid`: previous processors back, no `encoder_hid_proj`."""
+    # projection first: the Plus resampler's own attentions are listed in `unet.attn_processors`
+    unet.encoder_hid_proj = None
+    unet.config.encoder_hid_dim_type = state.previous_encoder_hid_dim_type
+    unet.set_attn_processor(state.previous_processors)
+
+
+def _lora_layers(unet):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def unet_adapters(unet) -> list[str]:
+    """Names of the LoRA adapters loaded into `unet`."""
+    return list(getattr(unet, "peft_config", None) or {})
+
+
+def active_unet_adapters(unet) -> list[str]:
+    for layer in _lora_layers(unet):
+        return list(layer.active_adapters)
+    return []
+
+
+def activate_unet_adapters(unet, names: list[str]) -> None:
+    """Make `names` the active adapters of every LoRA layer, leaving their weights as they are."""
+    names = list(dict.fromkeys(names))
+    for layer in _lora_layers(unet):
+        layer.set_adapter(names)
+
+
+def load_faceid_into_unet(
+    unet,
+    state_dict,
+    variant: str = "auto",
+    *,
+    clip_dim: Optional[int] = None,
+    _pipeline=None,
+) -> FaceIDState:
+    """Check, convert and install an official FaceID state dict into `unet`, LoRA included.
+
+    Works on a UNet on the meta device (meta tensors in, nothing allocated): that is how the test
+    suite checks the official layouts at full size. The `"faceid"` LoRA is left active together with
+    the adapters that were active before.
+    """
+    weights = convert_faceid_checkpoint(state_dict, unet, variant, clip_dim=clip_dim)
+    before = active_unet_adapters(unet)
+    state = install_faceid(unet, weights)
+    device, dtype = unet.device, unet.dtype  # each lookup walks the whole model: once only
+    lora = {k: v.to(device=device, dtype=dtype) for k, v in weights.lora.items()}
+    try:
+        # `_pipeline` lets diffusers lift offload hooks while it injects layers (as load_lora_weights does).
+        unet.load_lora_adapter(
+            lora,
+            prefix=None,
+            adapter_name=FACEID_ADAPTER_NAME,
+            _pipeline=_pipeline,
+            low_cpu_mem_usage=device.type == "meta",
+        )
+    except Exception:
+        uninstall_faceid(unet, state)
+        raise
+    activate_unet_adapters(unet, before + [FACEID_ADAPTER_NAME])
+    return state
+
+
+class FaceIDLoaderMixin:
+    """IP-Adapter-FaceID loading for SD1.5 / SDXL pipelines (see the module docstring)."""
+
+    _faceid: Optional[FaceIDState] = None
+
+    # ------------------------------------------------------------------ loading
+
+    def load_faceid(
+        self,
+        path_or_state_dict: PathOrStateDict,
+        variant: str = "auto",
+        *,
+        image_encoder=None,
+        scale: ScaleConfig = 1.0,
+        lora_scale: float = 1.0,
+        s_scale: float = 1.0,
+        shortcut: Optional[bool] = None,
+    ) -> None:
+        """Load an official IP-Adapter-FaceID file (or its state dict) into this pipeline.
+
+        Args:
+            path_or_state_dict: `ip-adapter-faceid_sd15.bin`, `ip-adapter-faceid-plusv2_sd15.bin`,
+                `ip-adapter-faceid_sdxl.bin`, ... (`.bin` read with `weights_only=True`, or
+                `.safetensors` with `image_proj.*` / `ip_adapter.*` keys), or the dict itself.
+            variant: "faceid", "faceid-plusv2", "faceid-plus" (v1: no shortcut) or "auto" (FaceID
+                or, for a Plus file, Plus v2). A Plus file asked for as "faceid", or the reverse,
+                is refused with a `CheckpointError`.
+            image_encoder: Plus only: the CLIP image encoder (`CLIPVisionModelWithProjection`, ViT-H
+                for the official files); registered as the pipeline's `image_encoder`. Not needed
+                if the pipeline already has one or you pass `clip_image_embeds` yourself.
+            scale: identity scale, a float or diffusers' per-block dict (see `set_faceid_scale`).
+            lora_scale: weight of the built-in LoRA (official: 1.0).
+            s_scale: Plus only: weight of the CLIP branch (official default 1.0).
+            shortcut: Plus only: override the variant's shortcut (v2: True, v1: False).
+
+        Raises:
+            CheckpointError: unreadable file, wrong variant, or the first missing/mis-shaped key.
+        """
+        if self._faceid is not None:
+            self.unload_faceid()
+        encoder = image_encoder if image_encoder is not None else getattr(self, "image_encoder", None)
+        clip_dim = int(encoder.config.hidden_size) if encoder is not None else None
+        state = load_faceid_into_unet(
+            self.unet, resolve_state_dict(path_or_state_dict), variant, clip_dim=clip_dim, _pipeline=self
+        )
+        self._faceid = state
+        state.s_scale = float(s_scale)
+        if shortcut is not None:
+            state.shortcut = bool(shortcut)
+        if image_encoder is not None and not state.spec.is_plus:
+            logger.warning("`image_encoder` is only used by FaceID-Plus; this checkpoint is plain FaceID.")
+        if state.spec.is_plus:
+            if image_encoder is not None:
+                self.register_modules(image_encoder=image_encoder)
+            self._ensure_clip_processor()
+            if getattr(self, "image_encoder", None) is None:
+                logger.info(
+                    "FaceID-Plus loaded without an image encoder: pass `clip_image_embeds` (and "
+                    "`negative_clip_image_embeds`) when calling, or load with `image_encoder=`."
+                )
+        self.set_faceid_scale(scale, lora_scale=lora_scale)
+
+    def _ensure_clip_processor(self) -> None:
+        encoder = getattr(self, "image_encoder", None)
+        if getattr(self, "feature_extractor", None) is None:
+            from transformers import CLIPImageProcessor
+
+            # The official code uses CLIPImageProcessor() (224); match the encoder's input size.
+            size = int(encoder.config.image_size) if encoder is not None else 224
+            self.register_modules(
+                feature_extractor=CLIPImageProcessor(
+                    size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+                )
+            )
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def faceid_loaded(self) -> bool:
+        return self._faceid is not None
+
+    @property
+    def faceid_spec(self) -> Optional[FaceIDSpec]:
+        return None if self._faceid is None else self._faceid.spec
+
+    def _require_faceid(self) -> FaceIDState:
+        if self._faceid is None:
+            raise IdgenError("no IP-Adapter-FaceID is loaded: call `pipe.load_faceid(path)` first.")
+        return self._faceid
+
+    def _faceid_processors(self) -> dict:
+        from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+
+        return {n: p for n, p in self.unet.attn_processors.items() if isinstance(p, IPAdapterAttnProcessor2_0)}
+
+    def get_faceid_scales(self) -> dict[str, object]:
+        """Identity scale of each cross-attention processor, by processor name."""
+        return {n: p.scale[0] for n, p in self._faceid_processors().items()}
+
+    def _set_faceid_scales(self, scales: dict[str, object]) -> None:
+        for name, proc in self._faceid_processors().items():
+            proc.scale[0] = scales[name]
+
+    def set_faceid_scale(
+        self,
+        scale: Optional[ScaleConfig] = None,
+        *,
+        lora_scale: Optional[float] = None,
+        s_scale: Optional[float] = None,
+    ) -> None:
+        """Set the identity scale, the built-in LoRA's weight, and (Plus) the CLIP-branch weight.
+
+        Args:
+            scale: a float for every cross-attention, or diffusers' per-block dict (blocks not named
+                get 0), e.g. `{"down": {"block_2": [0.0, 1.0]}, "up": {"block_0": [0.0, 1.0, 0.0]}}`.
+            lora_scale: weight of the `"faceid"` LoRA (0 switches it off without unloading).
+            s_scale: Plus only, the shortcut weight of the CLIP branch.
+        """
+        state = self._require_faceid()
+        if scale is not None:
+            if isinstance(scale, list):
+                raise IdgenError("FaceID is one adapter: give `scale` as a float or a per-block dict.")
+            self.set_ip_adapter_scale(scale)
+        if lora_scale is not None:
+            for layer in _lora_layers(self.unet):
+                if FACEID_ADAPTER_NAME in getattr(layer, "scaling", {}):
+                    layer.set_scale(FACEID_ADAPTER_NAME, float(lora_scale))
+            state.lora_scale = float(lora_scale)
+        if s_scale is not None:
+            state.s_scale = float(s_scale)
+
+    def faceid_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The loaded adapter in the official layout (`{"image_proj": ..., "ip_adapter": ...}`)."""
+        state = self._require_faceid()
+        return extract_faceid_state_dict(self.unet, state.spec, state.projection, FACEID_ADAPTER_NAME)
+
+    # ------------------------------------------------------------------ unloading
+
+    def unload_faceid(self) -> None:
+        """Remove the adapter: projection, processors and the `"faceid"` LoRA.
+
+        The UNet is exactly as before `load_faceid` (previous processors, no peft layers left when no
+        other LoRA is loaded). A registered `image_encoder` stays (it is a pipeline component).
+        """
+        state = self._require_faceid()
+        uninstall_faceid(self.unet, state)
+        self._faceid = None
+        remaining = [a for a in unet_adapters(self.unet) if a != FACEID_ADAPTER_NAME]
+        active = [a for a in active_unet_adapters(self.unet) if a != FACEID_ADAPTER_NAME]
+        if remaining:
+            self.unet.delete_adapters(FACEID_ADAPTER_NAME)
+            if active:
+                activate_unet_adapters(self.unet, active)
+        else:
+            self.unet.unload_lora()  # removes the peft wrappers themselves
+
+    def load_ip_adapter(self, *args, **kwargs):
+        """diffusers' `load_ip_adapter`, refused while FaceID is loaded (both use the UNet's single
+        IP-Adapter slot)."""
+        if self._faceid is not None:
+            raise IdgenError("IP-Adapter-FaceID is loaded: call `unload_faceid()` before `load_ip_adapter()`.")
+        return super().load_ip_adapter(*args, **kwargs)
+
+    def unload_ip_adapter(self):
+        """With FaceID loaded, same as `unload_faceid()`; otherwise diffusers' behaviour."""
+        if self._faceid is not None:
+            return self.unload_faceid()
+        return super().unload_ip_adapter()
+
+    # ------------------------------------------------------------------ LoRA interplay
+
+    def load_lora_weights(self, *args, **kwargs):
+        """diffusers' `load_lora_weights`; the FaceID LoRA stays active next to the new adapter."""
+        out = super().load_lora_weights(*args, **kwargs)
+        if self._faceid is not None:
+            active = active_unet_adapters(self.unet)
+            if FACEID_ADAPTER_NAME not in active:
+                activate_unet_adapters(self.unet, active + [FACEID_ADAPTER_NAME])
+        return out
+
+    def unload_lora_weights(self, *args, **kwargs):
+        """diffusers' `unload_lora_weights` for the user's LoRAs; FaceID's stays (`unload_faceid`
+        removes it)."""
+        if self._faceid is None:
+            return super().unload_lora_weights(*args, **kwargs)
+        official, settings = self._faceid_snapshot()
+        self.unload_faceid()
+        try:
+            return super().unload_lora_weights(*args, **kwargs)
+        finally:
+            self._restore_faceid(official, settings)
+
+    def set_adapters(self, adapter_names, adapter_weights=None):
+        """diffusers' `set_adapters`; the FaceID LoRA is kept active (at its `lora_scale`) unless
+        named, so tuning a user LoRA never silently drops FaceID's."""
+        if self._faceid is not None:
+            names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+            if FACEID_ADAPTER_NAME not in names:
+                weights = adapter_weights
+                if not isinstance(weights, list):
+                    weights = [1.0 if weights is None else weights] * len(names)
+                adapter_names = names + [FACEID_ADAPTER_NAME]
+                adapter_weights = list(weights) + [self._faceid.lora_scale]
+        out = super().set_adapters(adapter_names, adapter_weights)
+        if self._faceid is not None:
+            names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+            weights = adapter_weights if isinstance(adapter_weights, list) else [adapter_weights] * len(names)
+            w = weights[names.index(FACEID_ADAPTER_NAME)]
+            if w is None or isinstance(w, (int, float)):
+                self._faceid.lora_scale = 1.0 if w is None else float(w)
+        return out
+
+    # ------------------------------------------------------------------ serialization
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, **kwargs):
+        """diffusers' `save_pretrained`, with the adapter kept: the base components are saved as they
+        were before `load_faceid`, the adapter goes to `faceid/` in the official layout
+        (`ip-adapter-faceid.safetensors`, loadable by the official code too) with its settings."""
+        if self._faceid is None:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        official, settings = self._faceid_snapshot()
+        self.unload_faceid()
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+            folder = Path(save_directory) / FACEID_SUBFOLDER
+            folder.mkdir(parents=True, exist_ok=True)
+            from safetensors.torch import save_file
+
+            flat = {f"{part}.{k}": v.contiguous() for part, sd in official.items() for k, v in sd.items()}
+            save_file(flat, str(folder / FACEID_WEIGHTS_NAME), metadata={"format": "pt"})
+            (folder / FACEID_CONFIG_NAME).write_text(json.dumps(settings, indent=1))
+        finally:
+            self._restore_faceid(official, settings)
+
+    def _faceid_snapshot(self) -> tuple[dict, dict]:
+        """The adapter (official layout, CPU copies) and its settings, to put it back later."""
+        state = self._require_faceid()
+        official = {
+            part: {k: v.detach().to("cpu").clone() for k, v in sd.items()}
+            for part, sd in self.faceid_state_dict().items()
+        }
+        settings = {
+            "variant": state.spec.variant,
+            "spec": state.spec.to_dict(),
+            "scales": self.get_faceid_scales(),
+            "lora_scale": state.lora_scale,
+            "s_scale": state.s_scale,
+            "shortcut": state.shortcut,
+        }
+        return official, settings
+
+    def _restore_faceid(self, official: dict, settings: dict) -> None:
+        self.load_faceid(
+            official,
+            variant=settings["variant"],
+            lora_scale=settings["lora_scale"],
+            s_scale=settings["s_scale"],
+            shortcut=settings["shortcut"],
+        )
+        scales = settings["scales"]
+        if set(scales) != set(self.get_faceid_scales()):
+            raise CheckpointError("saved FaceID scales do not match this UNet's cross-attention processors.")
+        self._set_faceid_scales(scales)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' `from_pretrained`; a local folder saved with FaceID loaded gets it back."""
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        folder = Path(pretrained_model_name_or_path) / FACEID_SUBFOLDER
+        if (folder / FACEID_WEIGHTS_NAME).is_file():
+            settings = json.loads((folder / FACEID_CONFIG_NAME).read_text())
+            pipe._restore_faceid(str(folder / FACEID_WEIGHTS_NAME), settings)
+        return pipe

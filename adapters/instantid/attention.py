@@ -1,0 +1,172 @@
+"""Decoupled identity cross-attention (InstantID / IP-Adapter): `text attention + scale x identity
+attention`, computed with SDPA.
+
+Why not diffusers' `IPAdapterAttnProcessor2_0` (same math for one unmasked image): it owns its
+`to_k_ip`/`to_v_ip` inside the UNet (not restorable by `save_pretrained`/`from_pretrained`, not a
+separate offloadable component), projects the constant identity tokens again at every step, and
+downsamples region masks bicubically at every step, which leaks the identity outside its mask.
+Here the weights live in the `InstantIDAdapter` component, the identity keys/values are computed
+once per call (`IdentityAttentionInputs`), masks are downsampled with nearest (as the official
+`region_control`) once per resolution, and the processor itself holds only its index and a scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class IdentityAttentionInputs:
+    """Per-call identity inputs shared by every identity processor of one UNet.
+
+    Passed to the UNet as `cross_attention_kwargs={"ip_hidden_states": inputs}` (a name diffusers
+    forwards silently to processors that do not take it, e.g. the self-attention ones).
+
+    Attributes:
+        kv: `{layer_index: [(key, value) per identity]}`, each `[batch, tokens, inner_dim]`, from
+            `InstantIDAdapter.identity_kv` (computed once per call, not per step).
+        scales: `{layer_index: [scale per identity]}` as Python floats (no device sync in the loop).
+        masks: one entry per identity: `None` (everywhere) or a `[1, 1, H, W]` float tensor in
+            output-pixel (or latent) space, 1 where the identity applies.
+        latent_size: `(height, width)` of the UNet input latents; used to find the spatial size of
+            each attention resolution for the masks.
+    """
+
+    kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]]
+    scales: dict[int, list[float]]
+    masks: Sequence[Optional[torch.Tensor]] = ()
+    latent_size: Optional[tuple[int, int]] = None
+    _mask_cache: dict = field(default_factory=dict, repr=False)
+
+    def mask(self, identity: int, num_queries: int, device, dtype) -> Optional[torch.Tensor]:
+        """The mask of `identity` at the resolution with `num_queries` positions, `[1, L, 1]`."""
+        if identity >= len(self.masks) or self.masks[identity] is None:
+            return None
+        key = (identity, num_queries, device, dtype)
+        cached = self._mask_cache.get(key)
+        if cached is None:
+            h, w = _spatial_size(num_queries, self.latent_size, self.masks[identity].shape[-2:])
+            m = F.interpolate(self.masks[identity].to(device=device, dtype=torch.float32), size=(h, w), mode="nearest")
+            cached = m.reshape(1, h * w, 1).to(dtype)
+            self._mask_cache[key] = cached
+        return cached
+
+
+def _spatial_size(num_queries: int, latent_size, mask_size) -> tuple[int, int]:
+    """`(h, w)` with `h * w == num_queries` for a UNet level: the latent size halved (ceil, as
+    the stride-2 downsamplers do) until it matches; falls back to the mask's aspect ratio."""
+    if latent_size is not None:
+        h, w = int(latent_size[0]), int(latent_size[1])
+        while h * w > num_queries:
+            h, w = -(-h // 2), -(-w // 2)
+        if h * w == num_queries:
+            return h, w
+    mh, mw = int(mask_size[0]), int(mask_size[1])
+    ratio = math.sqrt(mh * mw / num_queries)
+    h, w = max(1, round(mh / ratio)), max(1, round(mw / ratio))
+    if h * w != num_queries:
+        raise ValueError(
+            f"cannot map an identity mask of size {mh}x{mw} onto an attention map with {num_queries} "
+            "positions; give masks with the aspect ratio of the output image."
+        )
+    return h, w
+
+
+class InstantIDAttnProcessor:
+    """Cross-attention processor with a decoupled identity branch.
+
+    Holds only its layer index in the official checkpoint numbering (`index`, the k of
+    `ip_adapter.{k}.to_k_ip.weight`) and a default `scale`; the identity keys/values and per-call
+    scales come in through `ip_hidden_states` (`IdentityAttentionInputs`). Without them it is
+    exactly diffusers' `AttnProcessor2_0`.
+    """
+
+    def __init__(self, index: int, scale: float = 1.0):
+        if not hasattr(F, "scaled_dot_product_attention"):
+            raise ImportError("InstantIDAttnProcessor needs torch >= 2.0 (scaled_dot_product_attention).")
+        self.index = int(index)
+        self.scale = scale
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        temb: Optional[torch.Tensor] = None,
+        ip_hidden_states: Optional[IdentityAttentionInputs] = None,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+
+        batch_size, sequence_length, _ = (
+            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        )
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+
+        inner_dim = key.shape[-1]
+        head_dim = inner_dim // attn.heads
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+
+        hidden_states = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+        )
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+        hidden_states = hidden_states.to(query.dtype)
+
+        if ip_hidden_states is not None:
+            hidden_states = self._add_identity(ip_hidden_states, hidden_states, query, attn.heads, head_dim)
+
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+    def _add_identity(self, inputs: IdentityAttentionInputs, hidden_states, query, heads: int, head_dim: int):
+        layer_kv = inputs.kv.get(self.index)
+        if layer_kv is None:
+            return hidden_states
+        scales = inputs.scales.get(self.index, [self.scale] * len(layer_kv))
+        batch_size, num_queries = hidden_states.shape[0], hidden_states.shape[1]
+        for i, ((ip_key, ip_value), scale) in enumerate(zip(layer_kv, scales)):
+            if scale == 0:  # skipped, so scale 0 is exactly the plain UNet
+                continue
+            ip_key = ip_key.view(batch_size, -1, heads, head_dim).transpose(1, 2)
+            ip_value = ip_value.view(batch_size, -1, heads, head_dim).transpose(1, 2)
+            ip_out = F.scaled_dot_product_attention(query, ip_key, ip_value, attn_mask=None, dropout_p=0.0, is_causal=False)
+            ip_out = ip_out.transpose(1, 2).reshape(batch_size, -1, heads * head_dim).to(query.dtype)
+            mask = inputs.mask(i, num_queries, ip_out.device, ip_out.dtype)
+            if mask is not None:
+                ip_out = ip_out * mask
+            hidden_states = hidden_states + scale * ip_out
+        return hidden_states

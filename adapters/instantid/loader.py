@@ -1,0 +1,256 @@
+"""Loading InstantID's official `ip-adapter.bin` into a pipeline.
+
+Layers, as diffusers' loaders: `official_key_map` / `convert_official_state_dict` (file -> the
+`InstantIDAdapter` state dict, checked key by key), `load_instantid_adapter` (state dict -> module,
+built on the meta device so nothing is allocated twice), and `InstantIDLoaderMixin` for pipelines
+(`load_instantid`, `set_ip_adapter_scale` / `set_identity_scale`, `unload_instantid`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Mapping, Optional, Union
+
+import torch
+
+from idgen.checkpoint import PathOrStateDict, check_state_dict, resolve_state_dict, split_prefixed
+from idgen.errors import CheckpointError, IdgenError
+
+from .attention import InstantIDAttnProcessor
+from .model import InstantIDAdapter
+from .resampler import ResamplerConfig
+
+CHECKPOINT_NAME = "InstantID adapter (ip-adapter.bin)"
+DEFAULT_IDENTITY_SCALE = 0.8
+ScaleConfig = Union[float, Mapping]
+
+
+def official_key_map(adapter: InstantIDAdapter) -> dict[str, str]:
+    """`{official key: adapter state-dict key}`, in the official file's order.
+
+    Official keys are written `image_proj.<key>` and `ip_adapter.<key>` (the two sub-dicts of
+    `ip-adapter.bin`, or a flat safetensors file with those prefixes). The module tree mirrors the
+    official one, so the map is one-to-one without renaming; it is still spelled out so that the
+    check below names the first missing/misshaped key in the official file's own terms.
+    """
+    mapping = {f"image_proj.{k}": f"image_proj.{k}" for k in adapter.image_proj.state_dict()}
+    for k in adapter.ip_adapter.keys():
+        for proj in ("to_k_ip", "to_v_ip"):
+            mapping[f"ip_adapter.{k}.{proj}.weight"] = f"ip_adapter.{k}.{proj}.weight"
+    return mapping
+
+
+def convert_official_state_dict(state_dict: Mapping[str, object], adapter: InstantIDAdapter) -> dict:
+    """Official checkpoint dict -> `adapter` state dict, checking every key and shape.
+
+    Raises:
+        CheckpointError: naming the first missing, misshaped or unexpected key (with a hint at the
+            Resampler hyperparameters when the projection does not fit).
+    """
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"{CHECKPOINT_NAME}: expected a dict, got {type(state_dict).__name__}.")
+    parts = split_prefixed(state_dict, ("image_proj", "ip_adapter"))
+    if not parts["image_proj"] and not parts["ip_adapter"]:
+        first = next(iter(state_dict), None)
+        raise CheckpointError(
+            f"{CHECKPOINT_NAME}: neither an 'image_proj' nor an 'ip_adapter' part was found (first key "
+            f"{first!r}); this is not an InstantID adapter file."
+        )
+    stray = [k for k in state_dict if k not in ("image_proj", "ip_adapter") and str(k).partition(".")[0] not in ("image_proj", "ip_adapter")]
+    if stray:
+        raise CheckpointError(
+            f"{CHECKPOINT_NAME}: unexpected key {stray[0]!r} ({len(stray)} outside 'image_proj'/'ip_adapter'); "
+            "this is not an InstantID adapter file."
+        )
+    flat = {f"{p}.{k}": v for p in ("image_proj", "ip_adapter") for k, v in parts[p].items()}
+    mapping = official_key_map(adapter)
+    target = adapter.state_dict()
+    expected = {official: tuple(target[ours].shape) for official, ours in mapping.items()}
+    try:
+        check_state_dict(flat, expected, what=CHECKPOINT_NAME)
+    except CheckpointError as e:
+        raise CheckpointError(str(e) + _resampler_hint(parts["image_proj"], adapter)) from None
+    return {mapping[k]: flat[k] for k in mapping}
+
+
+def _resampler_hint(image_proj: Mapping[str, object], adapter: InstantIDAdapter) -> str:
+    """When the file's Resampler differs from the configured one, say what the file looks like."""
+    try:
+        dim, nq = image_proj["latents"].shape[2], image_proj["latents"].shape[1]
+        found = {
+            "dim": int(dim),
+            "num_queries": int(nq),
+            "embedding_dim": int(image_proj["proj_in.weight"].shape[1]),
+            "output_dim": int(image_proj["proj_out.weight"].shape[0]),
+            "depth": len({m.group(1) for k in image_proj if (m := re.match(r"layers\.(\d+)\.", k))}),
+            "ff_mult": int(image_proj["layers.0.1.1.weight"].shape[0]) // int(dim),
+        }
+        inner = int(image_proj["layers.0.0.to_q.weight"].shape[0])
+    except (KeyError, IndexError, AttributeError, TypeError, ZeroDivisionError):
+        return ""
+    ours = adapter.config
+    if all(found[k] == ours[k] for k in found) and inner == ours["heads"] * ours["dim_head"]:
+        return ""
+    return (
+        f" The file's Resampler looks like {found} with heads*dim_head={inner}; configured: "
+        f"{ {k: ours[k] for k in found} } with heads*dim_head={ours['heads'] * ours['dim_head']}. "
+        "Pass `resampler_config=` with the file's hyperparameters."
+    )
+
+
+def load_instantid_adapter(
+    source: PathOrStateDict,
+    unet,
+    *,
+    resampler_config: Optional[Mapping[str, int]] = None,
+    device=None,
+    dtype: Optional[torch.dtype] = None,
+) -> InstantIDAdapter:
+    """Build an `InstantIDAdapter` for `unet` and load the official checkpoint `source` into it.
+
+    The module is created on the meta device and the checkpoint tensors are assigned to it, so
+    nothing is allocated twice (with meta tensors in `source` nothing is allocated at all).
+    `resampler_config` overrides the official Resampler hyperparameters (`ResamplerConfig`).
+    """
+    cfg = ResamplerConfig.from_mapping(resampler_config, output_dim=unet.config.cross_attention_dim)
+    state_dict = resolve_state_dict(source)
+    with torch.device("meta"):
+        adapter = InstantIDAdapter.for_unet(unet, cfg)
+    converted = convert_official_state_dict(state_dict, adapter)
+    adapter.load_state_dict(converted, strict=True, assign=True)
+    if device is not None or (dtype is not None and dtype != adapter.dtype):
+        # nn.Module.to: diffusers' ModelMixin.to warns about fp32 modules on every dtype cast.
+        torch.nn.Module.to(adapter, device=device, dtype=dtype)
+    return adapter.eval().requires_grad_(False)
+
+
+def expand_identity_scale(unet, layer_names: Mapping[int, str], scale: ScaleConfig, *, what: str) -> dict[int, float]:
+    """`{k: scale}` for every identity layer from a float or a diffusers block dict
+    (`{"down": {"block_2": [0.0, 1.0]}, "up": {"block_0": [0.0, 1.0, 0.0]}, "mid": 0.5}`; blocks not
+    named get 0, as in diffusers' `set_ip_adapter_scale`)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, Mapping)):
+        raise IdgenError(f"{what} must be a number or a block dict, got {type(scale).__name__}.")
+    if not isinstance(scale, Mapping):
+        if not math.isfinite(float(scale)):
+            raise IdgenError(f"{what} must be finite, got {scale}.")
+        return {k: float(scale) for k in layer_names}
+    from diffusers.loaders.unet_loader_utils import _maybe_expand_lora_scales
+
+    # diffusers' expansion silently ignores unknown parts and blocks: check them first.
+    blocks = {
+        part: {f"block_{i}" for i, b in enumerate(getattr(unet, f"{part}_blocks")) if getattr(b, "attentions", None)}
+        for part in ("down", "up")
+    }
+    for part, value in scale.items():
+        if part not in ("down", "mid", "up"):
+            raise IdgenError(f"{what}: unknown part {part!r}; use 'down', 'mid' and 'up'.")
+        if part != "mid" and isinstance(value, Mapping):
+            for block in value:
+                if block not in blocks[part]:
+                    raise IdgenError(
+                        f"{what}: {part!r} has no attention block {block!r}; blocks with attention: {sorted(blocks[part])}."
+                    )
+    try:
+        per_block = _maybe_expand_lora_scales(unet, [dict(scale)], default_scale=0.0)[0]
+    except (ValueError, KeyError, TypeError) as e:
+        raise IdgenError(f"{what}: {e}") from None
+    out = {}
+    for k, name in layer_names.items():
+        value = 0.0
+        for prefix, s in per_block.items():
+            if name.startswith(prefix + "."):
+                value = s
+        if isinstance(value, (list, tuple)):
+            raise IdgenError(f"{what}: give one scale per transformer layer, not per image.")
+        out[k] = float(value)
+    return out
+
+
+class InstantIDLoaderMixin:
+    """Pipeline mixin: `identity_adapter` component + identity processors in `unet`."""
+
+    def load_instantid(
+        self,
+        adapter_path_or_state_dict: PathOrStateDict,
+        *,
+        resampler_config: Optional[Mapping[str, int]] = None,
+        scale: ScaleConfig = DEFAULT_IDENTITY_SCALE,
+    ) -> None:
+        """Load InstantID's `ip-adapter.bin` (path, or the dict it holds) unchanged.
+
+        Args:
+            adapter_path_or_state_dict: `.bin`/`.safetensors` path, or a dict with `image_proj` and
+                `ip_adapter` sub-dicts (or flat `image_proj.*` / `ip_adapter.*` keys).
+            resampler_config: Resampler hyperparameters overriding the official ones (dim 1280,
+                depth 4, dim_head 64, heads 20, num_queries 16, embedding_dim 512, ff_mult 4).
+            scale: the identity scale (float or block dict), see `set_ip_adapter_scale`.
+
+        Raises:
+            CheckpointError: the file is unreadable or a key is missing/misshaped/unexpected.
+        """
+        adapter = load_instantid_adapter(
+            adapter_path_or_state_dict, self.unet, resampler_config=resampler_config,
+            device=self.unet.device, dtype=self.unet.dtype,
+        )
+        self.register_modules(identity_adapter=adapter)
+        self._install_identity_processors()
+        self.set_ip_adapter_scale(scale)
+
+    def _install_identity_processors(self) -> None:
+        """Give every cross-attention listed by the adapter an `InstantIDAttnProcessor` (others keep
+        their processor). Called by `load_instantid` and by `__init__` (so `from_pretrained` of a
+        saved pipeline restores the identity branch from its `identity_adapter` folder)."""
+        adapter = self.identity_adapter
+        current = self.unet.attn_processors
+        names = list(adapter.config.processor_names)
+        if set(names) != set(current):
+            raise IdgenError(
+                "the identity_adapter was made for another UNet layout (its attention processors "
+                f"{names[:2]}... do not match this UNet's {list(current)[:2]}...)."
+            )
+        layers = adapter.layer_names
+        processors = {}
+        for k, name in enumerate(names):
+            if k in layers:
+                old = current[name]
+                processors[name] = InstantIDAttnProcessor(k, old.scale if isinstance(old, InstantIDAttnProcessor) else 1.0)
+            else:
+                processors[name] = current[name]
+        self.unet.set_attn_processor(processors)
+
+    def _identity_processors(self) -> dict[int, InstantIDAttnProcessor]:
+        return {p.index: p for p in self.unet.attn_processors.values() if isinstance(p, InstantIDAttnProcessor)}
+
+    def set_ip_adapter_scale(self, scale: ScaleConfig) -> None:
+        """Set the default identity scale: a float, or a diffusers block dict for per-block scales
+        (`{"down": {"block_2": [0.0, 1.0]}, "up": {"block_0": [0.0, 1.0, 0.0]}}`). Stored in the
+        pipeline config, so it survives `save_pretrained`/`from_pretrained`."""
+        if getattr(self, "identity_adapter", None) is None:
+            raise IdgenError("no InstantID adapter is loaded; call `load_instantid(...)` first.")
+        per_layer = expand_identity_scale(self.unet, self.identity_adapter.layer_names, scale, what="scale")
+        for k, proc in self._identity_processors().items():
+            proc.scale = per_layer[k]
+        self.register_to_config(identity_scale=_jsonable(scale))
+
+    set_identity_scale = set_ip_adapter_scale
+
+    def unload_instantid(self) -> None:
+        """Remove the identity branch: plain SDPA processors on the identity layers and no
+        `identity_adapter` component."""
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        processors = {
+            name: AttnProcessor2_0() if isinstance(p, InstantIDAttnProcessor) else p
+            for name, p in self.unet.attn_processors.items()
+        }
+        self.unet.set_attn_processor(processors)
+        self.register_modules(identity_adapter=None)
+
+
+def _jsonable(scale: ScaleConfig):
+    if isinstance(scale, Mapping):
+        return {str(k): _jsonable(v) for k, v in scale.items()}
+    if isinstance(scale, (list, tuple)):
+        return [_jsonable(v) for v in scale]
+    return float(scale)
