@@ -1,1 +1,18 @@
-"""Placeholder; filled by the modules of this package."""
+"""idgen's diffusers pipelines (importable as `idgen.pipelines`).
+
+- `InstantIDPipeline` (SDXL) and `StableDiffusionInstantIDPipeline` (SD1.5 architecture):
+  IdentityNet ControlNet + Resampler identity tokens, official `ip-adapter.bin`.
+- `FaceIDPipeline` (SD1.5) and `FaceIDXLPipeline` (SDXL): IP-Adapter-FaceID / FaceID-Plus v2.
+- `Arc2FacePipeline` (SD1.5): ArcFace embedding injected into the CLIP text encoder's input.
+"""
+
+from .pipeline_faceid import FaceIDPipeline, FaceIDXLPipeline
+from .pipeline_stable_diffusion_instantid import StableDiffusionInstantIDPipeline
+from .pipeline_stable_diffusion_xl_instantid import InstantIDPipeline
+
+__all__ = [
+    "FaceIDPipeline",
+    "FaceIDXLPipeline",
+    "InstantIDPipeline",
+    "StableDiffusionInstantIDPipeline",
+]
