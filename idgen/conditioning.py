@@ -1,0 +1,128 @@
+"""Conditioning images: InstantID keypoint drawings and face masks. Pure functions."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Union
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .face.types import Face
+
+#: Colours of the 5 keypoints (RGB) in the official InstantID `draw_kps`.
+KPS_COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255)]
+#: Limbs: each eye and mouth corner to the nose tip.
+KPS_LIMBS = [(0, 2), (1, 2), (3, 2), (4, 2)]
+
+SizeOrImage = Union[tuple[int, int], Image.Image, np.ndarray]
+
+
+def _size(image_or_size: SizeOrImage) -> tuple[int, int]:
+    if isinstance(image_or_size, Image.Image):
+        return image_or_size.size
+    if isinstance(image_or_size, np.ndarray):
+        return image_or_size.shape[1], image_or_size.shape[0]
+    return int(image_or_size[0]), int(image_or_size[1])
+
+
+def draw_kps(image_or_size: SizeOrImage, kps: np.ndarray, color_list: Sequence[tuple[int, int, int]] = KPS_COLORS) -> Image.Image:
+    """The InstantID keypoint image, identical to the official `draw_kps`.
+
+    Black canvas of the image's size `(w, h)`; the 4 limbs eye/mouth→nose as filled ellipses of
+    half-width 4 px at 60% intensity; then the 5 points as filled circles of radius 10 px.
+
+    Args:
+        image_or_size: a PIL image / array (only its size is used) or `(width, height)`.
+        kps: `[5, 2]` keypoints in ArcFace order, pixels.
+    """
+    width, height = _size(image_or_size)
+    kps = np.asarray(kps, dtype=np.float64).reshape(-1, 2)
+    stickwidth = 4
+    canvas = np.zeros([height, width, 3])
+    for a, b in KPS_LIMBS:
+        x = kps[[a, b], 0]
+        y = kps[[a, b], 1]
+        length = ((x[0] - x[1]) ** 2 + (y[0] - y[1]) ** 2) ** 0.5
+        angle = math.degrees(math.atan2(y[0] - y[1], x[0] - x[1]))
+        polygon = cv2.ellipse2Poly((int(np.mean(x)), int(np.mean(y))), (int(length / 2), stickwidth), int(angle), 0, 360, 1)
+        canvas = cv2.fillConvexPoly(canvas, polygon, color_list[a])
+    canvas = (canvas * 0.6).astype(np.uint8)
+    for i, (x, y) in enumerate(kps):
+        canvas = cv2.circle(canvas, (int(x), int(y)), 10, color_list[i], -1)
+    return Image.fromarray(canvas.astype(np.uint8))
+
+
+def draw_kps_many(image_or_size: SizeOrImage, kps_list: Sequence[np.ndarray]) -> Image.Image:
+    """One keypoint image for several faces: the pixel-wise maximum of each face's drawing."""
+    layers = [np.asarray(draw_kps(image_or_size, kps)) for kps in kps_list]
+    if not layers:
+        width, height = _size(image_or_size)
+        return Image.new("RGB", (width, height))
+    return Image.fromarray(np.maximum.reduce(layers))
+
+
+def resize_kps(kps: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """Rescale keypoints `[N, 2]` from an image of `(w, h)` = `from_size` to `to_size`."""
+    sx = to_size[0] / from_size[0]
+    sy = to_size[1] / from_size[1]
+    return np.asarray(kps, dtype=np.float32).reshape(-1, 2) * np.array([sx, sy], dtype=np.float32)
+
+
+def _hull_points(face_or_points: Union[Face, np.ndarray], region: str) -> np.ndarray:
+    if not isinstance(face_or_points, Face):
+        return np.asarray(face_or_points, dtype=np.float32).reshape(-1, 2)
+    face = face_or_points
+    if face.landmarks is not None and len(face.landmarks) >= 17:
+        points = face.landmarks
+        if region == "face_hair":
+            # Copy the upper half of the outline upwards by 60% of the landmark height to cover
+            # the forehead and hair (dlib's 68 points stop at the eyebrows).
+            height = points[:, 1].max() - points[:, 1].min()
+            top = points[points[:, 1] <= np.median(points[:, 1])]
+            points = np.concatenate([points, top - np.array([0.0, 0.6 * height], dtype=np.float32)])
+        return points
+    # Keypoints only: an ellipse inscribed in the box (taller for face+hair).
+    x1, y1, x2, y2 = face.bbox
+    cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
+    if region == "face_hair":
+        cy, ry = cy - 0.25 * ry, ry * 1.25
+    t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1).astype(np.float32)
+
+
+def face_mask(
+    image_size: tuple[int, int],
+    face_or_points: Union[Face, np.ndarray],
+    *,
+    region: str = "face",
+    dilate: int = 0,
+    erode: int = 0,
+    feather: int = 0,
+) -> np.ndarray:
+    """A face mask `[H, W]` float32 in [0, 1] for inpainting and swap.
+
+    Args:
+        image_size: `(width, height)` in pixels.
+        face_or_points: a `Face` (dense landmarks if present, else an ellipse in its box) or
+            points `[N, 2]` whose convex hull is the mask.
+        region: "face" (landmark hull) or "face_hair" (hull extended up over forehead and hair).
+        dilate / erode: grow / shrink the mask by this many pixels (elliptical kernel).
+        feather: Gaussian feather width in pixels (soft edge); the inside stays 1.
+    """
+    if region not in ("face", "face_hair"):
+        raise ValueError(f"region must be 'face' or 'face_hair', got {region!r}.")
+    width, height = image_size
+    mask = np.zeros((height, width), dtype=np.uint8)
+    hull = cv2.convexHull(np.round(_hull_points(face_or_points, region)).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, 255)
+    for amount, op in ((dilate, cv2.dilate), (erode, cv2.erode)):
+        if amount > 0:
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * amount + 1, 2 * amount + 1))
+            mask = op(mask, kernel)
+    out = mask.astype(np.float32) / 255.0
+    if feather > 0:
+        inner = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * feather + 1,) * 2)).astype(np.float32) / 255.0
+        out = np.maximum(cv2.GaussianBlur(out, (0, 0), sigmaX=feather / 2.0), inner)
+    return np.clip(out, 0.0, 1.0)
