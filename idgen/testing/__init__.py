@@ -1,1 +1,33 @@
-"""Placeholder; filled by the modules of this package."""
+"""Tiny seeded random-weight models for tests, benchmarks and the embedded default."""
+
+from .tiny_models import (
+    EMBEDDED_DEFAULT_NOTE,
+    PIPELINE_KINDS,
+    seeded,
+    tiny_clip_vision_encoder,
+    tiny_controlnet,
+    tiny_pipeline,
+    tiny_sd15_components,
+    tiny_sdxl_components,
+    tiny_svd_components,
+    tiny_text_encoder,
+    tiny_unet,
+    tiny_vae,
+)
+from .tokenizer import tiny_clip_tokenizer
+
+__all__ = [
+    "EMBEDDED_DEFAULT_NOTE",
+    "PIPELINE_KINDS",
+    "seeded",
+    "tiny_clip_tokenizer",
+    "tiny_clip_vision_encoder",
+    "tiny_controlnet",
+    "tiny_pipeline",
+    "tiny_sd15_components",
+    "tiny_sdxl_components",
+    "tiny_svd_components",
+    "tiny_text_encoder",
+    "tiny_unet",
+    "tiny_vae",
+]
