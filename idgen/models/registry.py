@@ -1,0 +1,63 @@
+"""Known components: what each needs on disk and where it goes by default.
+
+`files` lists required paths relative to the component's folder; a tuple inside means "any one
+of these". A `single_file` component is one file (its `files` entry names the expected name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+FileSpec = Union[str, tuple[str, ...]]
+WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+TEXT_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    description: str
+    default: str  # relative to $IDGEN_HOME
+    files: tuple[FileSpec, ...]
+    single_file: bool = False
+    source: str = ""  # where users get it
+
+
+def _sd_pipeline(name, description, default, source, xl=False) -> Component:
+    files = ["model_index.json", "unet/config.json", ("unet/" + WEIGHTS[0], "unet/" + WEIGHTS[1]),
+             "vae/config.json", "text_encoder/config.json", ("tokenizer/vocab.json", "tokenizer/tokenizer.json"),
+             "scheduler/scheduler_config.json"]
+    if xl:
+        files += ["text_encoder_2/config.json", ("tokenizer_2/vocab.json", "tokenizer_2/tokenizer.json")]
+    return Component(name, description, default, tuple(files), source=source)
+
+
+REGISTRY: dict[str, Component] = {c.name: c for c in (
+    _sd_pipeline("sd15", "Stable Diffusion 1.5 (diffusers folder; a single .safetensors file also works)",
+                 "models/sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    _sd_pipeline("sdxl", "Stable Diffusion XL base 1.0 (diffusers folder; a single .safetensors file also works)",
+                 "models/sdxl", "stabilityai/stable-diffusion-xl-base-1.0", xl=True),
+    Component("instantid_identitynet", "InstantID IdentityNet (an SDXL ControlNet)", "models/InstantID/ControlNetModel",
+              ("config.json", WEIGHTS), source="InstantX/InstantID: ControlNetModel/"),
+    Component("instantid_adapter", "InstantID ip-adapter.bin (Resampler + identity attention)",
+              "models/InstantID/ip-adapter.bin", ("ip-adapter.bin",), single_file=True, source="InstantX/InstantID: ip-adapter.bin"),
+    Component("arc2face_unet", "Arc2Face fine-tuned SD1.5 UNet", "models/Arc2Face/arc2face",
+              ("config.json", WEIGHTS), source="FoivosPar/Arc2Face: arc2face/"),
+    Component("arc2face_encoder", "Arc2Face fine-tuned CLIP text encoder", "models/Arc2Face/encoder",
+              ("config.json", TEXT_WEIGHTS), source="FoivosPar/Arc2Face: encoder/"),
+    Component("faceid_sd15", "IP-Adapter-FaceID for SD1.5", "models/IP-Adapter-FaceID/ip-adapter-faceid_sd15.bin",
+              ("ip-adapter-faceid_sd15.bin",), single_file=True, source="h94/IP-Adapter-FaceID"),
+    Component("faceid_plusv2_sd15", "IP-Adapter-FaceID-Plus v2 for SD1.5",
+              "models/IP-Adapter-FaceID/ip-adapter-faceid-plusv2_sd15.bin", ("ip-adapter-faceid-plusv2_sd15.bin",),
+              single_file=True, source="h94/IP-Adapter-FaceID"),
+    Component("faceid_sdxl", "IP-Adapter-FaceID for SDXL", "models/IP-Adapter-FaceID/ip-adapter-faceid_sdxl.bin",
+              ("ip-adapter-faceid_sdxl.bin",), single_file=True, source="h94/IP-Adapter-FaceID"),
+    Component("clip_vit_h", "CLIP ViT-H/14 image encoder (FaceID-Plus v2)", "models/CLIP-ViT-H-14",
+              ("config.json", TEXT_WEIGHTS), source="laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
+    Component("insightface_antelopev2", "insightface antelopev2 pack (SCRFD + glintr100 ArcFace)",
+              "insightface/models/antelopev2", ("scrfd_10g_bnkps.onnx", "glintr100.onnx"),
+              source="insightface model zoo: antelopev2"),
+    Component("insightface_buffalo_l", "insightface buffalo_l pack (SCRFD + w600k ArcFace)",
+              "insightface/models/buffalo_l", ("det_10g.onnx", "w600k_r50.onnx"), source="insightface model zoo: buffalo_l"),
+)}

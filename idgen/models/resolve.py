@@ -1,0 +1,150 @@
+"""Resolving and loading models: local folders, single-file checkpoints, cached hub ids.
+
+Nothing is downloaded unless the caller passes `allow_download=True` and `HF_HUB_OFFLINE` is
+unset; a missing model raises one `ModelNotFoundError` listing every place looked at.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..errors import IdgenError, ModelNotFoundError
+from .config import ModelConfig, env_var, load_config
+from .registry import REGISTRY, Component, FileSpec
+
+logger = logging.getLogger(__name__)
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A located model: `path` (folder or file), `format` ("folder" | "file") and `source`
+    (how it was found: "env", "config", "default", "argument", "hf-cache")."""
+
+    path: Path
+    format: str
+    source: str
+
+
+def _describe(spec: FileSpec) -> str:
+    return " or ".join(spec) if isinstance(spec, tuple) else spec
+
+
+def missing_files(component: Component, path: Path) -> list[str]:
+    """Required files of `component` absent at `path` (empty when complete)."""
+    if component.single_file:
+        return [] if path.is_file() else [component.files[0]]
+    missing = []
+    for spec in component.files:
+        options = spec if isinstance(spec, tuple) else (spec,)
+        if not any((path / option).is_file() for option in options):
+            missing.append(_describe(spec))
+    return missing
+
+
+def _from_hf_cache(repo_id: str, allow_download: bool) -> Optional[Path]:
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    # Read the cache location now, not at huggingface_hub's import time, so HF_HUB_CACHE/HF_HOME
+    # set by the caller (or a test) are honoured.
+    cache_dir = os.environ.get("HF_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None)
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=not allow_download or offline))
+    except Exception as e:  # huggingface_hub raises several types for "not in cache" / offline
+        logger.debug("hub id %s not available locally: %s", repo_id, e)
+        return None
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    return value.count("/") == 1 and not value.startswith((".", "/", "~")) and not Path(value).exists()
+
+
+def resolve_path(value: str, *, source: str, allow_download: bool = False) -> Optional[ResolvedModel]:
+    """A folder, a file, or a hub id in the local cache → `ResolvedModel`, else None."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return ResolvedModel(path, "folder", source)
+    if path.is_file():
+        return ResolvedModel(path, "file", source)
+    if _looks_like_hub_id(value):
+        cached = _from_hf_cache(value, allow_download)
+        if cached is not None:
+            return ResolvedModel(cached, "folder", "hf-cache")
+    return None
+
+
+def resolve_component(name: str, *, config: Optional[ModelConfig] = None, override: Optional[str] = None,
+                      allow_download: bool = False) -> ResolvedModel:
+    """Locate registry component `name` and check its files.
+
+    Looks at `override` (an explicit path or hub id), then the configuration (`IDGEN_<NAME>`,
+    `config.json`), then the default place under `$IDGEN_HOME`, then the official hub repo in the
+    local Hugging Face cache (never downloaded unless `allow_download`).
+
+    Raises:
+        ModelNotFoundError: with every place looked at and the files expected there.
+    """
+    if name not in REGISTRY:
+        raise IdgenError(f"unknown model component {name!r}; known: {', '.join(REGISTRY)}.")
+    component = REGISTRY[name]
+    config = config or load_config()
+    candidates = []
+    if override:
+        candidates.append((override, "argument"))
+    configured = config.location(name)
+    if configured:
+        candidates.append((configured, "env" if os.environ.get(env_var(name)) else "config"))
+    candidates.append((str(config.home / component.default), "default"))
+    if _looks_like_hub_id(component.source):
+        candidates.append((component.source, "hf-cache"))  # the official repo, if already cached
+    looked = []
+    for value, source in candidates:
+        resolved = resolve_path(value, source=source, allow_download=allow_download)
+        if resolved is None:
+            looked.append(f"{value} ({source}): not found")
+            continue
+        if resolved.format == "file" and not component.single_file:
+            if resolved.path.suffix in SINGLE_FILE_SUFFIXES:
+                return resolved  # a single-file checkpoint of a pipeline
+            looked.append(f"{value} ({source}): a file, but a folder is needed")
+            continue
+        missing = missing_files(component, resolved.path)
+        if not missing:
+            return resolved
+        looked.append(f"{resolved.path} ({source}): missing {', '.join(missing)}")
+    raise ModelNotFoundError(
+        f"{component.description} ({name}) was not found. Looked at:\n  " + "\n  ".join(looked)
+        + f"\nExpected {'the file' if component.single_file else 'a folder with'}: "
+        + ", ".join(_describe(f) for f in component.files)
+        + f"\nGet it from {component.source} and put it at {config.home / component.default}, or set "
+        + f"{env_var(name)} (or \"models\": {{\"{name}\": ...}} in {config.home / 'config.json'})."
+    )
+
+
+def load_pipeline(pipeline_class, resolved: ResolvedModel, *, config_folder: Optional[str] = None, **kwargs):
+    """Load a diffusers pipeline from a resolved folder or single-file checkpoint.
+
+    A single `.safetensors`/`.ckpt` goes through diffusers' `from_single_file`; offline it needs
+    the matching diffusers config: pass `config_folder` (a local diffusers folder of the same
+    architecture, e.g. the SDXL base folder) or have the config in the HF cache.
+    """
+    kwargs.setdefault("local_files_only", True)
+    if resolved.format == "folder":
+        return pipeline_class.from_pretrained(str(resolved.path), **kwargs)
+    if config_folder is not None:
+        kwargs["config"] = str(config_folder)
+    try:
+        return pipeline_class.from_single_file(str(resolved.path), **kwargs)
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise ModelNotFoundError(
+            f"could not load single-file checkpoint {resolved.path} offline ({str(e).splitlines()[0]}). "
+            "Pass config_folder= a local diffusers folder of the same architecture (its model_index.json "
+            "and component configs are read; no weights are taken from it)."
+        ) from None
