@@ -1,6 +1,7 @@
 # The two commands of the README. Each creates .venv (if needed) and installs what it needs.
-#   make demo   start the Gradio demo on 127.0.0.1 (tiny embedded default if no weights configured)
-#   make test   run the test suite
+#   make generate   InstantID generation from assets/faces/ into outputs/ (tiny embedded default
+#                   when no weights are configured)
+#   make test       run the test suite (what CI runs)
 VENV ?= .venv
 PYTHON ?= python3
 # torch goes in first and pinned: an unpinned `torch` pulls a multi-GB CUDA build on CPU machines.
@@ -8,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.idgen-installed
 
-.PHONY: setup demo test doctor clean
+.PHONY: setup generate test doctor clean
 
 setup: $(STAMP)
 
@@ -19,8 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[demo,video,test]"
 	touch $(STAMP)
 
-demo: setup
-	$(PY) app.py
+generate: setup
+	$(VENV)/bin/idgen generate --method instantid --face assets/faces/portrait_glasses.jpg \
+		--pose assets/faces/pose_fullbody_b.jpg --prompt "photo of a person in a garden" --out outputs
 
 test: setup
 	$(PY) -m pytest -q

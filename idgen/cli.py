@@ -71,6 +71,25 @@ def _cmd_faces(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import GenerationRequest, generate
+
+    request = GenerationRequest(
+        method=args.method, faces=args.face, prompt=args.prompt, negative_prompt=args.negative_prompt,
+        pose=args.pose, base=args.base, adapter=args.adapter, seed=args.seed, steps=args.steps,
+        guidance_scale=args.guidance_scale, identity_scale=args.identity_scale, control_scale=args.control_scale,
+        width=args.width, height=args.height, num_images=args.num_images, reference_mode=args.reference_mode,
+        face_backend=args.backend, embedded_default=True if args.tiny else None,
+    )
+    record = generate(request, Path(args.out))
+    if record["embedded_default"]:
+        print(f"note: {record['note']}", file=sys.stderr)
+    for path in record["files"]:
+        print(path)
+    print(str(Path(args.out) / "record.json"))
+    return EXIT_OK
+
+
 def _save(array, path) -> None:
     from PIL import Image
 
@@ -99,6 +118,29 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--crops", metavar="DIR", help="write aligned crops and face masks to DIR")
     faces.add_argument("--crop-size", type=int, default=512, choices=[112, 224, 512, 1024])
     faces.set_defaults(func=_cmd_faces)
+
+    gen = sub.add_parser("generate", help="generate images of the person in --face photos")
+    gen.add_argument("--method", required=True, choices=["instantid", "faceid", "faceid-plusv2"])
+    gen.add_argument("--face", required=True, nargs="+", metavar="PHOTO", help="one or more photos of the person")
+    gen.add_argument("--prompt", default="photo of a person")
+    gen.add_argument("--negative-prompt", default=None)
+    gen.add_argument("--pose", metavar="PHOTO", help="InstantID: take the face keypoints from this photo")
+    gen.add_argument("--base", metavar="PATH", help="base model folder, single file or cached hub id (default: configured)")
+    gen.add_argument("--adapter", metavar="PATH", help="adapter file (default: configured)")
+    gen.add_argument("--out", default="outputs", metavar="DIR", help="output folder (images + record.json)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--steps", type=int, default=None, help="default: the method's official default")
+    gen.add_argument("--guidance-scale", type=float, default=None)
+    gen.add_argument("--identity-scale", type=float, default=None)
+    gen.add_argument("--control-scale", type=float, default=None, help="InstantID IdentityNet scale")
+    gen.add_argument("--width", type=int, default=None)
+    gen.add_argument("--height", type=int, default=None)
+    gen.add_argument("--num-images", type=int, default=1)
+    gen.add_argument("--reference-mode", default="mean", choices=["mean", "normed_mean", "concat"],
+                     help="how several --face photos of one person are combined")
+    gen.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
+    gen.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
+    gen.set_defaults(func=_cmd_generate)
     return parser
 
 

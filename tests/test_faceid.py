@@ -36,6 +36,7 @@ from idgen.adapters.faceid import (
 from idgen.checkpoint import load_checkpoint, split_prefixed
 from idgen.errors import CheckpointError, IdgenError
 from idgen.face.types import Face
+from idgen.testing import random_faceid_state_dict
 from idgen.pipelines.pipeline_faceid import FaceIDPipeline
 
 from conftest import SHARED
@@ -95,20 +96,8 @@ def wide_components():
 
 
 def synthetic_faceid_state_dict(unet, variant="faceid", *, clip_dim=None, rank=8, seed=0):
-    """A random state dict in the official layout for `unet` (the official key names and shapes,
-    built from `expected_layout`, with `rank` instead of 128 to stay small)."""
-    spec = FaceIDSpec(variant, int(unet.config.cross_attention_dim), lora_rank=rank, clip_dim=clip_dim)
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for part, layout in expected_layout(unet, spec).items():
-        out[part] = {}
-        for key, shape in layout.items():
-            std = 0.02 if "_lora." in key else 0.2
-            value = torch.randn(shape, generator=g) * std
-            if key.endswith(("norm.weight", "norm_out.weight", "norm1.weight", "norm2.weight", ".1.0.weight")):
-                value = value + 1.0
-            out[part][key] = value
-    return out
+    """A random state dict in the official layout for `unet` (see `idgen.testing`)."""
+    return random_faceid_state_dict(unet, variant, clip_dim=clip_dim, rank=rank, seed=seed)
 
 
 def _mlp_tokens(sd, embeds, tokens):

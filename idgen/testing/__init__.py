@@ -14,11 +14,15 @@ from .tiny_models import (
     tiny_unet,
     tiny_vae,
 )
+from .adapters import TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict
 from .tokenizer import tiny_clip_tokenizer
 
 __all__ = [
     "EMBEDDED_DEFAULT_NOTE",
     "PIPELINE_KINDS",
+    "TINY_RESAMPLER",
+    "random_faceid_state_dict",
+    "random_instantid_state_dict",
     "seeded",
     "tiny_clip_tokenizer",
     "tiny_clip_vision_encoder",

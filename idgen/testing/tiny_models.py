@@ -40,15 +40,15 @@ def _special_ids() -> tuple[int, int]:
     return vocab["<|startoftext|>"], vocab["<|endoftext|>"]
 
 
-def tiny_text_encoder(seed: int = 0, *, with_projection: bool = False):
-    """CLIP text tower, 2 layers, hidden size 32 (`CLIPTextModel` or `...WithProjection`)."""
+def tiny_text_encoder(seed: int = 0, *, with_projection: bool = False, width: int = TEXT_WIDTH):
+    """CLIP text tower, 2 layers, hidden size `width` (`CLIPTextModel` or `...WithProjection`)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     bos, eos = _special_ids()
     config = CLIPTextConfig(
-        bos_token_id=bos, eos_token_id=eos, pad_token_id=eos, hidden_size=TEXT_WIDTH, intermediate_size=37,
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=eos, hidden_size=width, intermediate_size=37,
         layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=2, vocab_size=tiny_vocab_size(),
-        projection_dim=TEXT_WIDTH,
+        projection_dim=width,
     )
     with seeded(seed):
         model = (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
@@ -75,9 +75,9 @@ def _scheduler(xl: bool):
     return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 
 
-def tiny_unet(seed: int = 0, *, xl: bool = False, in_channels: int = 4):
-    """`UNet2DConditionModel`: SD1.5-like (cross-attention 32) or SDXL-like (cross-attention 64,
-    `text_time` micro-conditioning: 6 time ids x 8 + pooled text 32 = 80)."""
+def tiny_unet(seed: int = 0, *, xl: bool = False, in_channels: int = 4, text_width: int = TEXT_WIDTH):
+    """`UNet2DConditionModel`: SD1.5-like (cross-attention `text_width`) or SDXL-like
+    (cross-attention 2 x 32, `text_time` micro-conditioning: 6 time ids x 8 + pooled text 32 = 80)."""
     from diffusers import UNet2DConditionModel
 
     common = dict(
@@ -91,16 +91,18 @@ def tiny_unet(seed: int = 0, *, xl: bool = False, in_channels: int = 4):
                 use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
                 transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=6 * 8 + TEXT_WIDTH,
             )
-        return UNet2DConditionModel(**common, cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=2)
+        return UNet2DConditionModel(**common, cross_attention_dim=text_width, attention_head_dim=8, norm_num_groups=2)
 
 
-def tiny_sd15_components(seed: int = 0, *, in_channels: int = 4, with_image_encoder: bool = False) -> dict:
-    """Components for `StableDiffusionPipeline` (or its inpainting variant with in_channels=9)."""
+def tiny_sd15_components(seed: int = 0, *, in_channels: int = 4, with_image_encoder: bool = False,
+                         text_width: int = TEXT_WIDTH) -> dict:
+    """Components for `StableDiffusionPipeline` (or its inpainting variant with in_channels=9).
+    `text_width` 64 suits adapters whose heads are 64 wide (FaceID-Plus's resampler)."""
     image_encoder, feature_extractor = (tiny_clip_vision_encoder(seed + 4) if with_image_encoder else (None, None))
     return {
-        "unet": tiny_unet(seed, in_channels=in_channels),
+        "unet": tiny_unet(seed, in_channels=in_channels, text_width=text_width),
         "vae": tiny_vae(seed + 1),
-        "text_encoder": tiny_text_encoder(seed + 2),
+        "text_encoder": tiny_text_encoder(seed + 2, width=text_width),
         "tokenizer": tiny_clip_tokenizer(),
         "scheduler": _scheduler(xl=False),
         "safety_checker": None,

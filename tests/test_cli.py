@@ -1,0 +1,79 @@
+"""The `idgen` command line: faces, doctor, generate (embedded default), exit codes."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from idgen.cli import EXIT_BAD_INPUT, EXIT_MISSING_MODEL, EXIT_OK, main
+
+
+@pytest.fixture(autouse=True)
+def empty_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDGEN_HOME", str(tmp_path / "idgen-home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("IDGEN_FACE_BACKEND", raising=False)
+
+
+def test_faces_json_and_drawing(faces_dir, tmp_path, capsys):
+    drawing = tmp_path / "drawing.png"
+    crops = tmp_path / "crops"
+    code = main(["faces", str(faces_dir / "portrait_glasses.jpg"), "--backend", "dlib", "--json",
+                 "--draw", str(drawing), "--crops", str(crops), "--crop-size", "224"])
+    assert code == EXIT_OK
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == 1
+    record = records[0]
+    assert {"bbox", "score", "kps"} <= record.keys() and len(record["kps"]) == 5
+    assert all(len(point) == 2 for point in record["kps"])
+    image = np.asarray(Image.open(drawing))
+    x, y = (int(v) for v in record["kps"][2])
+    assert tuple(image[y, x]) == (0, 0, 255), "the nose keypoint is drawn in blue"
+    assert Image.open(crops / "face0_aligned224.png").size == (224, 224)
+    assert (crops / "face0_mask.png").is_file()
+
+
+def test_faces_errors_have_exit_codes(tmp_path, capsys):
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(flat)
+    assert main(["faces", str(flat), "--backend", "dlib", "--select", "one"]) == EXIT_BAD_INPUT
+    assert "no face" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"garbage")
+    assert main(["faces", str(corrupt), "--backend", "dlib"]) == EXIT_BAD_INPUT
+    assert main(["faces", str(flat), "--backend", "insightface"]) == EXIT_MISSING_MODEL
+    assert "antelopev2" in capsys.readouterr().err
+
+
+def test_doctor_runs_offline(capsys):
+    assert main(["doctor", "--json"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["models"]["sdxl"]["present"] is False
+    assert main(["doctor"]) == EXIT_OK
+    assert "tiny embedded default" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["instantid", "faceid", "faceid-plusv2"])
+def test_generate_on_the_embedded_default(method, faces_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["generate", "--method", method, "--face", str(faces_dir / "portrait_glasses.jpg"),
+            "--prompt", "photo of a person", "--out", str(out), "--steps", "2", "--seed", "7", "--backend", "dlib"]
+    if method == "instantid":
+        args += ["--pose", str(faces_dir / "pose_fullbody_b.jpg")]
+    assert main(args) == EXIT_OK
+    assert "embedded default" in capsys.readouterr().err
+    record = json.loads((out / "record.json").read_text())
+    assert record["embedded_default"] is True and "noise" in record["note"]
+    assert record["request"]["seed"] == 7 and record["request"]["method"] == method
+    assert Image.open(record["files"][0]).size == (128, 128)
+    if method == "instantid":
+        assert record["pose_face"] is not None
+
+
+def test_generate_with_a_missing_adapter_names_it(faces_dir, tmp_path, capsys):
+    code = main(["generate", "--method", "faceid", "--face", str(faces_dir / "portrait_glasses.jpg"),
+                 "--adapter", str(tmp_path / "nope.bin"), "--out", str(tmp_path / "o"), "--backend", "dlib"])
+    assert code == EXIT_MISSING_MODEL
+    assert "was not found" in capsys.readouterr().err
