@@ -6,11 +6,13 @@
 - `Arc2FacePipeline` (SD1.5): ArcFace embedding injected into the CLIP text encoder's input.
 """
 
+from .pipeline_arc2face import Arc2FacePipeline
 from .pipeline_faceid import FaceIDPipeline, FaceIDXLPipeline
 from .pipeline_stable_diffusion_instantid import StableDiffusionInstantIDPipeline
 from .pipeline_stable_diffusion_xl_instantid import InstantIDPipeline
 
 __all__ = [
+    "Arc2FacePipeline",
     "FaceIDPipeline",
     "FaceIDXLPipeline",
     "InstantIDPipeline",

@@ -1,0 +1,90 @@
+"""Arc2Face on Stable Diffusion 1.5: faces from an ArcFace embedding alone.
+
+```py
+>>> from idgen.adapters.arc2face import load_arc2face_pipeline
+>>> pipe = load_arc2face_pipeline("/models/sd15", "/models/Arc2Face")  # official arc2face/ + encoder/
+>>> images = pipe(face_image="me.jpg", num_images_per_prompt=4).images
+```
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from idgen.adapters.arc2face import IDENTITY_PROMPT, encode_identity
+from idgen.embeds import FaceEmbedsInput, ReferenceMode
+from idgen.errors import IdgenError
+from idgen.pipelines.identity_inputs import resolve_face_embeds
+
+ARCFACE_DIM = 512
+
+
+class Arc2FacePipeline(StableDiffusionPipeline):
+    r"""Arc2Face: components as [`StableDiffusionPipeline`], with the Arc2Face fine-tuned CLIP text
+    encoder as `text_encoder` (a plain `CLIPTextModel`) and the Arc2Face UNet as `unet`.
+
+    The prompt embedding is the text encoder's output on "photo of a id person" with the "id"
+    token's embedding replaced by the identity (see `idgen.adapters.arc2face.encode_identity`);
+    the negative is the empty prompt, as in the official code. `face_analyzer` (attribute) is the
+    `FaceAnalyzer` used for `face_image`; None means idgen's default.
+    """
+
+    face_analyzer = None
+
+    def encode_identity(self, face_embeds: torch.Tensor, prompt: str = IDENTITY_PROMPT) -> torch.Tensor:
+        """Prompt embeddings `[N, 77, D]` for normalised embeddings `[N, 512]`."""
+        return encode_identity(self.text_encoder, self.tokenizer, face_embeds, prompt)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        face_embeds: Optional[FaceEmbedsInput] = None,
+        face_image=None,
+        *,
+        prompt: str = IDENTITY_PROMPT,
+        negative_prompt: Optional[Union[str, list[str]]] = None,
+        reference_mode: ReferenceMode = "mean",
+        num_inference_steps: int = 25,
+        guidance_scale: float = 3.0,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        num_images_per_prompt: int = 1,
+        generator: Union[torch.Generator, list[torch.Generator], None] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Optional[Callable] = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        **kwargs,
+    ):
+        r"""Generate images of the person in `face_embeds` / `face_image`.
+
+        Args:
+            face_embeds: ArcFace embedding(s) `[512]` / `[N, 512]` of one person (L2-normalised
+                here), `Face` records, or a list; N references are merged by `reference_mode`
+                ("mean" or "normed_mean"; Arc2Face has one identity slot, so "concat" is refused).
+            face_image: twin of `face_embeds`: photo(s); the largest face of each is analysed.
+            prompt: the identity prompt; must contain "id" once (default: the official one).
+            negative_prompt: default None: the empty prompt, as in the official code.
+            num_inference_steps, guidance_scale: official demo defaults 25 and 3.0 (with DPM-Solver++).
+            Other arguments as in [`StableDiffusionPipeline`] (`latents`, `timesteps`, ...).
+
+        Returns:
+            [`StableDiffusionPipelineOutput`] or a tuple with `return_dict=False`.
+        """
+        if "prompt_embeds" in kwargs:
+            raise IdgenError("Arc2FacePipeline computes prompt_embeds from the face; call StableDiffusionPipeline for raw embeddings.")
+        if reference_mode == "concat":
+            raise IdgenError("Arc2Face has a single identity token: use reference_mode 'mean' or 'normed_mean'.")
+        embeds = resolve_face_embeds(face_embeds, face_image, analyzer=self.face_analyzer, dim=ARCFACE_DIM,
+                                     normalize=True, reference_mode=reference_mode)
+        prompt_embeds = self.encode_identity(embeds.to(self._execution_device), prompt)
+        return super().__call__(
+            prompt_embeds=prompt_embeds, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, height=height, width=width, num_images_per_prompt=num_images_per_prompt,
+            generator=generator, output_type=output_type, return_dict=return_dict,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **kwargs,
+        )
