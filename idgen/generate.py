@@ -20,7 +20,7 @@ from .errors import IdgenError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("instantid", "faceid", "faceid-plusv2")
+METHODS = ("instantid", "faceid", "faceid-plusv2", "arc2face")
 ARCFACE_DIM = 512
 
 
@@ -51,7 +51,7 @@ class GenerationRequest:
 
 def _tiny_pipeline(method: str):
     """The embedded default: tiny random models + a random adapter in the official layout."""
-    from .pipelines import FaceIDPipeline, InstantIDPipeline
+    from .pipelines import Arc2FacePipeline, FaceIDPipeline, InstantIDPipeline
     from .testing import (
         TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, tiny_clip_vision_encoder,
         tiny_controlnet, tiny_sd15_components, tiny_sdxl_components,
@@ -63,6 +63,8 @@ def _tiny_pipeline(method: str):
         pipe = InstantIDPipeline(**components)
         pipe.load_instantid(random_instantid_state_dict(pipe.unet, seed=6), resampler_config=TINY_RESAMPLER)
         return pipe
+    if method == "arc2face":  # the 512-d embedding is padded into the text width: at least 512
+        return Arc2FacePipeline(**tiny_sd15_components(0, text_width=ARCFACE_DIM), requires_safety_checker=False)
     # FaceID-Plus's resampler has width/64 heads: give the Plus default a 64-wide text encoder.
     components = tiny_sd15_components(0, text_width=32 if method == "faceid" else 64)
     pipe = FaceIDPipeline(**components, requires_safety_checker=False)
@@ -85,7 +87,14 @@ def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], con
     from .pipelines import FaceIDPipeline, InstantIDPipeline
 
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
-    if method == "instantid":
+    if method == "arc2face":
+        from .adapters.arc2face import load_arc2face_pipeline
+
+        sd15 = resolve_component("sd15", config=config, override=base)
+        unet = resolve_component("arc2face_unet", config=config, override=adapter)
+        encoder = resolve_component("arc2face_encoder", config=config)
+        pipe = load_arc2face_pipeline(sd15.path, unet_folder=unet.path, encoder_folder=encoder.path, torch_dtype=dtype)
+    elif method == "instantid":
         sdxl = resolve_component("sdxl", config=config, override=base)
         identitynet = resolve_component("instantid_identitynet", config=config)
         adapter_file = resolve_component("instantid_adapter", config=config, override=adapter)
@@ -138,7 +147,8 @@ def _any_weights_configured(method: str, config) -> bool:
     from .models import resolve_component
 
     names = {"instantid": ("sdxl", "instantid_identitynet", "instantid_adapter"),
-             "faceid": ("sd15", "faceid_sd15"), "faceid-plusv2": ("sd15", "faceid_plusv2_sd15", "clip_vit_h")}[method]
+             "faceid": ("sd15", "faceid_sd15"), "faceid-plusv2": ("sd15", "faceid_plusv2_sd15", "clip_vit_h"),
+             "arc2face": ("sd15", "arc2face_unet", "arc2face_encoder")}[method]
     for name in names:
         try:
             resolve_component(name, config=config)
@@ -186,6 +196,10 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
 
     if not request.faces:
         raise IdgenError("give at least one face photo.")
+    if request.control_scale is not None and request.method != "instantid":
+        raise IdgenError("--control-scale is the InstantID IdentityNet scale; other methods have no IdentityNet.")
+    if request.identity_scale is not None and request.method == "arc2face":
+        raise IdgenError("Arc2Face has no identity scale: the identity is its whole prompt.")
     pipe, embedded = pipeline or build_pipeline(request.method, base=request.base, adapter=request.adapter,
                                                 embedded_default=request.embedded_default)
     pipe.set_progress_bar_config(disable=True)
@@ -196,7 +210,9 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
 
     default_size = 128 if embedded else (1024 if request.method == "instantid" else 512)
     width, height = request.width or default_size, request.height or default_size
-    kwargs = dict(prompt=request.prompt, negative_prompt=request.negative_prompt, face_embeds=embeds,
+    # Arc2Face's prompt is the identity prompt ("photo of a id person"), not free text.
+    prompt = {} if request.method == "arc2face" else {"prompt": request.prompt}
+    kwargs = dict(**prompt, negative_prompt=request.negative_prompt, face_embeds=embeds,
                   reference_mode=request.reference_mode, width=width, height=height,
                   num_images_per_prompt=request.num_images, generator=torch.Generator("cpu").manual_seed(request.seed),
                   output_type="pil", **request.extra)
@@ -216,7 +232,7 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
             kwargs["ip_adapter_scale"] = request.identity_scale
         if request.control_scale is not None:
             kwargs["controlnet_conditioning_scale"] = request.control_scale
-    else:
+    elif request.method.startswith("faceid"):
         if request.identity_scale is not None:
             kwargs["scale"] = request.identity_scale
         if request.method == "faceid-plusv2":

@@ -55,7 +55,7 @@ def test_doctor_runs_offline(capsys):
     assert "tiny embedded default" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("method", ["instantid", "faceid", "faceid-plusv2"])
+@pytest.mark.parametrize("method", ["instantid", "faceid", "faceid-plusv2", "arc2face"])
 def test_generate_on_the_embedded_default(method, faces_dir, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["generate", "--method", method, "--face", str(faces_dir / "portrait_glasses.jpg"),
@@ -77,3 +77,10 @@ def test_generate_with_a_missing_adapter_names_it(faces_dir, tmp_path, capsys):
                  "--adapter", str(tmp_path / "nope.bin"), "--out", str(tmp_path / "o"), "--backend", "dlib"])
     assert code == EXIT_MISSING_MODEL
     assert "was not found" in capsys.readouterr().err
+
+
+def test_knobs_a_method_lacks_are_refused(faces_dir, tmp_path, capsys):
+    base = ["generate", "--face", str(faces_dir / "portrait_glasses.jpg"), "--out", str(tmp_path), "--tiny"]
+    assert main(base + ["--method", "arc2face", "--identity-scale", "0.5"]) == EXIT_BAD_INPUT
+    assert main(base + ["--method", "faceid", "--control-scale", "0.5"]) == EXIT_BAD_INPUT
+    assert "IdentityNet" in capsys.readouterr().err
