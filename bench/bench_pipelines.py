@@ -43,7 +43,9 @@ UNET = {
                         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=32)},
 }
 TEXT_WIDTH = {"tiny": 32, "medium": 256, "full": 768}
-RESOLUTION = {"tiny": 64, "medium": 128, "full": None}  # None: 512 (SD1.5) / 1024 (SDXL); the tiny VAE halves, real ones divide by 8
+# Latent side per size (the image side is this x the VAE's scale factor: 2 for the kit's tiny VAE).
+# "full": SD1.5 at 512 px and SDXL at 1024 px have 64 and 128 latents.
+LATENT = {"tiny": 32, "medium": 64, "full": None}
 
 
 def _resize_unet(components: dict, size: str, xl: bool) -> None:
@@ -107,7 +109,7 @@ def run_case(method: str, size: str, ours: bool, device: str, dtype: str, steps:
     torch.set_grad_enabled(False)
     pipe = build(method, size, ours).to(device, getattr(torch, dtype))
     pipe.set_progress_bar_config(disable=True)
-    side = RESOLUTION[size] or (1024 if method == "instantid" else 512)
+    side = (LATENT[size] or (128 if method == "instantid" else 64)) * pipe.vae_scale_factor
     kwargs = dict(num_inference_steps=steps, guidance_scale=5.0, height=side, width=side, output_type="latent",
                   generator=torch.Generator("cpu").manual_seed(0))
     face = np.random.default_rng(0).normal(size=(1, 512)).astype(np.float32)
