@@ -32,3 +32,8 @@ class CheckpointError(IdgenError, ValueError):
     """A checkpoint file is of the wrong kind, truncated, or has unexpected keys or shapes.
 
     The message names the first offending key."""
+
+
+class DatasetError(IdgenError, ValueError):
+    """A training dataset is empty, incomplete, or not in the format idgen writes
+    (`idgen prepare-data`); the message names the file or record at fault."""
