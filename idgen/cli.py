@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
     gen.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
     gen.set_defaults(func=_cmd_generate)
+
+    from .train.cli import add_parser as add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 

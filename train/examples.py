@@ -71,15 +71,18 @@ class FaceExamples(torch.utils.data.Dataset):
 
     Items: `{"pixel_values": [3, R, R] in [-1, 1], "face_embeds": [D] float32 (L2-normalised when
     `normalize`), "kps": [5, 2] float32 in pixels of the R x R image, "caption": str,
-    "identity": str}`. `caption` overrides the dataset's captions when given.
+    "identity": str}`. `caption` overrides the dataset's captions when given. `source` is a
+    dataset path (`open_dataset`) or an opened dataset (any sequence of record dicts).
     """
 
-    def __init__(self, path, resolution: int, *, normalize: bool = False, caption: Optional[str] = None):
-        from .records import open_dataset
+    def __init__(self, source, resolution: int, *, normalize: bool = False, caption: Optional[str] = None):
+        if isinstance(source, (str, Path)):
+            from .records import open_dataset
 
-        self.records = open_dataset(path)
+            source = open_dataset(source)
+        self.records = source
         if len(self.records) == 0:
-            raise DatasetError(f"{path}: the dataset has no records.")
+            raise DatasetError(f"{source}: the dataset has no records.")
         self.resolution, self.normalize, self.caption = resolution, normalize, caption
 
     @property

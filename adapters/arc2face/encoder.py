@@ -40,9 +40,11 @@ def tokenize_identity_prompt(tokenizer, prompt: str, batch_size: int, device) ->
     return ids.repeat(batch_size, 1).to(device)
 
 
-@torch.no_grad()
 def encode_identity(text_encoder, tokenizer, face_embeds: torch.Tensor, prompt: str = IDENTITY_PROMPT) -> torch.Tensor:
     """Prompt embeddings `[N, L, D]` for N normalised ArcFace embeddings `face_embeds` `[N, 512]`.
+
+    Differentiable (the Arc2Face trainer fine-tunes `text_encoder` through it); the pipeline calls
+    it under `no_grad`.
 
     Raises:
         IdgenError: the embedding is wider than the text encoder, or the prompt/tokenizer lacks "id".

@@ -1,0 +1,44 @@
+"""`idgen train lora …` and `idgen train adapter --kind faceid|instantid|arc2face …`.
+
+Both run under plain `idgen train …` (one process) and under `accelerate launch` for several
+GPUs or nodes: `accelerate launch --config_file train/configs/multi_gpu.yaml -m idgen.cli train …`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers) -> None:
+    """Register `train` with its `lora` and `adapter` subcommands on idgen's CLI."""
+    from .adapter import AdapterOptions
+    from .loop import TrainingArgs, add_dataclass_arguments
+    from .lora import LoRAOptions
+
+    train = subparsers.add_parser("train", help="train a LoRA of a person or an identity adapter")
+    kinds = train.add_subparsers(dest="trainer", required=True)
+    lora = kinds.add_parser("lora", help="DreamBooth-LoRA of one person from a few photos (SD1.5 / SDXL)")
+    add_dataclass_arguments(lora, LoRAOptions, "LoRA")
+    add_dataclass_arguments(lora, TrainingArgs, "training")
+    lora.set_defaults(func=_run, options_class=LoRAOptions)
+    adapter = kinds.add_parser("adapter", help="identity adapter (faceid, instantid, arc2face) on a prepared dataset")
+    add_dataclass_arguments(adapter, AdapterOptions, "adapter")
+    add_dataclass_arguments(adapter, TrainingArgs, "training")
+    adapter.set_defaults(func=_run, options_class=AdapterOptions)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .adapter import AdapterOptions, adapter_task
+    from .loop import TrainingArgs, dataclass_from_namespace, run_training
+    from .lora import LoRATask
+
+    training = dataclass_from_namespace(TrainingArgs, args)
+    options = dataclass_from_namespace(args.options_class, args)
+    task = adapter_task(options, training) if args.options_class is AdapterOptions else LoRATask(options, training)
+    summary = run_training(task, training)
+    print(f"trained {task.name}: {summary.steps} steps in {summary.seconds:.1f} s, final loss {summary.final_loss:.4f}")
+    for path in summary.weights:
+        print(f"  weights: {path}")
+    print(f"  summary: {json.dumps({'output_dir': summary.output_dir, 'resumed_from': summary.resumed_from})}")
+    return 0
