@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from idgen.errors import DatasetError
+from idgen.errors import DatasetError, ImageReadError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -44,12 +44,22 @@ class PhotoFolder(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: Path, resolution: int, caption: str):
+        from idgen.image_io import load_image
+
         self.root, self.resolution, self.caption = Path(root), resolution, caption
         if not self.root.is_dir():
             raise DatasetError(f"{self.root} is not a folder.")
         self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise DatasetError(f"{self.root} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+        bad = []
+        for path in self.files:  # a few to a few hundred photos: check them all before training
+            try:
+                load_image(path)
+            except ImageReadError as e:
+                bad.append(f"{path.name} ({e})")
+        if bad:
+            raise DatasetError(f"{len(bad)} unreadable image(s) in {self.root}: " + "; ".join(bad[:3]))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -61,7 +71,7 @@ class PhotoFolder(torch.utils.data.Dataset):
 
         try:
             image = Image.fromarray(load_image(self.files[i]))
-        except Exception as e:
+        except ImageReadError as e:
             raise DatasetError(f"training image {self.files[i]}: {e}") from None
         return {"pixel_values": image_to_tensor(image, self.resolution), "caption": self.caption}
 

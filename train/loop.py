@@ -324,6 +324,7 @@ class _EMA:
 def run_training(task: TrainingTask, args: TrainingArgs) -> TrainingSummary:
     """Train `task` as `args` says; return the summary (also written to `summary.json`)."""
     from accelerate import Accelerator
+    from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
@@ -333,6 +334,7 @@ def run_training(task: TrainingTask, args: TrainingArgs) -> TrainingSummary:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision, torch.float32)
+    set_seed(args.seed)  # the initial adapter weights are drawn from the global RNG
     task.setup(accelerator, weight_dtype)
     dataset = task.dataset()
     params = task.trainable_parameters()
