@@ -143,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_generate)
 
     from .train.cli import add_parser as add_train_parser
+    from .train.prepare_data import add_parser as add_prepare_data_parser
 
+    add_prepare_data_parser(sub)
     add_train_parser(sub)
     return parser
 
