@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -83,3 +87,23 @@ class PipelineChecks:
         pipe.save_pretrained(tmp_path)
         reloaded = type(pipe).from_pretrained(tmp_path)
         np.testing.assert_array_equal(self.run(reloaded), before)
+
+
+@functools.lru_cache(maxsize=None)
+def parity_parts(case_dir: Path) -> dict:
+    """A parity case's tiny SD1.5 components, read once per session (shared: do not modify)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    return dict(
+        vae=AutoencoderKL.from_pretrained(case_dir / "vae"),
+        text_encoder=CLIPTextModel.from_pretrained(case_dir / "text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(case_dir / "tokenizer"),
+        unet=UNet2DConditionModel.from_pretrained(case_dir / "unet"),
+        scheduler=DDIMScheduler.from_pretrained(case_dir / "scheduler"),
+    )
+
+
+def parity_sd15_components(case_dir: Path) -> dict:
+    """Fresh copies of a parity case's tiny SD1.5 components (read once per session)."""
+    return {k: (v if k == "tokenizer" else copy.deepcopy(v)) for k, v in parity_parts(Path(case_dir)).items()}

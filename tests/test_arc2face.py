@@ -1,15 +1,12 @@
 """Arc2Face on tiny models (the parity case's components, text width 544 >= 512): parity with the
 official implementation, what the identity encoding does, and the generic pipeline checks."""
 
-import copy
-import functools
 import json
 
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 from idgen.adapters.arc2face import check_arc2face_folders, encode_identity, id_token_id
 from idgen.errors import IdgenError, ModelNotFoundError
@@ -17,7 +14,7 @@ from idgen.pipelines import Arc2FacePipeline
 from idgen.testing import tiny_clip_tokenizer
 
 from conftest import SHARED
-from pipeline_checks import PipelineChecks
+from pipeline_checks import PipelineChecks, parity_parts, parity_sd15_components
 
 CASE_DIR = SHARED / "parity" / "arc2face"
 CASE = json.loads((CASE_DIR / "case.json").read_text())["case"] if CASE_DIR.exists() else {}
@@ -25,19 +22,8 @@ FACE = np.load(CASE_DIR / "face_embeds.npy") if CASE_DIR.exists() else None
 OTHER = np.random.default_rng(5).normal(size=(1, 512)).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
-def _parts():
-    return dict(
-        vae=AutoencoderKL.from_pretrained(CASE_DIR / "vae"),
-        text_encoder=CLIPTextModel.from_pretrained(CASE_DIR / "text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(CASE_DIR / "tokenizer"),
-        unet=UNet2DConditionModel.from_pretrained(CASE_DIR / "unet"),
-        scheduler=DDIMScheduler.from_pretrained(CASE_DIR / "scheduler"),
-    )
-
-
 def components():
-    return {k: (v if k == "tokenizer" else copy.deepcopy(v)) for k, v in _parts().items()}
+    return parity_sd15_components(CASE_DIR)
 
 
 def make_pipeline(cls=Arc2FacePipeline):
@@ -62,7 +48,7 @@ def test_parity_with_official_arc2face():
 
 
 def test_encoding_replaces_only_the_id_position_causally():
-    parts = _parts()
+    parts = parity_parts(CASE_DIR)
     te, tok = parts["text_encoder"], parts["tokenizer"]
     a = encode_identity(te, tok, torch.nn.functional.normalize(torch.as_tensor(FACE), dim=-1))
     b = encode_identity(te, tok, torch.nn.functional.normalize(torch.as_tensor(OTHER), dim=-1))

@@ -13,23 +13,16 @@ import numpy as np
 import pytest
 import torch
 from accelerate import init_empty_weights
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
-)
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
-    CLIPTokenizer,
     CLIPVisionConfig,
     CLIPVisionModelWithProjection,
 )
 
 from idgen.adapters.faceid import (
     FACEID_ADAPTER_NAME,
-    FaceIDSpec,
     expected_layout,
     load_faceid_into_unet,
 )
@@ -40,7 +33,7 @@ from idgen.testing import random_faceid_state_dict
 from idgen.pipelines.pipeline_faceid import FaceIDPipeline
 
 from conftest import SHARED
-from pipeline_checks import PipelineChecks
+from pipeline_checks import PipelineChecks, parity_parts, parity_sd15_components
 
 CASE_DIR = SHARED / "parity" / "faceid-sd15"
 LAYOUTS = SHARED / "layouts" / "ip-adapter-faceid.json"
@@ -51,20 +44,8 @@ OTHER_FACE = np.random.default_rng(7).normal(size=(1, 512)).astype(np.float32)
 # -- tiny components ---------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
-def _parity_parts():
-    return dict(
-        vae=AutoencoderKL.from_pretrained(CASE_DIR / "vae"),
-        text_encoder=CLIPTextModel.from_pretrained(CASE_DIR / "text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(CASE_DIR / "tokenizer"),
-        unet=UNet2DConditionModel.from_pretrained(CASE_DIR / "unet"),
-        scheduler=DDIMScheduler.from_pretrained(CASE_DIR / "scheduler"),
-    )
-
-
 def sd15_components():
-    """Fresh copies of the parity case's tiny SD1.5 components (read once per session)."""
-    return {k: (v if k == "tokenizer" else copy.deepcopy(v)) for k, v in _parity_parts().items()}
+    return parity_sd15_components(CASE_DIR)
 
 
 @functools.lru_cache(maxsize=None)
@@ -85,7 +66,7 @@ def _wide_parts():
         hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
         patch_size=8, projection_dim=32,
     ))
-    parts = _parity_parts()
+    parts = parity_parts(CASE_DIR)
     return dict(vae=parts["vae"], text_encoder=text_encoder, tokenizer=parts["tokenizer"], unet=unet,
                 scheduler=parts["scheduler"]), image_encoder
 
@@ -238,7 +219,7 @@ def plain_pipeline(components):
 
 def test_unload_restores_plain_stable_diffusion_exactly():
     pipe = make_pipeline()
-    base_keys = set(_parity_parts()["unet"].state_dict())
+    base_keys = set(parity_parts(CASE_DIR)["unet"].state_dict())
     with_faceid = run(pipe)
     pipe.unload_faceid()
     assert not pipe.faceid_loaded and pipe.unet.encoder_hid_proj is None
@@ -548,7 +529,7 @@ def test_save_pretrained_writes_official_layout_and_keeps_settings(tmp_path):
     raw = torch.load(CASE_DIR / "ip-adapter-faceid.bin", weights_only=True)
     assert all(set(saved[p]) == set(raw[p]) for p in raw)
     saved_unet = UNet2DConditionModel.from_pretrained(tmp_path / "unet")  # the base UNet, as before load_faceid
-    assert set(saved_unet.state_dict()) == set(_parity_parts()["unet"].state_dict())
+    assert set(saved_unet.state_dict()) == set(parity_parts(CASE_DIR)["unet"].state_dict())
     reloaded = FaceIDPipeline.from_pretrained(tmp_path)
     reloaded.set_progress_bar_config(disable=True)
     assert reloaded.get_faceid_scales() == pipe.get_faceid_scales()
