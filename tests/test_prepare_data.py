@@ -1,8 +1,10 @@
 """`idgen prepare-data`: aligned crops, embeddings and keypoints of real photos; rejected photos
-with their reasons; folder, WebDataset and multi-process outputs agree; bad inputs leave nothing."""
+with their reasons; folder, WebDataset, parts-merged and multi-process outputs agree; bad inputs
+leave nothing behind and raise DatasetError naming the culprit."""
 
 import json
 import shutil
+import tarfile
 
 import cv2
 import numpy as np
@@ -11,82 +13,163 @@ from PIL import Image
 
 from idgen.cli import main
 from idgen.errors import DatasetError
-from idgen.train.prepare_data import prepare_dataset, prepare_parallel
-from idgen.train.records import open_dataset
+from idgen.face import align_face, get_face_analyzer
+from idgen.image_io import load_image
+from idgen.train.prepare_data import DEFAULT_MIN_SHARPNESS, merge_datasets, prepare_dataset, prepare_parallel, sharpness
+from idgen.train.records import DatasetWriter, FaceRecord, open_dataset
 
 SIZE = 256
+CAPTION = "a photo of {identity}"
+
+
+def _save_rgb(array, path, max_side=None):
+    image = Image.fromarray(array)
+    if max_side:
+        image.thumbnail((max_side, max_side))
+    image.save(path)
 
 
 @pytest.fixture(scope="module")
 def photos(faces_dir, tmp_path_factory):
-    """Two people in identity sub-folders, a corrupt file, a face-less gradient, a blurred portrait."""
+    """alice/ and bob/ (one portrait each), a corrupt file, a face-less gradient, a blurred portrait."""
     root = tmp_path_factory.mktemp("photos")
     (root / "alice").mkdir()
     (root / "bob").mkdir()
     shutil.copy(faces_dir / "portrait_glasses.jpg", root / "alice")
-    shutil.copy(faces_dir / "portrait_smile.jpg", root / "bob")
+    _save_rgb(load_image(faces_dir / "portrait_smile.jpg"), root / "bob" / "portrait_smile.jpg", max_side=512)
     (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    Image.fromarray(np.tile(np.linspace(0, 255, 200, dtype=np.uint8)[None, :, None], (200, 1, 3))).save(root / "gradient.png")
-    blurred = cv2.GaussianBlur(cv2.imread(str(faces_dir / "portrait_older.jpg")), (0, 0), 6)
-    cv2.imwrite(str(root / "blurred.jpg"), blurred)
+    _save_rgb(np.tile(np.linspace(0, 255, 200, dtype=np.uint8)[None, :, None], (200, 1, 3)), root / "gradient.png")
+    _save_rgb(cv2.GaussianBlur(load_image(faces_dir / "portrait_older.jpg"), (0, 0), 6), root / "blurred.jpg")
     return root
 
 
 @pytest.fixture(scope="module")
 def prepared(photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "ds"
-    summary = prepare_dataset(photos, out, size=SIZE, caption="a photo of {identity}", progress=False)
+    summary = prepare_dataset(photos, out, size=SIZE, caption=CAPTION, backend="dlib", progress=False)
     return out, summary
 
 
 def _records(path):
-    ds = open_dataset(path)
-    return {r["key"]: r for r in (ds[i] for i in range(len(ds)))}
+    dataset = open_dataset(path)
+    return {record["key"]: record for record in (dataset[i] for i in range(len(dataset)))}
+
+
+def _assert_same_records(a, b):
+    assert a.keys() == b.keys()
+    for key, record in a.items():
+        assert b[key]["caption"] == record["caption"] and b[key]["identity"] == record["identity"]
+        for field in ("embedding", "kps", "bbox"):
+            np.testing.assert_array_equal(b[key][field], record[field])
+        np.testing.assert_array_equal(np.asarray(b[key]["image"]), np.asarray(record["image"]))
+
+
+def test_default_min_sharpness_keeps_portraits_and_drops_blurred_copies(faces_dir):
+    analyzer = get_face_analyzer("dlib")
+    for name in ("portrait_glasses.jpg", "portrait_smile.jpg", "portrait_older.jpg", "portrait_small.png"):
+        image = load_image(faces_dir / name)
+        kps = analyzer.detect(image)[0].kps
+        blurred = cv2.GaussianBlur(image, (0, 0), 6)
+        assert sharpness(align_face(image, kps, 512, mode="ffhq").image) > 5 * DEFAULT_MIN_SHARPNESS, name
+        assert sharpness(align_face(blurred, kps, 512, mode="ffhq").image) < DEFAULT_MIN_SHARPNESS, name
 
 
 def test_kept_and_rejected_with_reasons(prepared):
     out, summary = prepared
     assert summary["count"] == 2 and summary["rejected"] == 3
-    reasons = {json.loads(line)["source"]: json.loads(line)["reason"] for line in (out / "rejected.jsonl").read_text().splitlines()}
+    assert summary["rejected_by_reason"] == {"too blurry": 1, "unreadable": 1, "no face": 1}
+    reasons = {row["source"]: row["reason"] for row in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
     assert reasons["gradient.png"] == "no face"
-    assert reasons["corrupt.jpg"].startswith("unreadable")
-    assert reasons["blurred.jpg"].startswith("too blurry")
+    assert reasons["corrupt.jpg"].startswith("unreadable: ")
+    assert reasons["blurred.jpg"].startswith("too blurry (sharpness ")
     info = json.loads((out / "dataset.json").read_text())
-    assert info["embedding_dim"] == 128 and info["identities"] == 2 and info["layout"] == "folder"
+    assert info == summary
+    assert info["embedding_dim"] == 128 and info["identities"] == 2 and info["layout"] == "folder" and info["size"] == SIZE
+    assert not list(out.parent.glob("*.partial-*"))
 
 
-def test_records_are_aligned_faces(prepared):
+def test_records_are_aligned_faces(prepared, photos):
     out, _ = prepared
-    records = _records(out)
-    assert sorted(r["caption"] for r in records.values()) == ["a photo of alice", "a photo of bob"]
-    for record in records.values():
-        assert record["image"].size == (SIZE, SIZE)
-        assert record["embedding"].shape == (128,) and record["embedding"].dtype == np.float32
-        kps = record["kps"]
-        assert ((kps > 0) & (kps < SIZE)).all()
-        assert kps[0, 0] < kps[1, 0]  # the eye on the image's left comes first
-        x1, y1, x2, y2 = record["bbox"]
-        assert x1 <= kps[:, 0].min() and kps[:, 0].max() <= x2 and y1 <= kps[:, 1].min() and kps[:, 1].max() <= y2
     lines = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [line["source"] for line in lines] == ["alice/portrait_glasses.jpg", "bob/portrait_smile.jpg"]
     assert all((out / line["file_name"]).is_file() and (out / line["face"]).is_file() for line in lines)
+    assert all(line["embedding_dim"] == 128 and line["embedding_model"] for line in lines)
+    dataset = open_dataset(out)
+    assert len(dataset) == 2 and dataset.info["count"] == 2
+    for i, line in enumerate(lines):
+        record = dataset[i]
+        assert record["key"] == line["key"] and record["caption"] == f"a photo of {line['identity']}"
+        assert record["image"].mode == "RGB" and record["image"].size == (SIZE, SIZE)
+        assert record["embedding"].shape == (128,) and record["embedding"].dtype == np.float32
+        kps, (x1, y1, x2, y2) = record["kps"], record["bbox"]
+        assert kps.shape == (5, 2) and ((kps > 0) & (kps < SIZE)).all()
+        assert kps[0, 0] < kps[1, 0]  # the eye on the image's left comes first
+        assert x1 <= kps[:, 0].min() and kps[:, 0].max() <= x2 and y1 <= kps[:, 1].min() and kps[:, 1].max() <= y2
+    # The stored embedding is the analyzer's raw embedding of the source photo.
+    source = get_face_analyzer("dlib").detect(load_image(photos / lines[0]["source"]))[0]
+    np.testing.assert_array_equal(dataset[0]["embedding"], source.embedding)
 
 
-def test_webdataset_and_parallel_outputs_match_folder(prepared, photos, tmp_path):
+def test_webdataset_output_matches_folder(prepared, photos, tmp_path):
     out, _ = prepared
-    folder = _records(out)
     shards = tmp_path / "shards"
-    prepare_dataset(photos, shards, size=SIZE, caption="a photo of {identity}", shard_size=1, progress=False)
-    parallel = tmp_path / "parallel"
-    prepare_parallel(photos, parallel, num_workers=2, size=SIZE, caption="a photo of {identity}")
-    single_tar = _records(next((shards / "shards").glob("*.tar")))
-    for other in (_records(shards), _records(parallel)):
-        assert other.keys() == folder.keys()
-        for key, record in folder.items():
-            assert other[key]["caption"] == record["caption"]
-            np.testing.assert_array_equal(other[key]["embedding"], record["embedding"])
-            np.testing.assert_array_equal(np.asarray(other[key]["image"]), np.asarray(record["image"]))
-    assert len(single_tar) == 1 and set(single_tar) <= set(folder)
-    assert not list(tmp_path.glob("*.part*")) and not list(tmp_path.glob("*.partial-*"))
+    summary = prepare_dataset(photos, shards, size=SIZE, caption=CAPTION, backend="dlib", shard_size=1, progress=False)
+    assert summary["layout"] == "webdataset" and summary["shards"] == ["shards/000000.tar", "shards/000001.tar"]
+    assert not (shards / "metadata.jsonl").exists() and (shards / "rejected.jsonl").is_file()
+    folder = _records(out)
+    _assert_same_records(folder, _records(shards))
+    single = _records(shards / "shards" / "000001.tar")
+    assert len(single) == 1
+    _assert_same_records({k: folder[k] for k in single}, single)
+    _assert_same_records(folder, _records(sorted((shards / "shards").glob("*.tar"))))
+
+
+def test_parts_merged_equal_single_process(prepared, photos, tmp_path):
+    out, summary = prepared
+    parts = [tmp_path / f"part{i}" for i in range(2)]
+    for i, part in enumerate(parts):  # part1 keeps no face: only the blurred and the corrupt photo
+        prepare_dataset(photos, part, size=SIZE, caption=CAPTION, backend="dlib", num_shards=2, shard_index=i,
+                        allow_empty=True, progress=False)
+    merged = merge_datasets(parts, tmp_path / "merged")
+    assert merged == summary
+    assert (tmp_path / "merged" / "metadata.jsonl").read_text() == (out / "metadata.jsonl").read_text()
+    _assert_same_records(_records(out), _records(tmp_path / "merged"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+
+
+def test_parallel_webdataset_matches_folder(prepared, photos, tmp_path):
+    out, summary = prepared
+    summary = prepare_parallel(photos, tmp_path / "ds", num_workers=2, size=SIZE, caption=CAPTION, backend="dlib",
+                               shard_size=1, progress=False)
+    assert summary["count"] == 2 and summary["rejected"] == 3 and summary["shards"] == ["shards/000000.tar", "shards/000001.tar"]
+    _assert_same_records(_records(out), _records(tmp_path / "ds"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def _record(key, size=8, dim=4):
+    return FaceRecord(key=key, image=Image.new("RGB", (size, size)), caption="c", embedding=np.ones(dim, np.float32),
+                      embedding_model="m", kps=np.zeros((5, 2), np.float32), bbox=np.zeros(4, np.float32))
+
+
+def test_writer_is_atomic_and_checks_records(tmp_path):
+    out = tmp_path / "ds"
+    with pytest.raises(RuntimeError):
+        with DatasetWriter(out, size=8) as writer:
+            writer.add(_record("a"))
+            raise RuntimeError("interrupted")
+    with pytest.raises(DatasetError, match=r"no usable face.*2 no face, 1 unreadable"):
+        with DatasetWriter(out, size=8, shard_size=2) as writer:
+            writer.reject("x.jpg", "no face")
+            writer.reject("y.jpg", "no face")
+            writer.reject("z.jpg", "unreadable: corrupt")
+    assert list(tmp_path.iterdir()) == []
+    with DatasetWriter(out, size=8) as writer:
+        writer.add(_record("a"))
+        for bad, message in ((_record("a"), "used twice"), (_record("b.c"), "must match"), (_record("b", size=9), "expected"),
+                             (_record("b", dim=5), "differs"), (FaceRecord(**{**vars(_record("b")), "kps": np.zeros(10)}), "kps")):
+            with pytest.raises(DatasetError, match=message):
+                writer.add(bad)
+    assert len(open_dataset(out)) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
 def test_empty_and_faceless_folders_leave_nothing(tmp_path):
@@ -96,37 +179,78 @@ def test_empty_and_faceless_folders_leave_nothing(tmp_path):
         prepare_dataset(empty, tmp_path / "out1", progress=False)
     faceless = tmp_path / "faceless"
     faceless.mkdir()
-    Image.new("RGB", (64, 64), (120, 80, 40)).save(faceless / "wall.png")
+    Image.new("RGB", (64, 64), (120, 80, 40)).save(faceless / "wall.PNG")
     (faceless / "broken.png").write_bytes(b"nope")
-    with pytest.raises(DatasetError, match="no usable face.*no face"):
-        prepare_dataset(faceless, tmp_path / "out2", progress=False)
+    with pytest.raises(DatasetError, match="no usable face.*1 unreadable, 1 no face"):
+        prepare_dataset(faceless, tmp_path / "out2", backend="dlib", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "faceless"]
 
 
-def test_bad_arguments_and_datasets(prepared, photos, tmp_path):
+def test_bad_arguments(prepared, photos, tmp_path):
     out, _ = prepared
     with pytest.raises(DatasetError, match="not empty"):
         prepare_dataset(photos, out, progress=False)
-    with pytest.raises(DatasetError, match="unknown placeholder"):
+    with pytest.raises(DatasetError, match=r"unknown placeholder.*'person'"):
         prepare_dataset(photos, tmp_path / "x", caption="a photo of {person}", progress=False)
-    with pytest.raises(DatasetError, match="not an idgen dataset"):
-        open_dataset(photos)
-    broken = tmp_path / "broken"
+    with pytest.raises(DatasetError, match="malformed"):
+        prepare_dataset(photos, tmp_path / "x", caption="a photo of {identity", progress=False)
+    with pytest.raises(DatasetError, match="shard_index"):
+        prepare_dataset(photos, tmp_path / "x", num_shards=2, shard_index=2, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _copy(out, tmp_path, name):
+    broken = tmp_path / name
     shutil.copytree(out, broken)
+    return broken
+
+
+def test_malformed_datasets_are_named(prepared, photos, tmp_path):
+    out, _ = prepared
+    with pytest.raises(DatasetError, match="not an idgen dataset.*idgen prepare-data"):
+        open_dataset(photos)
+    broken = _copy(out, tmp_path, "bad_line")
     with open(broken / "metadata.jsonl", "a") as f:
         f.write("{not json\n")
-    with pytest.raises(DatasetError, match="line 3"):
+    with pytest.raises(DatasetError, match=r"metadata.jsonl line 3: not JSON"):
         open_dataset(broken)
-    bad_tar = tmp_path / "bad.tar"
-    bad_tar.write_bytes(b"not a tar")
-    with pytest.raises(DatasetError, match="tar"):
-        open_dataset(bad_tar)
+    missing = _copy(out, tmp_path, "missing")
+    first = json.loads((missing / "metadata.jsonl").read_text().splitlines()[0])
+    (missing / first["file_name"]).unlink()
+    with pytest.raises(DatasetError, match=f"line 1: {first['file_name']} does not exist"):
+        open_dataset(missing)
+    shapes = _copy(out, tmp_path, "shapes")
+    from safetensors.numpy import save_file
+
+    save_file({"embedding": np.zeros(128, np.float32), "kps": np.zeros((68, 2), np.float32),
+               "bbox": np.zeros(4, np.float32)}, shapes / first["face"])
+    with pytest.raises(DatasetError, match=r"'kps' has shape \[68, 2\], expected \[5, 2\]"):
+        open_dataset(shapes)[0]
+    incomplete = _copy(out, tmp_path, "incomplete")
+    (incomplete / "metadata.jsonl").write_text((incomplete / "metadata.jsonl").read_text().splitlines()[0] + "\n")
+    with pytest.raises(DatasetError, match="lists 2 records but .* holds 1"):
+        open_dataset(incomplete)
+    (tmp_path / "bad.tar").write_bytes(b"not a tar")
+    with pytest.raises(DatasetError, match="not a readable tar"):
+        open_dataset(tmp_path / "bad.tar")
+    with tarfile.open(tmp_path / "partial.tar", "w") as tar:
+        tar.add(out / first["file_name"], arcname=f"{first['key']}.png")
+    with pytest.raises(DatasetError, match=f"lacks {first['key']}.json, {first['key']}.safetensors"):
+        open_dataset(tmp_path / "partial.tar")
 
 
 def test_cli(photos, tmp_path, capsys):
-    assert main(["prepare-data", str(photos), str(tmp_path / "ds"), "--size", str(SIZE)]) == 0
-    assert "kept 2 face(s), rejected 3" in capsys.readouterr().out
-    assert (tmp_path / "ds" / "dataset.json").is_file()
+    assert main(["prepare-data", str(photos), str(tmp_path / "ds"), "--size", str(SIZE), "--backend", "dlib",
+                 "--caption", "{name} of {identity}"]) == 0
+    printed = capsys.readouterr().out
+    assert "kept 2 face(s), rejected 3 (1 too blurry, 1 unreadable, 1 no face" in printed
+    assert f"folder dataset of 2 identity(ies) to {tmp_path / 'ds'}" in printed
+    assert sorted(r["caption"] for r in _records(tmp_path / "ds").values()) == ["portrait_glasses of alice", "portrait_smile of bob"]
     (tmp_path / "empty").mkdir()
     assert main(["prepare-data", str(tmp_path / "empty"), str(tmp_path / "ds2")]) == 3
     assert "no photos" in capsys.readouterr().err
+    assert main(["prepare-data", str(photos), str(tmp_path / "ds")]) == 3  # exists, no --overwrite
+    with pytest.raises(SystemExit) as usage:
+        main(["prepare-data", str(photos), str(tmp_path / "ds3"), "--num-workers", "2", "--distributed"])
+    assert usage.value.code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "empty"]

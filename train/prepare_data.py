@@ -1,59 +1,76 @@
 """`idgen prepare-data PHOTOS_DIR OUT_DIR`: detect, align and crop each face, drop unusable photos
-with a reason, store the identity embedding and keypoints per image (see `records`).
+with a reason, store the identity embedding and keypoints per image (format: `records`).
 
 Parallel: `--num-workers N` splits the photos over N processes on this machine; `--distributed`
 under `accelerate launch` gives each process (GPU, node) its share. Each share is written as a
-part and the parts are merged into one dataset.
+part (`OUT_DIR.part{i}`) and the parts are merged into one dataset by `merge_datasets`.
+
+This module imports torch (via `records`) only when a dataset is written, so `idgen --help` stays fast.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import os
 import re
 import shutil
 import string
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
 from idgen.errors import DatasetError
 
-from .records import FORMAT, DatasetWriter, FaceRecord, open_dataset
-
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-# `sharpness` (measured at 256 px whatever the crop size). On the shared test photos: portraits
-# 177-757, small full-body faces 26-57; Gaussian-blurred copies (sigma 6 px) 3-11. 20 separates them.
+DEFAULT_CAPTION = "a photo of a person"
+CAPTION_FIELDS = {"identity", "name"}
+# Default of `min_sharpness`, measured with dlib on ../shared/faces (512 px crops, `sharpness`):
+# the four portraits score 148-499, the two small full-body faces 23-51, and Gaussian-blurred
+# copies (sigma 6 px) 3-12 (sigma 3: 4-45). 20 keeps every portrait with a 7x margin and drops
+# every sigma-6 copy. The raw Laplacian variance of the whole crop could not serve: it falls ~30x
+# from 256 to 1024 px crops (portraits at 1024 score 3-38) and a blurred photo whose crop runs
+# past the image edge scores 170 on the black fill's edge.
 DEFAULT_MIN_SHARPNESS = 20.0
 SHARPNESS_SIZE = 256
-CAPTION_FIELDS = {"identity", "name"}
+
+PathLike = Union[str, os.PathLike]
 
 
-def list_photos(root: Path) -> list[Path]:
-    """Image files under `root`, recursively, sorted (the order keys and shares follow)."""
-    if not Path(root).is_dir():
-        raise DatasetError(f"{root} is not a folder.")
-    photos = sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def list_photos(root: PathLike) -> list[Path]:
+    """Image files (`IMAGE_SUFFIXES`, any case) under `root`, recursively, sorted: the order that
+    keys and shares follow. Raises DatasetError when `root` is not a folder or holds none."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder of photos.")
+    photos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not photos:
         raise DatasetError(f"{root} holds no photos ({', '.join(IMAGE_SUFFIXES)}).")
     return photos
 
 
 def check_caption(template: str) -> None:
-    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    """Raise DatasetError unless `template` is a `str.format` template using only `{identity}`
+    and `{name}`."""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as e:
+        raise DatasetError(f"caption template {template!r} is malformed ({e}); use {{{{ }}}} for literal braces.") from None
     unknown = fields - CAPTION_FIELDS
     if unknown:
         raise DatasetError(f"caption template {template!r}: unknown placeholder(s) {sorted(unknown)}; "
-                           f"known: {{identity}} (the photo's folder), {{name}} (its file name).")
+                           "known: {identity} (the photo's folder), {name} (its file name without suffix).")
 
 
 def sharpness(crop: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey central half of an aligned crop (the face; the
-    borders may hold the black fill of a crop that leaves the photo), resized to `SHARPNESS_SIZE`
-    so scores do not depend on the crop size. Higher is sharper."""
+    """Blur score of an aligned crop `[S, S, 3]` uint8 RGB: the variance of the Laplacian of the
+    grey crop, resized to `SHARPNESS_SIZE` px (so the score does not depend on the crop size) and
+    cut to its central half (the face; the borders may hold the black fill of a crop that runs
+    past the photo). Higher is sharper; see `DEFAULT_MIN_SHARPNESS`."""
     import cv2
 
     crop = cv2.resize(crop, (SHARPNESS_SIZE, SHARPNESS_SIZE), interpolation=cv2.INTER_AREA)
@@ -62,18 +79,26 @@ def sharpness(crop: np.ndarray) -> float:
     return float(cv2.Laplacian(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
 
 
-def _key(index: int, path: Path) -> str:
-    return f"{index:07d}_" + re.sub(r"[^A-Za-z0-9_-]+", "-", path.stem)[:40]
+def photo_key(index: int, path: Path) -> str:
+    """Record key of the `index`-th photo of the sorted list: unique across parts of one run."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", path.stem)[:40].strip("-")
+    return f"{index:07d}_{slug or 'photo'}"
 
 
 def analyse_photo(path: Path, root: Path, index: int, analyzer, *, size: int, caption: str, min_face_size: int,
-                  min_sharpness: float) -> FaceRecord | str:
-    """The record of one photo, or the reason it is left out."""
+                  min_sharpness: float):
+    """The `FaceRecord` of one photo, or the reason (str) it is left out.
+
+    Reasons: "unreadable: …", "no face", "several faces (N)", "face too small (Wpx < MINpx)" (the
+    shorter box side in the source photo), "no identity embedding …", "too blurry (sharpness S < T)".
+    """
     from PIL import Image
 
     from idgen.errors import ImageReadError
     from idgen.face import align_face, transform_points
     from idgen.image_io import load_image
+
+    from .records import FaceRecord
 
     try:
         image = load_image(path)
@@ -93,12 +118,12 @@ def analyse_photo(path: Path, root: Path, index: int, analyzer, *, size: int, ca
     aligned = align_face(image, face.kps, size, mode="ffhq")
     score = sharpness(aligned.image)
     if score < min_sharpness:
-        return f"too blurry (sharpness {score:.1f} < {min_sharpness})"
+        return f"too blurry (sharpness {score:.1f} < {min_sharpness:g})"
     x1, y1, x2, y2 = face.bbox
-    corners = transform_points(np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]]), aligned.matrix)
+    corners = transform_points(np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float32), aligned.matrix)
     identity = path.parent.relative_to(root).as_posix() if path.parent != root else ""
     return FaceRecord(
-        key=_key(index, path), image=Image.fromarray(aligned.image),
+        key=photo_key(index, path), image=Image.fromarray(aligned.image),
         caption=caption.format(identity=identity, name=path.stem), embedding=np.asarray(face.embedding, np.float32),
         embedding_model=face.embedding_model or "", kps=transform_points(face.kps, aligned.matrix).astype(np.float32),
         bbox=np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32), identity=identity,
@@ -106,164 +131,284 @@ def analyse_photo(path: Path, root: Path, index: int, analyzer, *, size: int, ca
     )
 
 
-def prepare_dataset(photos_dir, out_dir, *, size: int = 512, caption: str = "a photo of a person",
-                    backend: Optional[str] = None, min_face_size: int = 64, min_sharpness: float = DEFAULT_MIN_SHARPNESS,
-                    shard_size: Optional[int] = None, overwrite: bool = False, num_shards: int = 1,
-                    shard_index: int = 0, progress: bool = True) -> dict:
-    """Prepare the photos `photos_dir` (share `shard_index` of `num_shards`) into `out_dir`.
+def prepare_dataset(photos_dir: PathLike, out_dir: PathLike, *, size: int = 512, caption: str = DEFAULT_CAPTION,
+                    backend: Optional[str] = None, min_face_size: int = 64,
+                    min_sharpness: float = DEFAULT_MIN_SHARPNESS, shard_size: Optional[int] = None,
+                    overwrite: bool = False, num_shards: int = 1, shard_index: int = 0, progress: bool = True,
+                    allow_empty: bool = False) -> dict:
+    """Prepare the photos under `photos_dir` into the dataset `out_dir` (see `records`).
 
-    Returns the summary written to `dataset.json`.
+    Args:
+        size: side of the aligned FFHQ-style crops in pixels.
+        caption: `str.format` template with `{identity}` (the photo's folder relative to
+            `photos_dir`, "" at the top) and `{name}` (the file name without suffix).
+        backend: face backend, "dlib" (128-d) or "insightface" (512-d); None: idgen's default.
+        min_face_size: minimum shorter side of the face box in the source photo, pixels.
+        min_sharpness: minimum `sharpness` of the crop.
+        shard_size: None for the folder layout, N for WebDataset shards of N records.
+        overwrite: replace a non-empty `out_dir`.
+        num_shards, shard_index: process only the photos `[shard_index::num_shards]` of the sorted
+            list (one part of a parallel run; keys stay unique across parts).
+        progress: show a tqdm bar.
+        allow_empty: write a dataset without records instead of raising (parts).
+
+    Returns:
+        The summary written to `dataset.json`.
 
     Raises:
-        DatasetError: no photos, no usable face in any photo, bad caption template, or `out_dir`
-            not empty (without `overwrite`). Nothing is left in `out_dir` then.
+        DatasetError: no photos, no usable face in any photo, bad caption template, bad share, or
+            `out_dir` not empty (without `overwrite`). Nothing is written to `out_dir` then.
     """
     from tqdm.auto import tqdm
 
     from idgen.face import get_face_analyzer
 
+    from .records import DatasetWriter
+
     check_caption(caption)
+    if not 0 <= shard_index < num_shards:
+        raise DatasetError(f"shard_index must be in [0, {num_shards}), got {shard_index}.")
+    if min_face_size < 1:
+        raise DatasetError(f"min_face_size must be at least 1 pixel, got {min_face_size}.")
     root = Path(photos_dir)
     photos = list(enumerate(list_photos(root)))[shard_index::num_shards]
     analyzer = get_face_analyzer(backend)
-    with DatasetWriter(out_dir, size=size, shard_size=shard_size, overwrite=overwrite, part=f"part{shard_index}") as writer:
-        for index, path in tqdm(photos, desc="prepare-data", disable=not progress):
+    with DatasetWriter(out_dir, size=size, shard_size=shard_size, overwrite=overwrite,
+                       shard_prefix=f"part{shard_index}-" if num_shards > 1 else "", allow_empty=allow_empty) as writer:
+        for index, path in tqdm(photos, desc="prepare-data", unit="photo", disable=not progress):
             result = analyse_photo(path, root, index, analyzer, size=size, caption=caption,
                                    min_face_size=min_face_size, min_sharpness=min_sharpness)
             if isinstance(result, str):
+                logger.debug("%s: %s", path, result)
                 writer.reject(path.relative_to(root).as_posix(), result)
             else:
                 writer.add(result)
         return writer.close()
 
 
-def merge_datasets(parts: Sequence[Path], out_dir, *, overwrite: bool = False) -> dict:
-    """Merge prepared parts (same layout and embedding model) into `out_dir`; removes the parts."""
-    import json
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link `src` at `dst` (the part stays intact until the merge is complete), or copy it
+    across file systems."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
-    infos = [json.loads((Path(p) / "dataset.json").read_text()) for p in parts]
-    layouts = {(i["layout"], i["size"], i["embedding_model"], i["embedding_dim"]) for i in infos}
-    if len(layouts) != 1:
-        raise DatasetError(f"cannot merge parts of different layouts/sizes/embeddings: {sorted(layouts)}.")
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise DatasetError(f"{out} exists and is not empty; choose another folder or pass --overwrite.")
-        shutil.rmtree(out)
-    tmp = out.with_name(out.name + ".merging")
+
+def merge_datasets(parts: Sequence[PathLike], out_dir: PathLike, *, overwrite: bool = False) -> dict:
+    """Merge dataset folders written by `prepare_dataset` (same layout, size and embedding model;
+    parts without records allowed) into `out_dir`, and remove the parts.
+
+    Folder parts: their images, face tensors and `metadata.jsonl` lines are combined; WebDataset
+    parts: their shards become `shards/{n:06d}.tar` in part order. `rejected.jsonl` is combined
+    and the counts are summed. Written atomically like `DatasetWriter`.
+
+    Returns:
+        The merged `dataset.json` contents.
+
+    Raises:
+        DatasetError: a part is not a dataset folder, the parts differ, a key occurs twice, no
+            part has a record (the rejection counts are listed), or `out_dir` is not empty
+            (without `overwrite`). The parts are left as they were then.
+    """
+    from collections import Counter
+
+    from .records import check_out_dir, dataset_info, open_dataset, partial_dir, publish
+
+    parts = [Path(p) for p in parts]
+    if not parts:
+        raise DatasetError("merge_datasets: no parts given.")
+    for part in parts:
+        if not part.is_dir():
+            raise DatasetError(f"{part}: a part to merge must be a dataset folder written by prepare_dataset.")
+    check_out_dir(out_dir, overwrite)
+    datasets = [open_dataset(p) for p in parts]
+    infos = [d.info for d in datasets]
+    shapes = {(i["layout"], i["size"]) for i in infos}
+    embeddings = {(i["embedding_model"], i["embedding_dim"]) for i in infos if i["count"]}
+    if len(shapes) > 1 or len(embeddings) > 1:
+        raise DatasetError(f"cannot merge parts of different layouts/sizes {sorted(shapes)} "
+                           f"or embeddings {sorted(map(str, embeddings))}.")
+    rejected = sum((Counter(i["rejected_by_reason"]) for i in infos), Counter())
+    if not embeddings:
+        reasons = ", ".join(f"{n} {r}" for r, n in rejected.items()) or "no photos"
+        raise DatasetError(f"no usable face photo, nothing written to {out_dir} (rejected: {reasons}).")
+    rows = [[d.metadata(j) for j in range(len(d))] for d in datasets]
+    twice = [k for k, n in Counter(row["key"] for part_rows in rows for row in part_rows).items() if n > 1]
+    if twice:
+        raise DatasetError(f"cannot merge: record key(s) {twice[:5]} occur in several parts.")
+    (layout, size), (model, dim) = shapes.pop(), embeddings.pop()
+    tmp, shards = partial_dir(out_dir), []
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    rejected_by_reason: dict[str, int] = {}
-    with open(tmp / "rejected.jsonl", "w") as rejects, open(tmp / "metadata.jsonl", "w") as meta:
-        for part, info in zip(parts, infos):
-            part = Path(part)
-            rejects.write((part / "rejected.jsonl").read_text())
-            for reason, n in info["rejected_by_reason"].items():
-                rejected_by_reason[reason] = rejected_by_reason.get(reason, 0) + n
-            if info["layout"] == "folder":
-                meta.write((part / "metadata.jsonl").read_text())
-            for sub in ("images", "faces", "shards"):
-                if (part / sub).is_dir():
-                    (tmp / sub).mkdir(exist_ok=True)
-                    for f in (part / sub).iterdir():
-                        f.rename(tmp / sub / f.name)
-    if infos[0]["layout"] == "webdataset":
-        (tmp / "metadata.jsonl").unlink()
-    summary = {**infos[0], "count": sum(i["count"] for i in infos), "rejected": sum(i["rejected"] for i in infos),
-               "rejected_by_reason": rejected_by_reason, "identities": None,
-               "shards": sorted(s for i in infos for s in i["shards"])}
-    (tmp / "dataset.json").write_text(json.dumps(summary, indent=2))
-    tmp.rename(out)
-    summary["identities"] = len({open_dataset(out)[i]["identity"] for i in range(summary["count"])})
-    (out / "dataset.json").write_text(json.dumps(summary, indent=2))
+    try:
+        tmp.mkdir(parents=True)
+        with open(tmp / "rejected.jsonl", "w") as rejects:
+            for part in parts:
+                if (part / "rejected.jsonl").is_file():
+                    rejects.write((part / "rejected.jsonl").read_text())
+        if layout == "folder":  # in key order: a run merged from parts lists its records as a single process does
+            with open(tmp / "metadata.jsonl", "w") as meta:
+                for row, part in sorted(((r, p) for p, part_rows in zip(parts, rows) for r in part_rows),
+                                        key=lambda pair: pair[0]["key"]):
+                    _link_or_copy(part / row["file_name"], tmp / row["file_name"])
+                    _link_or_copy(part / row["face"], tmp / row["face"])
+                    meta.write(json.dumps(row) + "\n")
+        else:
+            for part, info in zip(parts, infos):
+                for shard in info["shards"]:
+                    shards.append(f"shards/{len(shards):06d}.tar")
+                    _link_or_copy(part / shard, tmp / shards[-1])
+        summary = dataset_info(layout=layout, size=size, count=sum(map(len, rows)), rejected_by_reason=rejected,
+                               identities=len({row.get("identity", "") for part_rows in rows for row in part_rows}),
+                               embedding_model=model, embedding_dim=dim, shards=shards)
+        (tmp / "dataset.json").write_text(json.dumps(summary, indent=2))
+        publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     for part in parts:
         shutil.rmtree(part, ignore_errors=True)
     return summary
 
 
-def _prepare_part(kwargs: dict) -> Optional[str]:
-    """Worker: one share into its part folder; None when the share had no usable face."""
-    try:
-        prepare_dataset(**kwargs)
-    except DatasetError as e:
-        if "no usable face" in str(e):
-            return None
-        raise
-    return str(kwargs["out_dir"])
-
-
-def prepare_parallel(photos_dir, out_dir, *, num_workers: int, overwrite: bool = False, **kwargs) -> dict:
-    """`prepare_dataset` over `num_workers` processes of this machine, merged."""
-    import multiprocessing
-
+def _part_dirs(out_dir: PathLike, n: int) -> list[Path]:
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DatasetError(f"{out} exists and is not empty; choose another folder or pass --overwrite.")
-    list_photos(Path(photos_dir))
-    check_caption(kwargs.get("caption", "a photo of a person"))
-    jobs = [{**kwargs, "photos_dir": photos_dir, "out_dir": out.with_name(f"{out.name}.part{i}"), "num_shards": num_workers,
-             "shard_index": i, "progress": False, "overwrite": True} for i in range(num_workers)]
-    with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = [Path(p) for p in pool.map(_prepare_part, jobs) if p is not None]
-    if not parts:
-        raise DatasetError(f"no usable face photo in {photos_dir}, nothing written to {out}.")
-    return merge_datasets(parts, out, overwrite=overwrite)
+    return [out.with_name(f"{out.name}.part{i}") for i in range(n)]
 
 
-def prepare_distributed(photos_dir, out_dir, *, overwrite: bool = False, **kwargs) -> Optional[dict]:
-    """Under `accelerate launch`: each process prepares its share; the main process merges."""
+def _prepare_part(kwargs: dict) -> dict:
+    """Worker entry point (module level, so the spawn context can pickle it)."""
+    return prepare_dataset(**kwargs)
+
+
+def prepare_parallel(photos_dir: PathLike, out_dir: PathLike, *, num_workers: int, caption: str = DEFAULT_CAPTION,
+                     overwrite: bool = False, progress: bool = True, **kwargs) -> dict:
+    """`prepare_dataset` over `num_workers` processes of this machine ("spawn" context), one part
+    each, merged into `out_dir`. `kwargs` are `prepare_dataset`'s options; `progress` shows the
+    first worker's bar. Parts are removed whatever happens."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .records import check_out_dir
+
+    check_out_dir(out_dir, overwrite)
+    check_caption(caption)
+    num_workers = max(1, min(num_workers, len(list_photos(photos_dir))))
+    parts = _part_dirs(out_dir, num_workers)
+    jobs = [{**kwargs, "photos_dir": photos_dir, "out_dir": part, "caption": caption, "num_shards": num_workers,
+             "shard_index": i, "progress": progress and i == 0, "overwrite": True, "allow_empty": True}
+            for i, part in enumerate(parts)]
+    try:
+        with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_prepare_part, jobs))
+        return merge_datasets(parts, out_dir, overwrite=overwrite)
+    finally:
+        for part in parts:
+            shutil.rmtree(part, ignore_errors=True)
+
+
+def _on_every_process(state, fn):
+    """Run `fn()` here; if it raised on any process, raise on every process. Each process must
+    reach this collective, or the others would wait for it forever."""
+    from accelerate.utils import gather_object
+
+    failure, result = None, None
+    try:
+        result = fn()
+    except Exception as e:  # re-raised below, after the collective
+        failure = e
+    errors = [m for m in gather_object([None if failure is None else f"process {state.process_index}: {failure}"]) if m]
+    if failure is not None:
+        raise failure
+    if errors:
+        raise DatasetError("prepare-data failed in another process: " + "; ".join(errors))
+    return result
+
+
+def prepare_distributed(photos_dir: PathLike, out_dir: PathLike, *, overwrite: bool = False, progress: bool = True,
+                        **kwargs) -> Optional[dict]:
+    """Under `accelerate launch`: process `i` of N prepares the photos `[i::N]` into
+    `OUT_DIR.part{i}` (beside `out_dir`, so on storage every process sees); after all are done,
+    the main process merges. Returns the summary on the main process, None on the others. A
+    failure on one process is raised on all of them."""
     from accelerate import PartialState
 
-    state = PartialState()
-    out = Path(out_dir)
-    part = out.with_name(f"{out.name}.part{state.process_index}")
-    _prepare_part({**kwargs, "photos_dir": photos_dir, "out_dir": part, "num_shards": state.num_processes,
-                   "shard_index": state.process_index, "overwrite": True})
-    state.wait_for_everyone()
-    summary = None
-    if state.is_main_process:
-        parts = [p for i in range(state.num_processes) if (p := out.with_name(f"{out.name}.part{i}")).is_dir()]
-        if not parts:
-            raise DatasetError(f"no usable face photo in {photos_dir}, nothing written to {out}.")
-        summary = merge_datasets(parts, out, overwrite=overwrite)
-    state.wait_for_everyone()
-    return summary
+    from .records import check_out_dir
+
+    # cpu=True: the processes only exchange a few small objects (gloo, under any launcher); without
+    # it, on a machine without CUDA every process would think it is the only one.
+    state = PartialState(cpu=True)
+    check_out_dir(out_dir, overwrite)
+    parts = _part_dirs(out_dir, state.num_processes)
+    try:
+        _on_every_process(state, lambda: prepare_dataset(
+            photos_dir, parts[state.process_index], num_shards=state.num_processes, shard_index=state.process_index,
+            overwrite=True, allow_empty=True, progress=progress and state.is_main_process, **kwargs))
+        return _on_every_process(
+            state, lambda: merge_datasets(parts, out_dir, overwrite=overwrite) if state.is_main_process else None)
+    finally:
+        if state.is_main_process:
+            for part in parts:
+                shutil.rmtree(part, ignore_errors=True)
 
 
-def _cmd(args) -> int:
+def _cmd(args: argparse.Namespace) -> int:
     kwargs = dict(size=args.size, caption=args.caption, backend=args.backend, min_face_size=args.min_face_size,
-                  min_sharpness=args.min_sharpness, shard_size=args.shard_size)
+                  min_sharpness=args.min_sharpness, shard_size=args.shard_size, overwrite=args.overwrite)
     if args.distributed:
-        summary = prepare_distributed(args.photos_dir, args.out_dir, overwrite=args.overwrite, **kwargs)
+        summary = prepare_distributed(args.photos_dir, args.out_dir, **kwargs)
     elif args.num_workers > 1:
-        summary = prepare_parallel(args.photos_dir, args.out_dir, num_workers=args.num_workers, overwrite=args.overwrite, **kwargs)
+        summary = prepare_parallel(args.photos_dir, args.out_dir, num_workers=args.num_workers, **kwargs)
     else:
-        summary = prepare_dataset(args.photos_dir, args.out_dir, overwrite=args.overwrite, **kwargs)
-    if summary is not None:
+        summary = prepare_dataset(args.photos_dir, args.out_dir, **kwargs)
+    if summary is not None:  # None on the non-main processes of a distributed run
         reasons = ", ".join(f"{n} {r}" for r, n in summary["rejected_by_reason"].items()) or "none"
-        print(f"kept {summary['count']} face(s), rejected {summary['rejected']} ({reasons}); "
-              f"{summary['layout']} dataset in {args.out_dir} ({summary['embedding_model']}, {summary['embedding_dim']}-d)")
+        out = Path(args.out_dir)
+        print(f"kept {summary['count']} face(s), rejected {summary['rejected']} ({reasons}; see {out / 'rejected.jsonl'})")
+        print(f"wrote a {summary['layout']} dataset of {summary['identities']} identity(ies) to {out} "
+              f"({summary['size']} px crops, {summary['embedding_model']} {summary['embedding_dim']}-d embeddings)")
     return 0
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
 
 
 def add_parser(subparsers) -> None:
     """Register `prepare-data` on idgen's CLI."""
-    p = subparsers.add_parser("prepare-data", help="build a training dataset of aligned faces from a folder of photos")
-    p.add_argument("photos_dir", help="folder of photos (searched recursively; sub-folder = identity)")
-    p.add_argument("out_dir", help="output dataset folder (must be empty or absent)")
-    p.add_argument("--size", type=int, default=512, choices=[256, 512, 1024], help="aligned crop side in pixels (default 512)")
-    p.add_argument("--caption", default="a photo of a person",
-                   help="caption template; {identity} is the photo's sub-folder, {name} its file name")
+    p = subparsers.add_parser("prepare-data", help="build a training dataset of aligned faces from a folder of photos",
+                              description="Detect, align and crop the face in each photo; store the crops with "
+                                          "captions, identity embeddings and keypoints as a training dataset; list "
+                                          "the photos left out, with the reason, in OUT_DIR/rejected.jsonl.")
+    p.add_argument("photos_dir", metavar="PHOTOS_DIR", help="folder of photos, searched recursively; a photo's sub-folder is its identity")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="output dataset folder (must be absent or empty unless --overwrite)")
+    p.add_argument("--size", type=int, default=512, choices=[256, 512, 1024],
+                   help="side of the aligned FFHQ-style crops in pixels (default 512; 1024 for SDXL)")
+    p.add_argument("--caption", default=DEFAULT_CAPTION, metavar="TEMPLATE",
+                   help="caption template; {identity} is the photo's sub-folder, {name} its file name "
+                        f"(default {DEFAULT_CAPTION!r})")
     p.add_argument("--backend", choices=["dlib", "insightface"], default=None,
-                   help="face backend (insightface gives the 512-d ArcFace embeddings adapters need; dlib 128-d)")
-    p.add_argument("--min-face-size", type=int, default=64, help="reject faces whose shorter box side is below this (pixels, default 64)")
-    p.add_argument("--min-sharpness", type=float, default=DEFAULT_MIN_SHARPNESS,
-                   help=f"reject crops whose Laplacian variance is below this (default {DEFAULT_MIN_SHARPNESS})")
-    p.add_argument("--shard-size", type=int, default=None, help="write WebDataset tar shards of this many records")
-    p.add_argument("--num-workers", type=int, default=1, help="processes on this machine (default 1)")
-    p.add_argument("--distributed", action="store_true", help="share the work over `accelerate launch` processes")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+                   help="face backend: insightface gives the 512-d ArcFace embeddings the official adapters use, "
+                        "dlib 128-d (default: IDGEN_FACE_BACKEND, else insightface if a pack is installed, else dlib)")
+    p.add_argument("--min-face-size", type=_positive_int, default=64, metavar="PX",
+                   help="reject faces whose shorter box side in the photo is below this many pixels (default 64)")
+    p.add_argument("--min-sharpness", type=float, default=DEFAULT_MIN_SHARPNESS, metavar="S",
+                   help="reject crops whose blur score (variance of the Laplacian at 256 px) is below this "
+                        f"(default {DEFAULT_MIN_SHARPNESS:g}; sharp portraits score ~150-750)")
+    p.add_argument("--shard-size", type=_positive_int, default=None, metavar="N",
+                   help="write WebDataset tar shards of N records instead of a folder of files")
+    parallel = p.add_mutually_exclusive_group()
+    parallel.add_argument("--num-workers", type=_positive_int, default=1, metavar="N",
+                          help="processes on this machine, each preparing a share of the photos (default 1)")
+    parallel.add_argument("--distributed", action="store_true",
+                          help="share the photos over the processes of `accelerate launch` (GPUs, nodes)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR once the new dataset is complete")
     p.set_defaults(func=_cmd)
 
 
-__all__ = ["FORMAT", "add_parser", "merge_datasets", "prepare_dataset", "prepare_parallel", "prepare_distributed"]
+__all__ = ["DEFAULT_MIN_SHARPNESS", "add_parser", "analyse_photo", "check_caption", "list_photos", "merge_datasets",
+           "prepare_dataset", "prepare_distributed", "prepare_parallel", "sharpness"]
