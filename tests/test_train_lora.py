@@ -124,7 +124,7 @@ def test_bad_instance_data(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     args = _args(tmp_path / "out", 2)
-    with pytest.raises(DatasetError, match="no images"):
+    with pytest.raises(DatasetError, match="no photos"):
         run_training(LoRATask(_options(empty), args), args)
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -33,7 +33,8 @@ import torch
 
 from idgen.errors import DatasetError, IdgenError
 
-from .diffusion import diffusion_loss, encode_captions, encode_latents, is_sdxl, load_base, noise_and_timesteps, training_target
+from .diffusion import (diffusion_loss, encode_captions, encode_latents, freeze_base, is_sdxl, load_base, noise_and_timesteps,
+                        training_target)
 from .examples import FaceExamples, collate
 from .loop import TrainingArgs, TrainingTask
 
@@ -103,12 +104,7 @@ class AdapterTask(TrainingTask):
         self.pipe = rebuild_pipeline(self.pipeline_classes[int(is_sdxl(base))], base, **self.extra_components(base))
         self.pipe.set_progress_bar_config(disable=True)
         self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
-        for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
-            module = getattr(self.pipe, name, None)
-            if module is not None:
-                module.requires_grad_(False)
-                if weight_dtype != torch.float32 and name != "vae":  # SD VAEs overflow in fp16
-                    module.to(dtype=weight_dtype)
+        freeze_base(self.pipe, weight_dtype)
         self.build_adapter()
         self.pipe.to(accelerator.device)
         if self.args.gradient_checkpointing:
@@ -141,9 +137,10 @@ class AdapterTask(TrainingTask):
     def collate(self, items):
         return collate(items)
 
-    def text(self, captions, modules_text_encoders=None):
+    def text(self, captions):
+        """Prompt embeddings and added conditions of the (frozen) text encoders."""
         with torch.no_grad():
-            return encode_captions(self.pipe, captions, (self.opts.resolution,) * 2, modules_text_encoders)
+            return encode_captions(self.pipe, captions, (self.opts.resolution,) * 2)
 
     def loss(self, batch, generator, modules):
         drop_text, drop_id = condition_dropout(len(batch["caption"]), self.opts, generator)

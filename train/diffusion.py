@@ -52,6 +52,17 @@ def load_base(pipeline_classes: tuple, base: str, *, tiny_text_width: int = 32, 
     return load_pipeline(cls, resolved, **extra, **kwargs)
 
 
+def freeze_base(pipe, weight_dtype: torch.dtype) -> None:
+    """Freeze the pipeline's UNet, VAE and text encoders; cast all but the VAE to `weight_dtype`
+    (SD VAEs overflow in fp16, so it stays in fp32)."""
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.requires_grad_(False)
+            if weight_dtype != torch.float32 and name != "vae":
+                module.to(dtype=weight_dtype)
+
+
 def is_sdxl(pipe) -> bool:
     return getattr(pipe, "text_encoder_2", None) is not None or getattr(pipe.unet.config, "addition_embed_type", None) == "text_time"
 

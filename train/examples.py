@@ -11,7 +11,7 @@ import torch
 
 from idgen.errors import DatasetError, ImageReadError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+from .prepare_data import list_photos
 
 
 def image_to_tensor(image, resolution: int) -> torch.Tensor:
@@ -47,11 +47,7 @@ class PhotoFolder(torch.utils.data.Dataset):
         from idgen.image_io import load_image
 
         self.root, self.resolution, self.caption = Path(root), resolution, caption
-        if not self.root.is_dir():
-            raise DatasetError(f"{self.root} is not a folder.")
-        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.files:
-            raise DatasetError(f"{self.root} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+        self.files = list_photos(self.root)
         bad = []
         for path in self.files:  # a few to a few hundred photos: check them all before training
             try:

@@ -255,10 +255,8 @@ class _Checkpointer:
             save_file({k: v.detach().float().cpu().contiguous() for k, v in self.task.trainable_state_dict().items()},
                       str(path / TRAINABLE_FILE))
             if not self.native:
-                torch.save(self.optimizer.optimizer.state_dict() if hasattr(self.optimizer, "optimizer") else self.optimizer.state_dict(),
-                           path / "optimizer.pt")
-            torch.save(self.lr_scheduler.scheduler.state_dict() if hasattr(self.lr_scheduler, "scheduler") else self.lr_scheduler.state_dict(),
-                       path / "scheduler.pt")
+                torch.save(self.optimizer.state_dict(), path / "optimizer.pt")  # accelerate's wrappers delegate
+            torch.save(self.lr_scheduler.state_dict(), path / "scheduler.pt")
             if self.ema is not None:
                 torch.save(self.ema.state_dict(), path / "ema.pt")
             # state.json last: it marks the checkpoint complete
@@ -277,10 +275,8 @@ class _Checkpointer:
         if self.native:
             self.accelerator.load_state(str(path / "native"))
         else:
-            target = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
-            target.load_state_dict(_torch_load(path / "optimizer.pt"))
-        target = self.lr_scheduler.scheduler if hasattr(self.lr_scheduler, "scheduler") else self.lr_scheduler
-        target.load_state_dict(_torch_load(path / "scheduler.pt"))
+            self.optimizer.load_state_dict(_torch_load(path / "optimizer.pt"))
+        self.lr_scheduler.load_state_dict(_torch_load(path / "scheduler.pt"))
         if self.ema is not None:
             if not (path / "ema.pt").is_file():
                 raise IdgenError(f"{path} has no EMA state but --use-ema is set; resume without it or from a run that used it.")

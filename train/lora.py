@@ -21,8 +21,10 @@ import torch
 
 from idgen.errors import IdgenError
 
-from .diffusion import diffusion_loss, encode_captions, encode_latents, is_sdxl, load_base, noise_and_timesteps, training_target
+from .diffusion import (diffusion_loss, encode_captions, encode_latents, freeze_base, is_sdxl, load_base, noise_and_timesteps,
+                        training_target)
 from .examples import FaceExamples, PhotoFolder, collate, is_prepared_dataset
+from .prepare_data import IMAGE_SUFFIXES
 from .loop import TrainingArgs, TrainingTask
 
 logger = logging.getLogger(__name__)
@@ -95,13 +97,7 @@ class LoRATask(TrainingTask):
         pipe.set_progress_bar_config(disable=True)
         self.device, self.xl = accelerator.device, is_sdxl(pipe)
         pipe.to(accelerator.device)
-        for name in ("unet", "text_encoder", "text_encoder_2"):
-            module = getattr(pipe, name, None)
-            if module is not None:
-                module.requires_grad_(False)
-                if weight_dtype != torch.float32:
-                    module.to(dtype=weight_dtype)
-        pipe.vae.requires_grad_(False)  # kept in fp32: SD VAEs overflow in fp16
+        freeze_base(pipe, weight_dtype)
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         if o.with_prior_preservation:
             self._fill_class_images(accelerator)
@@ -121,7 +117,7 @@ class LoRATask(TrainingTask):
         """Generate class images with the base model until `num_class_images` are there."""
         folder = Path(self.opts.class_data)
         folder.mkdir(parents=True, exist_ok=True)
-        have = len([p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")])
+        have = len([p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES])
         missing = self.opts.num_class_images - have
         if missing <= 0 or not accelerator.is_main_process:
             accelerator.wait_for_everyone()
