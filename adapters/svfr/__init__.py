@@ -1,0 +1,1 @@
+"""SVFR-style video face restoration on Stable Video Diffusion: widened UNet input, task embedding, identity tokens."""

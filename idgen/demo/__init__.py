@@ -1,0 +1,1 @@
+"""The Gradio demo: one tab per capability (`idgen demo`, `python app.py`)."""
