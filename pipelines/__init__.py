@@ -4,17 +4,24 @@
   IdentityNet ControlNet + Resampler identity tokens, official `ip-adapter.bin`.
 - `FaceIDPipeline` (SD1.5) and `FaceIDXLPipeline` (SDXL): IP-Adapter-FaceID / FaceID-Plus v2.
 - `Arc2FacePipeline` (SD1.5): ArcFace embedding injected into the CLIP text encoder's input.
+- `PVAInpaintPipeline` / `PVAInpaintXLPipeline`: PVA identity inpainting;
+  `FaceIDInpaintPipeline` / `FaceIDInpaintXLPipeline`: FaceID on inpainting UNets.
 """
 
 from .pipeline_arc2face import Arc2FacePipeline
-from .pipeline_faceid import FaceIDPipeline, FaceIDXLPipeline
+from .pipeline_faceid import FaceIDInpaintPipeline, FaceIDInpaintXLPipeline, FaceIDPipeline, FaceIDXLPipeline
+from .pipeline_pva_inpaint import PVAInpaintPipeline, PVAInpaintXLPipeline
 from .pipeline_stable_diffusion_instantid import StableDiffusionInstantIDPipeline
 from .pipeline_stable_diffusion_xl_instantid import InstantIDPipeline
 
 __all__ = [
     "Arc2FacePipeline",
+    "FaceIDInpaintPipeline",
+    "FaceIDInpaintXLPipeline",
     "FaceIDPipeline",
     "FaceIDXLPipeline",
     "InstantIDPipeline",
+    "PVAInpaintPipeline",
+    "PVAInpaintXLPipeline",
     "StableDiffusionInstantIDPipeline",
 ]

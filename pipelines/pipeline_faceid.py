@@ -19,7 +19,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import (
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
+)
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging
 
@@ -495,5 +500,24 @@ class FaceIDXLPipeline(FaceIDLoaderMixin, FaceIDCallMixin, StableDiffusionXLPipe
     r"""IP-Adapter-FaceID / FaceID-Plus on Stable Diffusion XL (`ip-adapter-faceid_sdxl.bin`: 4
     tokens of width 2048). Same API as `FaceIDPipeline`; components as `StableDiffusionXLPipeline`
     (two text encoders and tokenizers), plus the optional `image_encoder` for Plus."""
+
+    _default_guidance_scale = 5.0
+
+
+class FaceIDInpaintPipeline(FaceIDLoaderMixin, FaceIDCallMixin, StableDiffusionInpaintPipeline):
+    r"""IP-Adapter-FaceID identity inpainting on a Stable Diffusion 1.5 inpainting UNet (9 input
+    channels; a 4-channel UNet uses diffusers' latent-blend rule). Same identity arguments as
+    `FaceIDPipeline`; `image`, `mask_image`, `strength`, ... as `StableDiffusionInpaintPipeline`."""
+
+    _default_guidance_scale = 7.5
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, safety_checker=None,
+                 feature_extractor=None, image_encoder=None, requires_safety_checker: bool = False):
+        super().__init__(vae, text_encoder, tokenizer, unet, scheduler, safety_checker, feature_extractor,
+                         image_encoder=image_encoder, requires_safety_checker=requires_safety_checker)
+
+
+class FaceIDInpaintXLPipeline(FaceIDLoaderMixin, FaceIDCallMixin, StableDiffusionXLInpaintPipeline):
+    r"""IP-Adapter-FaceID identity inpainting on an SDXL inpainting UNet (see `FaceIDXLPipeline`)."""
 
     _default_guidance_scale = 5.0
