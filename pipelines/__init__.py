@@ -5,11 +5,13 @@
 - `FaceIDPipeline` (SD1.5) and `FaceIDXLPipeline` (SDXL): IP-Adapter-FaceID / FaceID-Plus v2.
 - `Arc2FacePipeline` (SD1.5): ArcFace embedding injected into the CLIP text encoder's input.
 - `PVAInpaintPipeline` / `PVAInpaintXLPipeline`: PVA identity inpainting;
-  `FaceIDInpaintPipeline` / `FaceIDInpaintXLPipeline`: FaceID on inpainting UNets.
+  `FaceIDInpaintPipeline` / `FaceIDInpaintXLPipeline`, `InstantIDInpaintPipeline` /
+  `StableDiffusionInstantIDInpaintPipeline`: the identity adapters on inpainting UNets.
 """
 
 from .pipeline_arc2face import Arc2FacePipeline
 from .pipeline_faceid import FaceIDInpaintPipeline, FaceIDInpaintXLPipeline, FaceIDPipeline, FaceIDXLPipeline
+from .pipeline_instantid_inpaint import InstantIDInpaintPipeline, StableDiffusionInstantIDInpaintPipeline
 from .pipeline_pva_inpaint import PVAInpaintPipeline, PVAInpaintXLPipeline
 from .pipeline_stable_diffusion_instantid import StableDiffusionInstantIDPipeline
 from .pipeline_stable_diffusion_xl_instantid import InstantIDPipeline
@@ -20,8 +22,10 @@ __all__ = [
     "FaceIDInpaintXLPipeline",
     "FaceIDPipeline",
     "FaceIDXLPipeline",
+    "InstantIDInpaintPipeline",
     "InstantIDPipeline",
     "PVAInpaintPipeline",
     "PVAInpaintXLPipeline",
+    "StableDiffusionInstantIDInpaintPipeline",
     "StableDiffusionInstantIDPipeline",
 ]
