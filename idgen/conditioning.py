@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .errors import IdgenError
 from .face.types import Face
 
 #: Colours of the 5 keypoints (RGB) in the official InstantID `draw_kps`.
@@ -92,37 +93,64 @@ def _hull_points(face_or_points: Union[Face, np.ndarray], region: str) -> np.nda
     return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1).astype(np.float32)
 
 
+def _as_mask(mask, image_size: tuple[int, int], what: str) -> np.ndarray:
+    """A user mask (PIL / array `[H, W]` or `[H, W, C]`, 0–255 or 0–1) as float32 `[H, W]` in [0, 1]."""
+    array = np.asarray(mask.convert("L") if isinstance(mask, Image.Image) else mask, dtype=np.float32)
+    if array.ndim == 3:
+        array = array[..., 0]
+    if array.shape != (image_size[1], image_size[0]):
+        raise IdgenError(f"{what} is {array.shape[1]}x{array.shape[0]} but the image is {image_size[0]}x{image_size[1]}.")
+    return np.clip(array / 255.0 if array.max() > 1.0 else array, 0.0, 1.0)
+
+
 def face_mask(
     image_size: tuple[int, int],
-    face_or_points: Union[Face, np.ndarray],
+    face_or_points: Union[Face, np.ndarray, None] = None,
     *,
     region: str = "face",
+    user_mask=None,
+    exclude=None,
     dilate: int = 0,
     erode: int = 0,
     feather: int = 0,
 ) -> np.ndarray:
-    """A face mask `[H, W]` float32 in [0, 1] for inpainting and swap.
+    """A face mask `[H, W]` float32 in [0, 1] for inpainting and swap (1 = repaint).
 
     Args:
         image_size: `(width, height)` in pixels.
         face_or_points: a `Face` (dense landmarks if present, else an ellipse in its box) or
-            points `[N, 2]` whose convex hull is the mask.
-        region: "face" (landmark hull) or "face_hair" (hull extended up over forehead and hair).
+            points `[N, 2]` whose convex hull is the mask (custom landmarks).
+        region: "face" (landmark hull), "face_hair" (hull extended up over forehead and hair) or
+            "custom" (`user_mask` as given).
+        user_mask: the "custom" region: PIL / array `[H, W]` (white = repaint).
+        exclude: occluders to keep (hands, hair, glasses): PIL / array `[H, W]`, white = never
+            repaint; removed after dilation, before feathering.
         dilate / erode: grow / shrink the mask by this many pixels (elliptical kernel).
         feather: Gaussian feather width in pixels (soft edge); the inside stays 1.
     """
-    if region not in ("face", "face_hair"):
-        raise ValueError(f"region must be 'face' or 'face_hair', got {region!r}.")
+    if region not in ("face", "face_hair", "custom"):
+        raise IdgenError(f"region must be 'face', 'face_hair' or 'custom', got {region!r}.")
     width, height = image_size
-    mask = np.zeros((height, width), dtype=np.uint8)
-    hull = cv2.convexHull(np.round(_hull_points(face_or_points, region)).astype(np.int32))
-    cv2.fillConvexPoly(mask, hull, 255)
+    if region == "custom":
+        if user_mask is None:
+            raise IdgenError("region='custom' needs `user_mask` (white = repaint).")
+        mask = (_as_mask(user_mask, image_size, "user_mask") > 0.5).astype(np.uint8) * 255
+    else:
+        if face_or_points is None:
+            raise IdgenError(f"region={region!r} needs a Face or landmark points.")
+        mask = np.zeros((height, width), dtype=np.uint8)
+        hull = cv2.convexHull(np.round(_hull_points(face_or_points, region)).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 255)
     for amount, op in ((dilate, cv2.dilate), (erode, cv2.erode)):
         if amount > 0:
             kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * amount + 1, 2 * amount + 1))
             mask = op(mask, kernel)
+    if exclude is not None:
+        mask[_as_mask(exclude, image_size, "exclude") > 0.5] = 0
     out = mask.astype(np.float32) / 255.0
     if feather > 0:
         inner = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * feather + 1,) * 2)).astype(np.float32) / 255.0
         out = np.maximum(cv2.GaussianBlur(out, (0, 0), sigmaX=feather / 2.0), inner)
+        if exclude is not None:
+            out[_as_mask(exclude, image_size, "exclude") > 0.5] = 0.0
     return np.clip(out, 0.0, 1.0)

@@ -7,9 +7,11 @@
 - `PVAInpaintPipeline` / `PVAInpaintXLPipeline`: PVA identity inpainting;
   `FaceIDInpaintPipeline` / `FaceIDInpaintXLPipeline`, `InstantIDInpaintPipeline` /
   `StableDiffusionInstantIDInpaintPipeline`: the identity adapters on inpainting UNets.
+- `FaceSwapPipeline`: align, mask, inpaint with one of those, colour-match, paste back.
 """
 
 from .pipeline_arc2face import Arc2FacePipeline
+from .pipeline_face_swap import FaceSwapOutput, FaceSwapPipeline
 from .pipeline_faceid import FaceIDInpaintPipeline, FaceIDInpaintXLPipeline, FaceIDPipeline, FaceIDXLPipeline
 from .pipeline_instantid_inpaint import InstantIDInpaintPipeline, StableDiffusionInstantIDInpaintPipeline
 from .pipeline_pva_inpaint import PVAInpaintPipeline, PVAInpaintXLPipeline
@@ -21,6 +23,8 @@ __all__ = [
     "FaceIDInpaintPipeline",
     "FaceIDInpaintXLPipeline",
     "FaceIDPipeline",
+    "FaceSwapOutput",
+    "FaceSwapPipeline",
     "FaceIDXLPipeline",
     "InstantIDInpaintPipeline",
     "InstantIDPipeline",

@@ -96,3 +96,21 @@ def test_align_lands_keypoints_on_template_and_paste_back_keeps_outside_pixels()
     region = cv2.warpAffine(np.ones((224, 224), np.float32), aligned.inverse, (512, 448)) > 0
     np.testing.assert_array_equal(pasted[~region], image[~region])
     assert (pasted[int(KPS[2, 1]), int(KPS[2, 0])] == 255).all()
+
+
+def test_face_mask_custom_region_and_excluded_occluders():
+    from idgen.conditioning import face_mask
+    from idgen.errors import IdgenError
+
+    user = np.zeros((40, 60), np.uint8)
+    user[10:30, 20:40] = 255
+    custom = face_mask((60, 40), region="custom", user_mask=user, dilate=2)
+    assert custom[9, 30] == 1.0 and custom[5, 30] == 0.0  # grown by 2 px, not more
+    keep = np.zeros((40, 60), np.uint8)
+    keep[20:, :] = 255
+    cut = face_mask((60, 40), region="custom", user_mask=user, exclude=keep, feather=4)
+    assert cut[20:].max() == 0.0 and cut[15, 30] == 1.0
+    with pytest.raises(IdgenError, match="user_mask"):
+        face_mask((60, 40), region="custom")
+    with pytest.raises(IdgenError, match="60x40"):
+        face_mask((60, 40), region="custom", user_mask=np.zeros((10, 10)))

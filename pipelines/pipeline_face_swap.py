@@ -1,0 +1,228 @@
+"""Face swap with an identity-inpainting pipeline: `FaceSwapPipeline`.
+
+For each target face of a photo (or of a video frame, through `idgen.video_faces`): align and crop
+it (FFHQ alignment at the pipeline's resolution, so the swap is not limited to inswapper's 128 px),
+build the mask in crop space (landmark hull, optionally with hair, minus the user's occluders),
+inpaint the crop conditioned on the source identity and — for InstantID — on the target's
+keypoints, colour-match the result to the target (Reinhard, inside the mask), and paste it back
+through the inverse transform with a feathered seam. Pixels outside the pasted region are returned
+unchanged, bit for bit.
+
+It composes any of idgen's identity-inpainting pipelines (`PVAInpaintPipeline`,
+`FaceIDInpaintPipeline`, `InstantIDInpaintPipeline` and their SD1.5/SDXL twins); it owns no
+weights, so it is a thin orchestrator rather than a `DiffusionPipeline` of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from idgen.color import match_color
+from idgen.conditioning import face_mask
+from idgen.errors import FaceNotFoundError, IdgenError
+from idgen.face import Face, align_face, identity_similarity, paste_back, transform_points
+
+MAPPINGS = ("all", "index", "reference")
+
+
+@dataclass
+class SwappedFace:
+    """What happened to one target face (`index`: left-to-right order in the image)."""
+
+    index: int
+    bbox: list[float]
+    source: Optional[int] = None
+    note: Optional[str] = None
+
+
+@dataclass
+class FaceSwapOutput:
+    """`image` `[H, W, 3]` uint8 and one `SwappedFace` per detected target face."""
+
+    image: np.ndarray
+    faces: list[SwappedFace] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        return [f"face {f.index}: {f.note}" for f in self.faces if f.note]
+
+
+def assign_sources(faces: Sequence[Face], num_sources: int, mapping: str,
+                   reference_embeds: Optional[Sequence[np.ndarray]] = None) -> list[tuple[Optional[int], Optional[str]]]:
+    """Which source identity each target face (in the given order) receives, with a note.
+
+    - "all": every face gets source 0.
+    - "index": face i gets source i; faces beyond the sources are left alone.
+    - "reference": each face gets the source whose reference embedding (one per source,
+      `reference_embeds`) is the most similar to it (cosine).
+    """
+    if mapping not in MAPPINGS:
+        raise IdgenError(f"mapping must be one of {MAPPINGS}, got {mapping!r}.")
+    if num_sources < 1:
+        raise IdgenError("give at least one source identity.")
+    if mapping == "all":
+        return [(0, None) for _ in faces]
+    if mapping == "index":
+        return [(i, None) if i < num_sources else (None, f"no source #{i} (only {num_sources} given): left as is")
+                for i in range(len(faces))]
+    if reference_embeds is None or len(reference_embeds) != num_sources:
+        raise IdgenError("mapping='reference' needs one reference photo (embedding) per source identity.")
+    out = []
+    for face in faces:
+        if face.embedding is None:
+            raise IdgenError("mapping='reference' needs target faces with embeddings (use an analyzer that computes them).")
+        sims = [identity_similarity(face.embedding, ref) for ref in reference_embeds]
+        best = int(np.argmax(sims))
+        out.append((best, f"matched reference {best} (cosine {sims[best]:.2f})"))
+    return out
+
+
+def _face_in_crop(face: Face, matrix: np.ndarray, size: int) -> Face:
+    """`face` with its points mapped into the aligned crop."""
+    landmarks = None if face.landmarks is None else transform_points(face.landmarks, matrix).astype(np.float32)
+    kps = transform_points(face.kps, matrix).astype(np.float32)
+    corners = transform_points(np.array(face.bbox, np.float64).reshape(2, 2), matrix)
+    bbox = np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32)
+    return dataclasses.replace(face, kps=kps, landmarks=landmarks, bbox=bbox, image_size=(size, size))
+
+
+class FaceSwapPipeline:
+    """Swap the faces of a photo (or video frame) for source identities.
+
+    Args:
+        inpaint_pipeline: an idgen identity-inpainting pipeline (PVA, FaceID or InstantID inpaint).
+        face_analyzer: an `idgen.face.FaceAnalyzer` (default: `get_face_analyzer()`).
+        crop_size: aligned crop size in pixels (default: the UNet's native size).
+        align_mode: "ffhq" (face + hair + chin context, default) or "arcface" (tight).
+    """
+
+    def __init__(self, inpaint_pipeline, face_analyzer=None, crop_size: Optional[int] = None, align_mode: str = "ffhq"):
+        self.pipe = inpaint_pipeline
+        self.face_analyzer = face_analyzer
+        self.crop_size = crop_size or inpaint_pipeline.unet.config.sample_size * inpaint_pipeline.vae_scale_factor
+        self.align_mode = align_mode
+
+    @property
+    def analyzer(self):
+        if self.face_analyzer is None:
+            from idgen.face import get_face_analyzer
+
+            self.face_analyzer = get_face_analyzer()
+        return self.face_analyzer
+
+    def identity_kwargs(self, embeds: np.ndarray, kps_in_crop: np.ndarray, identity_scale: Optional[float]) -> dict:
+        """The identity arguments of the wrapped pipeline's `__call__` for one crop."""
+        from idgen.pipelines import (
+            FaceIDInpaintPipeline, FaceIDInpaintXLPipeline, InstantIDInpaintPipeline, PVAInpaintPipeline,
+            PVAInpaintXLPipeline, StableDiffusionInstantIDInpaintPipeline,
+        )
+
+        pipe = self.pipe
+        kwargs = {"face_embeds": embeds}
+        if isinstance(pipe, (PVAInpaintPipeline, PVAInpaintXLPipeline)):
+            scale_name = "identity_scale"
+        elif isinstance(pipe, (FaceIDInpaintPipeline, FaceIDInpaintXLPipeline)):
+            scale_name = "scale"
+        elif isinstance(pipe, (InstantIDInpaintPipeline, StableDiffusionInstantIDInpaintPipeline)):
+            scale_name = "ip_adapter_scale"
+            kwargs["target_kps"] = kps_in_crop
+        else:
+            raise IdgenError(f"FaceSwapPipeline needs an idgen identity-inpainting pipeline, got {type(pipe).__name__}.")
+        if identity_scale is not None:
+            kwargs[scale_name] = identity_scale
+        return kwargs
+
+    def crop_mask(self, face_in_crop: Face, *, region: str = "face", dilate: int = 0, exclude=None) -> np.ndarray:
+        """The repaint mask `[S, S]` in crop space (binary: the pipeline repaints whole pixels)."""
+        size = (self.crop_size, self.crop_size)
+        return face_mask(size, face_in_crop, region=region, dilate=dilate, exclude=exclude)
+
+    def swap_crop(self, crop: np.ndarray, mask: np.ndarray, embeds: np.ndarray, kps_in_crop: np.ndarray, *,
+                  seed: int = 0, color_match: bool = True, identity_scale: Optional[float] = None,
+                  **generation) -> np.ndarray:
+        """Inpaint one aligned crop `[S, S, 3]` uint8 inside `mask` `[S, S]` with identity `embeds`
+        `[N, D]`; returns the colour-matched crop `[S, S, 3]` uint8."""
+        size = self.crop_size
+        out = self.pipe(
+            image=Image.fromarray(crop), mask_image=Image.fromarray((mask > 0.5).astype(np.uint8) * 255),
+            height=size, width=size, generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
+            **self.identity_kwargs(embeds, kps_in_crop, identity_scale), **generation,
+        ).images[0]
+        result = np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+        return match_color(result, crop, mask) if color_match else result
+
+    def __call__(
+        self,
+        image,
+        source_embeds: Sequence[np.ndarray],
+        *,
+        mapping: str = "all",
+        reference_embeds: Optional[Sequence[np.ndarray]] = None,
+        region: str = "face",
+        dilate: int = 8,
+        feather: int = 8,
+        exclude=None,
+        min_face_size: int = 32,
+        color_match: bool = True,
+        seed: int = 0,
+        identity_scale: Optional[float] = None,
+        prompt: str = "photo of a person",
+        progress: Optional[Callable[[int, int], None]] = None,
+        **generation,
+    ) -> FaceSwapOutput:
+        """Swap every target face of `image`.
+
+        Args:
+            image: the photo (path, PIL or `[H, W, 3]` uint8).
+            source_embeds: one `[N, D]` (or `[D]`) identity embedding per source person.
+            mapping / reference_embeds: see `assign_sources`.
+            region, dilate, exclude: the mask (`idgen.conditioning.face_mask`; `exclude` is an
+                occluder mask of the whole photo, white = keep).
+            feather: seam feather in crop pixels when pasting back.
+            min_face_size: faces whose box is narrower than this (pixels) are skipped with a note.
+            color_match: match the repainted crop's colours to the target face.
+            seed: face i uses seed + i, so each face is reproducible on its own.
+            generation: other arguments of the inpainting pipeline (`num_inference_steps`,
+                `guidance_scale`, `strength`, `negative_prompt`, ...).
+        """
+        from idgen.image_io import load_image
+
+        photo = load_image(image)
+        height, width = photo.shape[:2]
+        faces = sorted(self.analyzer.get(photo, select="all"), key=lambda f: float(f.bbox[0]))
+        if not faces:
+            raise FaceNotFoundError("no face found in the target image: nothing to swap.")
+        sources = [np.atleast_2d(np.asarray(e, dtype=np.float32)) for e in source_embeds]
+        plan = assign_sources(faces, len(sources), mapping, reference_embeds)
+        exclude_full = None if exclude is None else face_mask((width, height), region="custom", user_mask=exclude)
+        result, report = photo.copy(), []
+        for i, (face, (source, note)) in enumerate(zip(faces, plan)):
+            entry = SwappedFace(index=i, bbox=[float(v) for v in face.bbox], source=source, note=note)
+            report.append(entry)
+            if source is None:
+                continue
+            if face.width < min_face_size:
+                entry.source, entry.note = None, f"face {face.width:.0f} px wide (< {min_face_size}): skipped"
+                continue
+            aligned = align_face(result, face.kps, size=self.crop_size, mode=self.align_mode)
+            in_crop = _face_in_crop(face, aligned.matrix, self.crop_size)
+            exclude_crop = None
+            if exclude_full is not None:
+                exclude_crop = cv2.warpAffine(exclude_full, aligned.matrix, (self.crop_size,) * 2)
+            mask = self.crop_mask(in_crop, region=region, dilate=dilate, exclude=exclude_crop)
+            swapped = self.swap_crop(aligned.image, mask, sources[source], in_crop.kps, seed=seed + i,
+                                     color_match=color_match, identity_scale=identity_scale, prompt=prompt, **generation)
+            result = paste_back(result, swapped, aligned.inverse, mask=mask, feather=feather)
+            if exclude_full is not None:  # the warp back blurs the mask edge by a pixel: keep occluders exact
+                keep = exclude_full > 0.5
+                result[keep] = photo[keep]
+            if progress is not None:
+                progress(i + 1, len(faces))
+        return FaceSwapOutput(image=result, faces=report)
