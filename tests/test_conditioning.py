@@ -4,6 +4,7 @@ import math
 
 import cv2
 import numpy as np
+import pytest
 import PIL.Image
 
 from idgen.conditioning import draw_kps, draw_kps_many, face_mask, resize_kps
