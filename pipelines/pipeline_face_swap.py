@@ -166,9 +166,11 @@ class FaceSwapPipeline:
         mapping: str = "all",
         reference_embeds: Optional[Sequence[np.ndarray]] = None,
         region: str = "face",
+        user_mask=None,
         dilate: int = 8,
         feather: int = 8,
         exclude=None,
+        targets: Optional[Sequence[int]] = None,
         min_face_size: int = 32,
         color_match: bool = True,
         seed: int = 0,
@@ -185,6 +187,9 @@ class FaceSwapPipeline:
             mapping / reference_embeds: see `assign_sources`.
             region, dilate, exclude: the mask (`idgen.conditioning.face_mask`; `exclude` is an
                 occluder mask of the whole photo, white = keep).
+            user_mask: with region="custom": the repaint mask of the whole photo (white = repaint),
+                taken into each face's crop.
+            targets: indices (left-to-right order) of the faces to edit; default all.
             feather: seam feather in crop pixels when pasting back.
             min_face_size: faces whose box is narrower than this (pixels) are skipped with a note.
             color_match: match the repainted crop's colours to the target face.
@@ -202,10 +207,18 @@ class FaceSwapPipeline:
         sources = [np.atleast_2d(np.asarray(e, dtype=np.float32)) for e in source_embeds]
         plan = assign_sources(faces, len(sources), mapping, reference_embeds)
         exclude_full = None if exclude is None else face_mask((width, height), region="custom", user_mask=exclude)
+        user_full = None
+        if region == "custom":
+            user_full = face_mask((width, height), region="custom", user_mask=user_mask)
+        if targets is not None and any(not 0 <= t < len(faces) for t in targets):
+            raise IdgenError(f"targets {list(targets)} out of range: {len(faces)} face(s) found.")
         result, report = photo.copy(), []
         for i, (face, (source, note)) in enumerate(zip(faces, plan)):
             entry = SwappedFace(index=i, bbox=[float(v) for v in face.bbox], source=source, note=note)
             report.append(entry)
+            if targets is not None and i not in targets:
+                entry.source, entry.note = None, None
+                continue
             if source is None:
                 continue
             if face.width < min_face_size:
@@ -216,7 +229,12 @@ class FaceSwapPipeline:
             exclude_crop = None
             if exclude_full is not None:
                 exclude_crop = cv2.warpAffine(exclude_full, aligned.matrix, (self.crop_size,) * 2)
-            mask = self.crop_mask(in_crop, region=region, dilate=dilate, exclude=exclude_crop)
+            if user_full is not None:
+                crop_user = cv2.warpAffine(user_full, aligned.matrix, (self.crop_size,) * 2)
+                mask = face_mask((self.crop_size,) * 2, region="custom", user_mask=crop_user, dilate=dilate,
+                                 exclude=exclude_crop)
+            else:
+                mask = self.crop_mask(in_crop, region=region, dilate=dilate, exclude=exclude_crop)
             swapped = self.swap_crop(aligned.image, mask, sources[source], in_crop.kps, seed=seed + i,
                                      color_match=color_match, identity_scale=identity_scale, prompt=prompt, **generation)
             result = paste_back(result, swapped, aligned.inverse, mask=mask, feather=feather)

@@ -1,0 +1,279 @@
+"""`idgen inpaint` and `idgen swap`: identity inpainting and face swap on photos and videos.
+
+Same conventions as `idgen generate`: configured weights when present (see `idgen doctor`), the
+tiny embedded default when none are configured, images/videos plus `record.json` in `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .errors import IdgenError, ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("pva", "faceid", "instantid")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+#: The weights each method needs (registry names), checked to tell "not configured" from "partly".
+NEEDS = {"pva": ("sd15_inpaint", "pva_adapter"), "faceid": ("sd15_inpaint", "faceid_sd15"),
+         "instantid": ("sdxl_inpaint", "instantid_identitynet", "instantid_adapter")}
+
+
+def _tiny_pipeline(method: str):
+    """The embedded default: tiny random inpainting models with a random adapter."""
+    from .pipelines import FaceIDInpaintPipeline, InstantIDInpaintPipeline, PVAInpaintPipeline
+    from .testing import (
+        TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, seeded, tiny_controlnet,
+        tiny_sd15_components, tiny_sdxl_components,
+    )
+
+    if method == "instantid":
+        components = tiny_sdxl_components(0, in_channels=9)
+        components["controlnet"] = tiny_controlnet(components["unet"], 5)
+        pipe = InstantIDInpaintPipeline(**components)
+        pipe.load_instantid(random_instantid_state_dict(pipe.unet, seed=6), resampler_config=TINY_RESAMPLER)
+    elif method == "faceid":
+        pipe = FaceIDInpaintPipeline(**tiny_sd15_components(0, in_channels=9))
+        pipe.load_faceid(random_faceid_state_dict(pipe.unet, "faceid", seed=6), variant="faceid")
+    else:
+        pipe = PVAInpaintPipeline(**tiny_sd15_components(0, in_channels=9))
+        with seeded(6):
+            pipe.init_pva(num_tokens=4, num_layers=1, num_heads=2, feedforward_dim=64)
+    for module in pipe.components.values():
+        if hasattr(module, "eval"):
+            module.eval()
+    return pipe
+
+
+def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], config):
+    import torch
+    from diffusers import ControlNetModel
+
+    from .models import load_pipeline, resolve_component
+    from .pipelines import FaceIDInpaintPipeline, InstantIDInpaintPipeline, PVAInpaintPipeline
+
+    dtype = torch.float16 if torch.cuda.is_available() else torch.float32
+    if method == "instantid":
+        sdxl = resolve_component("sdxl_inpaint", config=config, override=base)
+        identitynet = resolve_component("instantid_identitynet", config=config)
+        adapter_file = resolve_component("instantid_adapter", config=config, override=adapter)
+        controlnet = ControlNetModel.from_pretrained(str(identitynet.path), torch_dtype=dtype)
+        pipe = load_pipeline(InstantIDInpaintPipeline, sdxl, controlnet=controlnet, torch_dtype=dtype)
+        pipe.load_instantid(adapter_file.path)
+    else:
+        sd = resolve_component("sd15_inpaint", config=config, override=base)
+        cls = PVAInpaintPipeline if method == "pva" else FaceIDInpaintPipeline
+        pipe = load_pipeline(cls, sd, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+        if method == "pva":
+            pipe.load_pva(resolve_component("pva_adapter", config=config, override=adapter).path)
+        else:
+            pipe.load_faceid(resolve_component("faceid_sd15", config=config, override=adapter).path, variant="faceid")
+    if torch.cuda.is_available():
+        pipe.to("cuda")
+    return pipe
+
+
+def build_edit_pipeline(method: str, *, base: Optional[str] = None, adapter: Optional[str] = None,
+                        embedded_default: Optional[bool] = None):
+    """`(inpainting pipeline, is_embedded_default)` for `method` (see `generate.build_pipeline`
+    for the fallback rule: the tiny default only when none of the method's weights are configured)."""
+    from .models import load_config, resolve_component
+
+    if method not in METHODS:
+        raise IdgenError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+    if embedded_default:
+        return _tiny_pipeline(method), True
+    config = load_config()
+    try:
+        return _real_pipeline(method, base, adapter, config), False
+    except ModelNotFoundError:
+        configured = []
+        for name in NEEDS[method]:
+            try:
+                resolve_component(name, config=config)
+                configured.append(name)
+            except ModelNotFoundError:
+                pass
+        if embedded_default is False or base or adapter or configured:
+            raise
+        logger.warning("no weights configured for %s inpainting: using the tiny embedded default", method)
+        return _tiny_pipeline(method), True
+
+
+@dataclass
+class EditRequest:
+    """One `idgen inpaint` / `idgen swap` run. `sources`: one list of photos per source person."""
+
+    target: str
+    sources: list[list[str]]
+    method: str = "pva"
+    mapping: str = "all"
+    references: list[str] = field(default_factory=list)
+    region: str = "face"
+    mask: Optional[str] = None
+    exclude: Optional[str] = None
+    targets: Optional[list[int]] = None
+    dilate: int = 8
+    feather: int = 8
+    prompt: str = "photo of a person"
+    negative_prompt: Optional[str] = None
+    base: Optional[str] = None
+    adapter: Optional[str] = None
+    seed: int = 0
+    steps: Optional[int] = None
+    guidance_scale: Optional[float] = None
+    identity_scale: Optional[float] = None
+    strength: float = 1.0
+    color_match: bool = True
+    face_backend: Optional[str] = None
+    embedded_default: Optional[bool] = None
+
+
+def _source_embeddings(request: EditRequest, analyzer, embedded: bool) -> tuple[list[np.ndarray], list[str]]:
+    from .generate import identity_embeddings
+    from .image_io import load_image
+
+    embeds, notes = [], []
+    for photos in request.sources:
+        faces = [analyzer.get(load_image(p), select="largest") for p in photos]
+        person, note = identity_embeddings(faces, analyzer, embedded)
+        embeds.append(person)
+        if note:
+            notes.append(note)
+    return embeds, notes
+
+
+def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=None) -> dict:
+    """Swap/inpaint the faces of `request.target` (photo or video) and write the result and
+    `record.json` to `out_dir`. `pipeline`: a built `(pipeline, is_embedded_default)` to reuse."""
+    from .face import get_face_analyzer
+    from .image_io import load_image
+    from .pipelines import FaceSwapPipeline
+    from .testing import EMBEDDED_DEFAULT_NOTE
+
+    if not request.sources or not all(request.sources):
+        raise IdgenError("give at least one source photo.")
+    pipe, embedded = pipeline or build_edit_pipeline(request.method, base=request.base, adapter=request.adapter,
+                                                     embedded_default=request.embedded_default)
+    pipe.set_progress_bar_config(disable=True)
+    analyzer = get_face_analyzer(request.face_backend)
+    embeds, notes = _source_embeddings(request, analyzer, embedded)
+    references = [analyzer.get(load_image(p), select="largest").embedding for p in request.references] or None
+    generation = {"negative_prompt": request.negative_prompt, "strength": request.strength}
+    if request.steps is not None:
+        generation["num_inference_steps"] = request.steps
+    if request.guidance_scale is not None:
+        generation["guidance_scale"] = request.guidance_scale
+    swapper = FaceSwapPipeline(pipe, analyzer)
+    common = dict(mapping=request.mapping, reference_embeds=references, region=request.region,
+                  dilate=request.dilate, feather=request.feather, color_match=request.color_match, seed=request.seed,
+                  identity_scale=request.identity_scale, prompt=request.prompt, **generation)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    target = Path(request.target)
+    if target.suffix.lower() in VIDEO_SUFFIXES:
+        if request.mask or request.targets:
+            raise IdgenError("--mask and --target are for photos; videos are edited on every tracked face.")
+        output = out_dir / f"{target.stem}-{request.method}.mp4"
+        report = swapper.swap_video(target, output, embeds, progress=True, **common)
+        details = {"video": asdict(report), "notes": report.notes}
+    else:
+        from PIL import Image
+
+        exclude = load_image(request.exclude) if request.exclude else None
+        user_mask = load_image(request.mask) if request.mask else None
+        result = swapper(target, embeds, user_mask=user_mask, exclude=exclude, targets=request.targets,
+                         progress=progress, **{**common, "region": "custom" if user_mask is not None else request.region})
+        output = out_dir / f"{target.stem}-{request.method}-{request.seed}.png"
+        Image.fromarray(result.image).save(output)
+        details = {"faces": [asdict(f) for f in result.faces], "notes": result.notes}
+    record = {
+        "request": asdict(request), "embedded_default": embedded,
+        "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "embedding_notes": notes,
+        "pipeline": type(pipe).__name__, "crop_size": swapper.crop_size, "face_backend": analyzer.name,
+        "output": str(output), "seconds": round(time.perf_counter() - started, 3), **details,
+    }
+    (out_dir / "record.json").write_text(json.dumps(record, indent=2, default=str))
+    return record
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", default="pva", choices=METHODS, help="identity-inpainting adapter (default pva)")
+    parser.add_argument("--region", default="face", choices=["face", "face_hair"], help="mask region from landmarks")
+    parser.add_argument("--exclude", metavar="MASK", help="occluders to keep (hands, hair): white = never repaint")
+    parser.add_argument("--dilate", type=int, default=8, help="grow the mask by N crop pixels (default 8)")
+    parser.add_argument("--feather", type=int, default=8, help="seam feather in crop pixels (default 8)")
+    parser.add_argument("--prompt", default="photo of a person")
+    parser.add_argument("--negative-prompt", default=None)
+    parser.add_argument("--base", metavar="PATH", help="inpainting base model folder (default: configured)")
+    parser.add_argument("--adapter", metavar="PATH", help="adapter file or folder (default: configured)")
+    parser.add_argument("--out", default="outputs", metavar="DIR")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--guidance-scale", type=float, default=None)
+    parser.add_argument("--identity-scale", type=float, default=None)
+    parser.add_argument("--strength", type=float, default=1.0, help="1 = repaint the masked area from noise")
+    parser.add_argument("--no-color-match", dest="color_match", action="store_false")
+    parser.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
+    parser.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
+
+
+def _request(args: argparse.Namespace, target: str, sources: list[list[str]], **extra) -> EditRequest:
+    return EditRequest(
+        target=target, sources=sources, method=args.method, region=args.region, exclude=args.exclude,
+        dilate=args.dilate, feather=args.feather, prompt=args.prompt, negative_prompt=args.negative_prompt,
+        base=args.base, adapter=args.adapter, seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,
+        identity_scale=args.identity_scale, strength=args.strength, color_match=args.color_match,
+        face_backend=args.backend, embedded_default=True if args.tiny else None, **extra,
+    )
+
+
+def _print(record: dict) -> int:
+    print(record["output"])
+    for note in [record.get("note"), *record.get("embedding_notes", []), *record.get("notes", [])]:
+        if note:
+            print(f"note: {note}")
+    return 0
+
+
+def _cmd_inpaint(args: argparse.Namespace) -> int:
+    request = _request(args, args.image, [args.face], mask=args.mask,
+                       targets=None if args.target is None else [args.target])
+    return _print(run_edit(request, Path(args.out)))
+
+
+def _cmd_swap(args: argparse.Namespace) -> int:
+    request = _request(args, args.input, args.source, mapping=args.map, references=args.reference or [])
+    return _print(run_edit(request, Path(args.out)))
+
+
+def add_parsers(sub) -> None:
+    """Register `idgen inpaint` and `idgen swap` on the CLI's subparsers."""
+    inpaint = sub.add_parser("inpaint", help="repaint a face of a photo as the person in --face photos")
+    inpaint.add_argument("image", help="the photo to edit")
+    inpaint.add_argument("--face", required=True, nargs="+", metavar="PHOTO", help="1-20 photos of the person")
+    inpaint.add_argument("--mask", metavar="MASK", help="custom repaint mask for the photo (white = repaint); "
+                         "default: the face region from landmarks")
+    inpaint.add_argument("--target", type=int, default=None, help="which face (left-to-right index); default all")
+    _common_arguments(inpaint)
+    inpaint.set_defaults(func=_cmd_inpaint)
+
+    swap = sub.add_parser("swap", help="swap the faces of a photo or video for the --source person(s)")
+    swap.add_argument("input", help="photo or video (mp4, mov, mkv, avi, webm)")
+    swap.add_argument("--source", required=True, nargs="+", action="append", metavar="PHOTO",
+                      help="photos of one source person; repeat --source for several people")
+    swap.add_argument("--map", default="all", choices=["all", "index", "reference"],
+                      help="all faces to source 1 (default), by left-to-right index, or by --reference photos")
+    swap.add_argument("--reference", action="append", metavar="PHOTO",
+                      help="with --map reference: a photo of the target person each --source replaces (in order)")
+    _common_arguments(swap)
+    swap.set_defaults(func=_cmd_swap)

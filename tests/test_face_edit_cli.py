@@ -1,0 +1,76 @@
+"""`idgen inpaint` and `idgen swap` on the tiny embedded default: photos, videos, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from idgen.cli import EXIT_BAD_INPUT, EXIT_MISSING_MODEL, EXIT_OK, main
+from idgen.image_io import load_image
+from idgen.video import probe_video
+
+from test_video import face_frames, make_video
+
+
+@pytest.fixture(autouse=True)
+def empty_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDGEN_HOME", str(tmp_path / "idgen-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("IDGEN_FACE_BACKEND", raising=False)
+
+
+@pytest.mark.parametrize("method", ["pva", "faceid", "instantid"])
+def test_swap_a_photo_on_the_embedded_default(method, faces_dir, tmp_path, capsys):
+    target = faces_dir / "portrait_glasses.jpg"
+    out = tmp_path / "out"
+    code = main(["swap", str(target), "--source", str(faces_dir / "portrait_smile.jpg"), "--method", method,
+                 "--steps", "2", "--out", str(out), "--backend", "dlib"])
+    assert code == EXIT_OK, capsys.readouterr().err
+    record = json.loads((out / "record.json").read_text())
+    assert record["embedded_default"] is True and record["faces"][0]["source"] == 0
+    result, original = load_image(record["output"]), load_image(target)
+    assert result.shape == original.shape and np.any(result != original)
+
+
+def test_inpaint_with_a_custom_mask_changes_only_inside_it(faces_dir, tmp_path, capsys):
+    target = faces_dir / "portrait_glasses.jpg"
+    original = load_image(target)
+    mask = np.zeros(original.shape[:2], np.uint8)
+    mask[250:400, 200:400] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    code = main(["inpaint", str(target), "--face", str(faces_dir / "portrait_smile.jpg"), "--mask",
+                 str(tmp_path / "mask.png"), "--dilate", "0", "--steps", "2", "--out", str(out), "--backend", "dlib"])
+    assert code == EXIT_OK, capsys.readouterr().err
+    result = load_image(json.loads((out / "record.json").read_text())["output"])
+    changed = np.any(result != original, axis=-1)
+    assert changed.any()
+    grown = np.zeros_like(mask)
+    grown[240:410, 190:410] = 1  # the mask plus the resampling margin of the crop warp
+    assert not (changed & (grown == 0)).any()
+
+
+def test_swap_a_video_keeps_frames_and_audio(faces_dir, tmp_path, capsys):
+    video = make_video(tmp_path / "clip.mp4", face_frames(4, blank=()))
+    out = tmp_path / "out"
+    code = main(["swap", str(video), "--source", str(faces_dir / "portrait_smile.jpg"), "--steps", "2",
+                 "--out", str(out), "--backend", "dlib"])
+    assert code == EXIT_OK, capsys.readouterr().err
+    record = json.loads((out / "record.json").read_text())
+    info = probe_video(record["output"])
+    assert info.num_frames == 4 and info.has_audio and record["video"]["tracks"] == 1
+
+
+def test_bad_inputs_get_exit_codes(faces_dir, tmp_path, capsys):
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(flat)
+    base = ["--steps", "2", "--out", str(tmp_path / "o"), "--backend", "dlib"]
+    assert main(["swap", str(flat), "--source", str(faces_dir / "portrait_smile.jpg"), *base]) == EXIT_BAD_INPUT
+    assert "no face" in capsys.readouterr().err
+    assert main(["swap", str(faces_dir / "portrait_glasses.jpg"), "--source", str(tmp_path / "nope.jpg"), *base]) == EXIT_BAD_INPUT
+    assert main(["swap", str(faces_dir / "portrait_glasses.jpg"), "--source", str(faces_dir / "portrait_smile.jpg"),
+                 "--adapter", str(tmp_path / "nope.bin"), *base]) == EXIT_MISSING_MODEL
+    assert main(["swap", str(faces_dir / "portrait_glasses.jpg"), "--source", str(faces_dir / "portrait_smile.jpg"),
+                 "--map", "reference", *base]) == EXIT_BAD_INPUT
+    assert "reference" in capsys.readouterr().err
