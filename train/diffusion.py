@@ -15,7 +15,7 @@ from idgen.errors import IdgenError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
-TINY_BASES = {"tiny-sd15": "sd15", "tiny-sdxl": "sdxl"}
+TINY_BASES = {"tiny-sd15": "sd15", "tiny-sdxl": "sdxl", "tiny-sd15-inpaint": "sd15", "tiny-sdxl-inpaint": "sdxl"}
 
 
 def is_sdxl_folder(path: Path) -> bool:
@@ -31,7 +31,8 @@ def load_base(pipeline_classes: tuple, base: str, *, tiny_text_width: int = 32, 
 
     `base` is a local diffusers folder, a single-file checkpoint (with `config_folder=` in
     kwargs when offline), a hub id already in the local cache, or `tiny-sd15` / `tiny-sdxl`: the
-    random-weight embedded default (for tests and dry runs; its images are noise) whose SD1.5
+    random-weight embedded default (for tests and dry runs; its images are noise; `-inpaint`: a
+    9-channel inpainting UNet) whose SD1.5
     text encoder is `tiny_text_width` wide.
     """
     from idgen.models.resolve import load_pipeline, resolve_path
@@ -40,9 +41,11 @@ def load_base(pipeline_classes: tuple, base: str, *, tiny_text_width: int = 32, 
     if base in TINY_BASES:
         from idgen.testing import tiny_sd15_components, tiny_sdxl_components
 
+        in_channels = 9 if base.endswith("-inpaint") else 4
         if TINY_BASES[base] == "sdxl":
-            return sdxl_cls(**tiny_sdxl_components(0))
-        return sd15_cls(**tiny_sd15_components(0, text_width=tiny_text_width), requires_safety_checker=False)
+            return sdxl_cls(**tiny_sdxl_components(0, in_channels=in_channels))
+        return sd15_cls(**tiny_sd15_components(0, text_width=tiny_text_width, in_channels=in_channels),
+                        requires_safety_checker=False)
     resolved = resolve_path(base, source="argument")
     if resolved is None:
         raise ModelNotFoundError(f"base model {base!r}: no such folder or file, and not a hub id in the local cache.")

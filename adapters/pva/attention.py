@@ -42,24 +42,29 @@ class PVAInputs:
         negative_half_without_identity: with classifier-free guidance the batch is
             `[negative; positive]`; True masks the identity tokens out of the negative half (the
             official default, `extra_feat_neg=False`).
+        dropped: optional `[B]` bool, True where a row has no identity (training's condition
+            dropout: the same as the official negative, which has no identity tokens).
     """
 
     visual_q: dict[int, nn.Linear]
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]]
     scale: float = 1.0
     negative_half_without_identity: bool = False
+    dropped: Optional[torch.Tensor] = None
     _bias_cache: dict = field(default_factory=dict, repr=False)
 
     def score_bias(self, batch_size: int, num_tokens: int, device, dtype) -> Optional[torch.Tensor]:
         """Additive bias on the visual scores `[B, 1, 1, T]`: log(scale), and -inf on the negative
         half when it has no identity. None when it would be all zeros."""
-        if self.scale == 1.0 and not self.negative_half_without_identity:
+        if self.scale == 1.0 and not self.negative_half_without_identity and self.dropped is None:
             return None
         key = (batch_size, num_tokens, device, dtype)
         if key not in self._bias_cache:
             bias = torch.full((batch_size, 1, 1, num_tokens), math.log(self.scale), device=device, dtype=dtype)
             if self.negative_half_without_identity:
                 bias[: batch_size // 2] = float("-inf")
+            if self.dropped is not None:
+                bias[self.dropped.to(device)] = float("-inf")
             self._bias_cache[key] = bias
         return self._bias_cache[key]
 

@@ -118,14 +118,16 @@ class PVAAdapter(ModelMixin, ConfigMixin):
         """Identity tokens `[B, T, cross_attention_dim]` from embeddings `[B, N, embedding_dim]`."""
         return self.identity_encoder(embeds.to(device=self.device, dtype=self.dtype))
 
-    def inputs(self, tokens: torch.Tensor, *, scale: float = 1.0,
-               negative_half_without_identity: bool = False) -> PVAInputs:
-        """The per-call `PVAInputs` for identity `tokens` `[1 or B, T, C]`."""
+    def inputs(self, tokens: torch.Tensor, *, scale: float = 1.0, negative_half_without_identity: bool = False,
+               dropped: Optional[torch.Tensor] = None) -> PVAInputs:
+        """The per-call `PVAInputs` for identity `tokens` `[1 or B, T, C]` (`dropped`: `[B]` bool
+        rows without identity)."""
         return PVAInputs(
             visual_q={i: p.to_visual_q for i, p in enumerate(self.visual)},
             kv={i: (p.to_visual_k(tokens), p.to_visual_v(tokens)) for i, p in enumerate(self.visual)},
             scale=float(scale),
             negative_half_without_identity=negative_half_without_identity,
+            dropped=dropped,
         )
 
     def check_unet(self, unet, what: Optional[str] = None) -> None:
