@@ -142,11 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
     gen.set_defaults(func=_cmd_generate)
 
+    from .demo.cli import add_parser as add_demo_parser
     from .face_edit import add_parsers as add_face_edit_parsers
     from .train.cli import add_parser as add_train_parser
     from .train.prepare_data import add_parser as add_prepare_data_parser
 
     add_face_edit_parsers(sub)
+    add_demo_parser(sub)
     add_prepare_data_parser(sub)
     add_train_parser(sub)
     return parser

@@ -21,6 +21,9 @@ from .errors import IdgenError, ModelNotFoundError
 logger = logging.getLogger(__name__)
 
 METHODS = ("instantid", "faceid", "faceid-plusv2", "arc2face")
+#: Scheduler choices of `GenerationRequest.scheduler` (diffusers class names).
+SCHEDULERS = {"DPM++ 2M": "DPMSolverMultistepScheduler", "Euler": "EulerDiscreteScheduler",
+              "Euler a": "EulerAncestralDiscreteScheduler", "DDIM": "DDIMScheduler", "UniPC": "UniPCMultistepScheduler"}
 ARCFACE_DIM = 512
 
 
@@ -44,6 +47,8 @@ class GenerationRequest:
     height: Optional[int] = None
     num_images: int = 1
     reference_mode: str = "mean"
+    face_index: Optional[int] = None  # which face of each photo (largest first); None: the largest
+    scheduler: Optional[str] = None  # a key of SCHEDULERS; None: the pipeline's own
     face_backend: Optional[str] = None
     embedded_default: Optional[bool] = None  # None: use it only when no weights are configured
     extra: dict = field(default_factory=dict)
@@ -177,6 +182,20 @@ def identity_embeddings(faces, analyzer, embedded: bool) -> tuple[np.ndarray, Op
     )
 
 
+def _set_scheduler(pipe, name: Optional[str]) -> None:
+    """Use scheduler `name` (a key of SCHEDULERS), or the pipeline's own for None (a reused
+    pipeline gets its original scheduler back)."""
+    import diffusers
+
+    original = pipe.__dict__.setdefault("_idgen_default_scheduler", pipe.scheduler)
+    if name is None:
+        pipe.scheduler = original
+        return
+    if name not in SCHEDULERS:
+        raise IdgenError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {name!r}.")
+    pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(original.config)
+
+
 def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progress=None) -> dict:
     """Run one generation and write `out_dir/<method>-<seed>-<i>.png` and `record.json`.
 
@@ -205,7 +224,9 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
     pipe.set_progress_bar_config(disable=True)
     analyzer = get_face_analyzer(request.face_backend)
     photos = [load_image(p) for p in request.faces]
-    faces = [analyzer.get(photo, select="largest") for photo in photos]
+    select = "largest" if request.face_index is None else int(request.face_index)
+    faces = [analyzer.get(photo, select=select) for photo in photos]
+    _set_scheduler(pipe, request.scheduler)
     embeds, embed_note = identity_embeddings(faces, analyzer, embedded)
 
     default_size = 128 if embedded else (1024 if request.method == "instantid" else 512)

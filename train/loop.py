@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
@@ -317,8 +317,13 @@ class _EMA:
         self.shadow = {k: v.float().clone() for k, v in state.items()}
 
 
-def run_training(task: TrainingTask, args: TrainingArgs) -> TrainingSummary:
-    """Train `task` as `args` says; return the summary (also written to `summary.json`)."""
+def run_training(task: TrainingTask, args: TrainingArgs,
+                 on_step: Optional[Callable[[int, float], None]] = None) -> TrainingSummary:
+    """Train `task` as `args` says; return the summary (also written to `summary.json`).
+
+    `on_step(step, loss)` is called on the main process after every optimizer step (live loss in
+    the demo); an exception it raises stops the run (that is how the demo cancels).
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
@@ -388,6 +393,8 @@ def run_training(task: TrainingTask, args: TrainingArgs) -> TrainingSummary:
             ema.step()
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
+        if on_step is not None and accelerator.is_main_process:
+            on_step(step, step_loss)
         if step % args.checkpointing_steps == 0 and step < args.max_train_steps:
             checkpointer.save(step, samples, losses)
         if args.validation_steps and step % args.validation_steps == 0 and accelerator.is_main_process:

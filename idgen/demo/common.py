@@ -1,0 +1,130 @@
+"""What every demo tab shares: the app's own temp folder, built pipelines (cached, one build per
+method), readable errors, and progress reporting."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Callable, Optional
+
+from idgen.errors import IdgenError, ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+#: Example photos shipped in the repository (absent from a wheel install: examples are then hidden).
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "faces"
+#: Upload limit per file (Gradio refuses larger uploads before they reach a handler).
+MAX_FILE_SIZE = "20mb"
+
+TINY_BANNER = (
+    "**Running on the tiny embedded default**: no weights are configured, so the models are random-weight "
+    "miniatures and the images are noise. Face detection, alignment, keypoints, masks, tracking and the "
+    "pipelines are the real ones. See the **Models** tab for where to put real weights."
+)
+
+
+class DemoContext:
+    """State of one running demo.
+
+    Args:
+        tiny: force the tiny embedded default (True), forbid it (False), or use it only when no
+            weights are configured (None, the CLI's rule).
+        root: the app's own temp folder; uploads are processed and results written only under it.
+    """
+
+    def __init__(self, tiny: Optional[bool] = None, root: Optional[Path] = None):
+        self.tiny = tiny
+        self.root = Path(root or tempfile.mkdtemp(prefix="idgen-demo-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._pipelines: dict[tuple, tuple] = {}
+        self._lock = threading.Lock()
+
+    def out_dir(self, kind: str) -> Path:
+        """A fresh folder for one request's results."""
+        path = self.root / "results" / f"{kind}-{uuid.uuid4().hex[:10]}"
+        path.mkdir(parents=True)
+        return path
+
+    def pipeline(self, key: tuple, build: Callable[[], tuple]) -> tuple:
+        """`(pipeline, is_embedded_default)` built once per `key` (a method and its weights)."""
+        with self._lock:
+            if key not in self._pipelines:
+                self._pipelines[key] = build()
+            return self._pipelines[key]
+
+    @property
+    def embedded_default_in_use(self) -> bool:
+        """True when the demo runs (or would run) on the tiny default: forced, or no weights at all."""
+        if self.tiny:
+            return True
+        if self.tiny is False:
+            return False
+        from idgen.generate import METHODS, _any_weights_configured
+        from idgen.models import load_config
+
+        config = load_config()
+        return not any(_any_weights_configured(m, config) for m in METHODS)
+
+
+def friendly(fn):
+    """Turn idgen's errors into a readable message in the page (`gr.Error`), never a traceback."""
+    import gradio as gr
+
+    def readable(e: Exception) -> Exception:
+        if isinstance(e, gr.Error):
+            return e
+        if isinstance(e, ModelNotFoundError):
+            return gr.Error(f"Missing model: {e}")
+        if isinstance(e, IdgenError):
+            return gr.Error(str(e))
+        logger.error("demo handler %s failed", fn.__name__, exc_info=e)  # details in the log only
+        return gr.Error(f"Unexpected error ({type(e).__name__}): {str(e).splitlines()[0] if str(e) else ''}")
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as e:
+                raise readable(e) from None
+        return generator
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise readable(e) from None
+
+    return wrapper
+
+
+def paths(files) -> list[str]:
+    """Gradio file values (paths, file objects or dicts) as a list of paths."""
+    if files is None:
+        return []
+    items = files if isinstance(files, (list, tuple)) else [files]
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            item = item.get("path") or item.get("name")
+        out.append(str(getattr(item, "name", item)))
+    return out
+
+
+def step_progress(progress, label: str) -> Callable[[int, int], None]:
+    """A `(step, total)` callback driving a `gr.Progress` bar."""
+    def report(step: int, total: int) -> None:
+        if progress is not None:
+            progress((step, total), desc=label)
+    return report
+
+
+def optional(value):
+    """Gradio's empty numbers/strings as None."""
+    return None if value in ("", None) else value

@@ -1,0 +1,167 @@
+"""Inpaint and Swap tabs: identity inpainting of a painted (or detected) region, face swap on
+photos and videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from idgen.errors import IdgenError
+from idgen.face_edit import METHODS, EditRequest, build_edit_pipeline, run_edit
+
+from .common import DemoContext, friendly, optional, paths, step_progress
+
+
+def editor_photo_and_mask(value) -> tuple[np.ndarray, np.ndarray | None]:
+    """The photo `[H, W, 3]` and the painted mask `[H, W]` uint8 (None if nothing was painted)
+    from a `gr.ImageEditor` value (`background` + RGBA `layers`)."""
+    if value is None or value.get("background") is None:
+        raise IdgenError("upload the photo to edit.")
+    background = np.asarray(value["background"])
+    photo = background[..., :3].astype(np.uint8)
+    mask = None
+    for layer in value.get("layers") or []:
+        layer = np.asarray(layer)
+        painted = layer[..., 3] > 0 if layer.ndim == 3 and layer.shape[-1] == 4 else layer.any(-1)
+        mask = painted if mask is None else mask | painted
+    if mask is not None and not mask.any():
+        mask = None
+    return photo, None if mask is None else mask.astype(np.uint8) * 255
+
+
+def _edit(ctx: DemoContext, request: EditRequest, progress):
+    built = ctx.pipeline(("edit", request.method), lambda: build_edit_pipeline(request.method, embedded_default=ctx.tiny))
+    out = Path(request.target).parent
+    record = run_edit(request, out, pipeline=built, progress=step_progress(progress, "faces"))
+    return record, [record["output"], str(out / "record.json")]
+
+
+def _request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength, dilate, feather, region,
+                    ctx: DemoContext) -> dict:
+    if method not in METHODS:
+        raise IdgenError(f"choose a method among {METHODS}.")
+    return dict(method=method, prompt=prompt or "photo of a person", steps=int(steps) if optional(steps) else None,
+                guidance_scale=optional(guidance_scale), seed=int(seed), identity_scale=optional(identity_scale),
+                strength=float(strength), dilate=int(dilate), feather=int(feather), region=region,
+                embedded_default=ctx.tiny)
+
+
+def run_inpaint(ctx: DemoContext, editor, faces, method, prompt, steps, guidance_scale, seed, identity_scale,
+                strength, dilate, feather, region, progress=None):
+    """Repaint the painted area (or the detected face region) as the person of `faces`."""
+    from idgen.image_io import load_image
+
+    photo, mask = editor_photo_and_mask(editor)
+    photo = load_image(photo)  # the pixel limit
+    out = ctx.out_dir("inpaint")
+    target = out / "photo.png"
+    Image.fromarray(photo).save(target)
+    mask_path = None
+    if mask is not None:
+        mask_path = out / "mask.png"
+        Image.fromarray(mask).save(mask_path)
+    sources = paths(faces)
+    request = EditRequest(target=str(target), sources=[sources], mask=None if mask_path is None else str(mask_path),
+                          **_request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength, dilate,
+                                            feather, region, ctx))
+    record, files = _edit(ctx, request, progress)
+    return record["output"], record, files
+
+
+def run_swap(ctx: DemoContext, photo, video, source_1, source_2, mapping, references, method, prompt, steps,
+             guidance_scale, seed, identity_scale, strength, dilate, feather, region, progress=None):
+    """Swap the faces of a photo or a video; returns (image or None, video or None, record, files)."""
+    if (photo is None) == (video is None):
+        raise IdgenError("give either a photo or a video to swap faces in.")
+    sources = [s for s in (paths(source_1), paths(source_2)) if s]
+    out = ctx.out_dir("swap")
+    given = Path(photo or video)
+    target = out / f"target{given.suffix.lower() or '.png'}"
+    target.write_bytes(given.read_bytes())
+    request = EditRequest(target=str(target), sources=sources, mapping=mapping, references=paths(references),
+                          **_request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength, dilate,
+                                            feather, region, ctx))
+    record, files = _edit(ctx, request, progress)
+    is_video = "video" in record
+    return (None if is_video else record["output"]), (record["output"] if is_video else None), record, files
+
+
+def _advanced(gr):
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            steps = gr.Number(label="Steps (empty = default)", value=None, precision=0)
+            guidance = gr.Number(label="CFG scale (empty = default)", value=None)
+            seed = gr.Number(label="Seed", value=0, precision=0)
+        with gr.Row():
+            identity_scale = gr.Number(label="Identity scale (empty = default)", value=None)
+            strength = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="Strength (1 = repaint from noise)")
+        with gr.Row():
+            dilate = gr.Slider(0, 32, value=8, step=1, label="Mask dilation (crop px)")
+            feather = gr.Slider(0, 32, value=8, step=1, label="Seam feather (crop px)")
+            region = gr.Radio(["face", "face_hair"], value="face", label="Region (no painted mask)")
+    return [steps, guidance, seed, identity_scale, strength, dilate, feather, region]
+
+
+def build_inpaint_tab(ctx: DemoContext) -> None:
+    import gradio as gr
+
+    with gr.Tab("Inpaint", id="inpaint"):
+        with gr.Row():
+            with gr.Column():
+                editor = gr.ImageEditor(label="Photo: paint over the area to repaint (nothing painted = the face)",
+                                        type="numpy")
+                faces = gr.File(label="Photos of the person (1-20)", file_count="multiple", file_types=["image"])
+                method = gr.Radio(list(METHODS), value="pva", label="Adapter")
+                prompt = gr.Textbox(label="Prompt", value="photo of a person")
+                advanced = _advanced(gr)
+                with gr.Row():
+                    run = gr.Button("Inpaint", variant="primary")
+                    stop = gr.Button("Cancel")
+            with gr.Column():
+                result = gr.Image(label="Result", type="filepath")
+                record = gr.JSON(label="Parameters")
+                files = gr.File(label="Download", file_count="multiple")
+
+        def _run(*args, progress=gr.Progress()):
+            return run_inpaint(ctx, *args, progress=progress)
+
+        event = run.click(friendly(_run), [editor, faces, method, prompt, *advanced], [result, record, files],
+                          api_name="inpaint")
+        stop.click(None, cancels=[event], api_name=False)
+
+
+def build_swap_tab(ctx: DemoContext) -> None:
+    import gradio as gr
+
+    with gr.Tab("Swap", id="swap"):
+        with gr.Row():
+            with gr.Column():
+                with gr.Row():
+                    photo = gr.Image(label="Photo", type="filepath")
+                    video = gr.Video(label="or video (audio is kept)")
+                source_1 = gr.File(label="Source person 1: photos", file_count="multiple", file_types=["image"])
+                source_2 = gr.File(label="Source person 2 (optional)", file_count="multiple", file_types=["image"])
+                mapping = gr.Radio(["all", "index", "reference"], value="all",
+                                   label="Which face gets whom (all = person 1; index = left to right; reference = by photo)")
+                references = gr.File(label="Reference photos of the target people (mapping = reference; one per source)",
+                                     file_count="multiple", file_types=["image"])
+                method = gr.Radio(list(METHODS), value="pva", label="Adapter")
+                prompt = gr.Textbox(label="Prompt", value="photo of a person")
+                advanced = _advanced(gr)
+                with gr.Row():
+                    run = gr.Button("Swap", variant="primary")
+                    stop = gr.Button("Cancel")
+            with gr.Column():
+                result = gr.Image(label="Result", type="filepath")
+                result_video = gr.Video(label="Result video")
+                record = gr.JSON(label="Parameters")
+                files = gr.File(label="Download", file_count="multiple")
+
+        def _run(*args, progress=gr.Progress()):
+            return run_swap(ctx, *args, progress=progress)
+
+        event = run.click(friendly(_run), [photo, video, source_1, source_2, mapping, references, method, prompt, *advanced],
+                          [result, result_video, record, files], api_name="swap")
+        stop.click(None, cancels=[event], api_name=False)

@@ -1,0 +1,88 @@
+"""The demo in a real browser: Debian's headless Chromium driven by Selenium. Load the page, upload
+a face photo, run Generate, wait for the image, save a screenshot.
+
+Skips (saying why) where Chromium or its driver is not installed, except when IDGEN_REQUIRE_BROWSER=1
+(set by `.ci/run`, which installs the `chromium` and `chromium-driver` packages): then it fails.
+"""
+
+import os
+import shutil
+import socket
+
+import pytest
+
+from conftest import SHARED
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _browser_or_skip():
+    missing = [p for p in (CHROMIUM, shutil.which("chromedriver")) if not p or not os.path.exists(p)]
+    reason = None
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        reason = "selenium is not installed (pip install 'idgen[test]')"
+    if missing:
+        reason = "Debian's chromium / chromium-driver are not installed (apt-get install chromium chromium-driver)"
+    if reason:
+        if os.environ.get("IDGEN_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"IDGEN_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    _browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1400,2400",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    from idgen.demo import DemoContext, build_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = build_app(DemoContext(tiny=True, root=tmp_path_factory.mktemp("demo")))
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+def test_generate_in_a_real_browser(browser, app_url, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 120)
+    browser.get(app_url)
+    wait.until(ec.presence_of_element_located((By.ID, "gen-run")))
+    assert "tiny embedded default" in browser.find_element(By.ID, "tiny-banner").text
+
+    upload = browser.find_element(By.CSS_SELECTOR, "#gen-faces input[type=file]")
+    upload.send_keys(str(SHARED / "faces" / "portrait_glasses.jpg"))
+    wait.until(lambda d: "portrait_glasses" in d.find_element(By.ID, "gen-faces").text)
+    method = browser.find_element(By.CSS_SELECTOR, "#gen-method input[value=faceid]")
+    browser.execute_script("arguments[0].click();", method)
+    browser.find_element(By.ID, "gen-run").click()
+
+    image = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#gen-results img")))
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image))
+    assert browser.execute_script("return arguments[0].naturalWidth", image) == 128
+    shot = tmp_path / "demo-generate.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
