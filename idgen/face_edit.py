@@ -55,19 +55,14 @@ def _tiny_pipeline(method: str):
 
 def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], config):
     import torch
-    from diffusers import ControlNetModel
 
+    from .generate import load_instantid_pipeline
     from .models import load_pipeline, resolve_component
     from .pipelines import FaceIDInpaintPipeline, InstantIDInpaintPipeline, PVAInpaintPipeline
 
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
     if method == "instantid":
-        sdxl = resolve_component("sdxl_inpaint", config=config, override=base)
-        identitynet = resolve_component("instantid_identitynet", config=config)
-        adapter_file = resolve_component("instantid_adapter", config=config, override=adapter)
-        controlnet = ControlNetModel.from_pretrained(str(identitynet.path), torch_dtype=dtype)
-        pipe = load_pipeline(InstantIDInpaintPipeline, sdxl, controlnet=controlnet, torch_dtype=dtype)
-        pipe.load_instantid(adapter_file.path)
+        pipe = load_instantid_pipeline(InstantIDInpaintPipeline, "sdxl_inpaint", base, adapter, config, dtype)
     else:
         sd = resolve_component("sd15_inpaint", config=config, override=base)
         cls = PVAInpaintPipeline if method == "pva" else FaceIDInpaintPipeline

@@ -83,10 +83,25 @@ def _tiny_pipeline(method: str):
     return pipe
 
 
+def load_instantid_pipeline(cls, base_name: str, base: Optional[str], adapter: Optional[str], config, dtype):
+    """An InstantID pipeline `cls` on the configured (or given) base `base_name`, IdentityNet and
+    `ip-adapter.bin`. Raises ModelNotFoundError naming what is missing."""
+    from diffusers import ControlNetModel
+
+    from .models import load_pipeline, resolve_component
+
+    resolved = resolve_component(base_name, config=config, override=base)
+    identitynet = resolve_component("instantid_identitynet", config=config)
+    adapter_file = resolve_component("instantid_adapter", config=config, override=adapter)
+    controlnet = ControlNetModel.from_pretrained(str(identitynet.path), torch_dtype=dtype)
+    pipe = load_pipeline(cls, resolved, controlnet=controlnet, torch_dtype=dtype)
+    pipe.load_instantid(adapter_file.path)
+    return pipe
+
+
 def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], config):
     """Pipelines on configured weights. Raises ModelNotFoundError naming what is missing."""
     import torch
-    from diffusers import ControlNetModel
 
     from .models import load_pipeline, resolve_component
     from .pipelines import FaceIDPipeline, InstantIDPipeline
@@ -100,12 +115,7 @@ def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], con
         encoder = resolve_component("arc2face_encoder", config=config)
         pipe = load_arc2face_pipeline(sd15.path, unet_folder=unet.path, encoder_folder=encoder.path, torch_dtype=dtype)
     elif method == "instantid":
-        sdxl = resolve_component("sdxl", config=config, override=base)
-        identitynet = resolve_component("instantid_identitynet", config=config)
-        adapter_file = resolve_component("instantid_adapter", config=config, override=adapter)
-        controlnet = ControlNetModel.from_pretrained(str(identitynet.path), torch_dtype=dtype)
-        pipe = load_pipeline(InstantIDPipeline, sdxl, controlnet=controlnet, torch_dtype=dtype)
-        pipe.load_instantid(adapter_file.path)
+        pipe = load_instantid_pipeline(InstantIDPipeline, "sdxl", base, adapter, config, dtype)
     else:
         sd15 = resolve_component("sd15", config=config, override=base)
         name = "faceid_sd15" if method == "faceid" else "faceid_plusv2_sd15"
