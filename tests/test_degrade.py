@@ -113,7 +113,7 @@ def test_identity_and_landmark_metrics():
 def test_temporal_consistency():
     image = face(size=96)
     static = [image] * 4
-    assert temporal_consistency(static) == 0.0
+    assert temporal_consistency(static) < 0.05  # ~0 (bilinear resampling of a near-zero flow)
     rng = np.random.default_rng(0)
     flicker = [np.clip(image.astype(int) + rng.integers(-30, 30), 0, 255).astype(np.uint8) for _ in range(4)]
     assert temporal_consistency(flicker, reference=static) > 5.0
