@@ -8,9 +8,11 @@
   `FaceIDInpaintPipeline` / `FaceIDInpaintXLPipeline`, `InstantIDInpaintPipeline` /
   `StableDiffusionInstantIDInpaintPipeline`: the identity adapters on inpainting UNets.
 - `FaceSwapPipeline`: align, mask, inpaint with one of those, colour-match, paste back.
+- `FaceRestorePipeline`: blind face restoration through a restoration ControlNet (SD1.5).
 """
 
 from .pipeline_arc2face import Arc2FacePipeline
+from .pipeline_face_restore import FaceRestorePipeline
 from .pipeline_face_swap import FaceSwapOutput, FaceSwapPipeline
 from .pipeline_faceid import FaceIDInpaintPipeline, FaceIDInpaintXLPipeline, FaceIDPipeline, FaceIDXLPipeline
 from .pipeline_instantid_inpaint import InstantIDInpaintPipeline, StableDiffusionInstantIDInpaintPipeline
@@ -23,6 +25,7 @@ __all__ = [
     "FaceIDInpaintPipeline",
     "FaceIDInpaintXLPipeline",
     "FaceIDPipeline",
+    "FaceRestorePipeline",
     "FaceSwapOutput",
     "FaceSwapPipeline",
     "FaceIDXLPipeline",

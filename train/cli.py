@@ -1,4 +1,5 @@
-"""`idgen train lora …` and `idgen train adapter --kind faceid|instantid|arc2face …`.
+"""`idgen train lora …`, `idgen train adapter --kind faceid|instantid|arc2face|pva …` and
+`idgen train restore …` (the restoration ControlNet).
 
 Both run under plain `idgen train …` (one process) and under `accelerate launch` for several
 GPUs or nodes: `accelerate launch --config_file train/configs/multi_gpu.yaml -m idgen.cli train …`.
@@ -15,6 +16,7 @@ def add_parser(subparsers) -> None:
     from .adapter import AdapterOptions
     from .loop import TrainingArgs, add_dataclass_arguments
     from .lora import LoRAOptions
+    from .restore import RestoreOptions
 
     train = subparsers.add_parser("train", help="train a LoRA of a person or an identity adapter")
     kinds = train.add_subparsers(dest="trainer", required=True)
@@ -26,16 +28,22 @@ def add_parser(subparsers) -> None:
     add_dataclass_arguments(adapter, AdapterOptions, "adapter")
     add_dataclass_arguments(adapter, TrainingArgs, "training")
     adapter.set_defaults(func=_run, options_class=AdapterOptions)
+    restore = kinds.add_parser("restore", help="restoration ControlNet of FaceRestorePipeline on degraded pairs (SD1.5)")
+    add_dataclass_arguments(restore, RestoreOptions, "restoration")
+    add_dataclass_arguments(restore, TrainingArgs, "training")
+    restore.set_defaults(func=_run, options_class=RestoreOptions)
 
 
 def _run(args: argparse.Namespace) -> int:
     from .adapter import AdapterOptions, adapter_task
     from .loop import TrainingArgs, dataclass_from_namespace, run_training
-    from .lora import LoRATask
+    from .lora import LoRAOptions, LoRATask
+    from .restore import RestoreOptions, RestoreTask
 
     training = dataclass_from_namespace(TrainingArgs, args)
     options = dataclass_from_namespace(args.options_class, args)
-    task = adapter_task(options, training) if args.options_class is AdapterOptions else LoRATask(options, training)
+    factory = {AdapterOptions: adapter_task, LoRAOptions: LoRATask, RestoreOptions: RestoreTask}[args.options_class]
+    task = factory(options, training)
     summary = run_training(task, training)
     print(f"trained {task.name}: {summary.steps} steps in {summary.seconds:.1f} s, final loss {summary.final_loss:.4f}")
     for path in summary.weights:
