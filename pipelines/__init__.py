@@ -8,7 +8,8 @@
   `FaceIDInpaintPipeline` / `FaceIDInpaintXLPipeline`, `InstantIDInpaintPipeline` /
   `StableDiffusionInstantIDInpaintPipeline`: the identity adapters on inpainting UNets.
 - `FaceSwapPipeline`: align, mask, inpaint with one of those, colour-match, paste back.
-- `FaceRestorePipeline`: blind face restoration through a restoration ControlNet (SD1.5).
+- `FaceRestorePipeline`: blind face restoration through a restoration ControlNet (SD1.5);
+  `SVFRPipeline`: SVFR-style video face restoration on Stable Video Diffusion.
 """
 
 from .pipeline_arc2face import Arc2FacePipeline
@@ -17,6 +18,7 @@ from .pipeline_face_swap import FaceSwapOutput, FaceSwapPipeline
 from .pipeline_faceid import FaceIDInpaintPipeline, FaceIDInpaintXLPipeline, FaceIDPipeline, FaceIDXLPipeline
 from .pipeline_instantid_inpaint import InstantIDInpaintPipeline, StableDiffusionInstantIDInpaintPipeline
 from .pipeline_pva_inpaint import PVAInpaintPipeline, PVAInpaintXLPipeline
+from .pipeline_svfr import SVFRPipeline
 from .pipeline_stable_diffusion_instantid import StableDiffusionInstantIDPipeline
 from .pipeline_stable_diffusion_xl_instantid import InstantIDPipeline
 
@@ -33,6 +35,7 @@ __all__ = [
     "InstantIDPipeline",
     "PVAInpaintPipeline",
     "PVAInpaintXLPipeline",
+    "SVFRPipeline",
     "StableDiffusionInstantIDInpaintPipeline",
     "StableDiffusionInstantIDPipeline",
 ]

@@ -1,5 +1,5 @@
 """`idgen train lora …`, `idgen train adapter --kind faceid|instantid|arc2face|pva …` and
-`idgen train restore …` (the restoration ControlNet).
+`idgen train restore …` (the restoration ControlNet) and `idgen train svfr …` (video restoration).
 
 Both run under plain `idgen train …` (one process) and under `accelerate launch` for several
 GPUs or nodes: `accelerate launch --config_file train/configs/multi_gpu.yaml -m idgen.cli train …`.
@@ -17,6 +17,7 @@ def add_parser(subparsers) -> None:
     from .loop import TrainingArgs, add_dataclass_arguments
     from .lora import LoRAOptions
     from .restore import RestoreOptions
+    from .svfr import SVFROptions
 
     train = subparsers.add_parser("train", help="train a LoRA of a person or an identity adapter")
     kinds = train.add_subparsers(dest="trainer", required=True)
@@ -32,6 +33,10 @@ def add_parser(subparsers) -> None:
     add_dataclass_arguments(restore, RestoreOptions, "restoration")
     add_dataclass_arguments(restore, TrainingArgs, "training")
     restore.set_defaults(func=_run, options_class=RestoreOptions)
+    svfr = kinds.add_parser("svfr", help="SVFR video face restoration UNet on degraded face videos (SVD base)")
+    add_dataclass_arguments(svfr, SVFROptions, "SVFR")
+    add_dataclass_arguments(svfr, TrainingArgs, "training")
+    svfr.set_defaults(func=_run, options_class=SVFROptions)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -39,10 +44,12 @@ def _run(args: argparse.Namespace) -> int:
     from .loop import TrainingArgs, dataclass_from_namespace, run_training
     from .lora import LoRAOptions, LoRATask
     from .restore import RestoreOptions, RestoreTask
+    from .svfr import SVFROptions, SVFRTask
 
     training = dataclass_from_namespace(TrainingArgs, args)
     options = dataclass_from_namespace(args.options_class, args)
-    factory = {AdapterOptions: adapter_task, LoRAOptions: LoRATask, RestoreOptions: RestoreTask}[args.options_class]
+    factory = {AdapterOptions: adapter_task, LoRAOptions: LoRATask, RestoreOptions: RestoreTask,
+               SVFROptions: SVFRTask}[args.options_class]
     task = factory(options, training)
     summary = run_training(task, training)
     print(f"trained {task.name}: {summary.steps} steps in {summary.seconds:.1f} s, final loss {summary.final_loss:.4f}")

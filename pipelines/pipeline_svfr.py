@@ -1,0 +1,264 @@
+"""SVFR-style video face restoration on Stable Video Diffusion: `SVFRPipeline`.
+
+The UNet (diffusers' `UNetSpatioTemporalConditionModel`, input widened to 12 channels by
+`idgen.adapters.svfr.widen_conv_in`) denoises the restored clip's latents given, per frame, the
+degraded frame's latent and a reference frame's latent (concatenated on channels), the task code in
+SVD's added time ids, and identity tokens in cross-attention (zeros in the negative branch of
+classifier-free guidance, as SVD's image conditioning is zeros there too). Long clips are sampled
+with overlapping, shifting windows (`idgen.adapters.svfr.windows`); latents are decoded in chunks.
+
+Self-referred refinement (the SVFR paper): without a `reference`, a first pass restores the first
+window without identity; its sharpest frame (variance of the Laplacian) becomes the reference —
+its latent, and its identity tokens when identity features can be computed — for the pass over
+the whole clip.
+
+Input: aligned face crops (`idgen.video_faces` makes them from real footage, any frame size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLTemporalDecoder, DiffusionPipeline, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import StableVideoDiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from idgen.adapters.svfr import IDProjection, SVFR_IN_CHANNELS, check_task_conditioning, task_vector, triangle_weights, window_starts
+from idgen.errors import IdgenError
+
+
+@dataclass
+class SVFRPipelineOutput(BaseOutput):
+    """`frames`: `[T, H, W, 3]` float in [0, 1] (np), uint8 PIL list, or latents; `reference_index`:
+    the frame of the first pass used as reference (None when a reference was given)."""
+
+    frames: object
+    reference_index: Optional[int] = None
+
+
+def sharpest_frame(frames: torch.Tensor) -> int:
+    """Index of the sharpest frame of `[T, 3, H, W]` (variance of the Laplacian of the luminance)."""
+    grey = frames.float().mean(1, keepdim=True)
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=grey.device)[None, None]
+    response = torch.nn.functional.conv2d(grey, kernel)
+    return int(response.flatten(1).var(1).argmax())
+
+
+class SVFRPipeline(DiffusionPipeline):
+    r"""Video face restoration (BFR, colorization, inpainting, any combination).
+
+    Args:
+        vae ([`AutoencoderKLTemporalDecoder`]): SVD's VAE.
+        unet ([`UNetSpatioTemporalConditionModel`]): SVFR's UNet (12 input channels).
+        scheduler ([`EulerDiscreteScheduler`]): SVD's scheduler.
+        id_projection ([`IDProjection`], optional): ArcFace features -> identity tokens.
+    """
+
+    model_cpu_offload_seq = "id_projection->unet->vae"
+    _optional_components = ["id_projection"]
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, vae: AutoencoderKLTemporalDecoder, unet: UNetSpatioTemporalConditionModel,
+                 scheduler: EulerDiscreteScheduler, id_projection: Optional[IDProjection] = None):
+        super().__init__()
+        if unet.config.in_channels != SVFR_IN_CHANNELS:
+            raise IdgenError(f"SVFR's UNet reads {SVFR_IN_CHANNELS} channels (noisy + degraded + reference latents); "
+                             f"this one reads {unet.config.in_channels}: widen it with widen_conv_in(unet).")
+        check_task_conditioning(unet)
+        self.register_modules(vae=vae, unet=unet, scheduler=scheduler, id_projection=id_projection)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    # -- inputs ------------------------------------------------------------------------------
+    def preprocess(self, video) -> torch.Tensor:
+        """Frames `[T, 3, H, W]` in [-1, 1] from a tensor in [-1, 1], an array `[T, H, W, 3]` uint8,
+        or a list of PIL images / arrays."""
+        if isinstance(video, torch.Tensor):
+            frames = video.float()
+        else:
+            items = [np.asarray(f) for f in video] if isinstance(video, (list, tuple)) else np.asarray(video)
+            array = np.stack(items) if isinstance(items, list) else items
+            if array.ndim != 4 or array.shape[-1] != 3:
+                raise IdgenError(f"video frames must be [T, H, W, 3]; got {tuple(array.shape)}.")
+            frames = torch.from_numpy(array.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
+        if frames.ndim != 4 or frames.shape[1] != 3 or frames.shape[0] == 0:
+            raise IdgenError(f"video must be [T, 3, H, W] with T >= 1; got {tuple(frames.shape)}.")
+        f = self.vae_scale_factor
+        if frames.shape[-1] % f or frames.shape[-2] % f:
+            raise IdgenError(f"frame size {frames.shape[-1]}x{frames.shape[-2]} must be a multiple of {f}.")
+        return frames
+
+    def identity_tokens(self, identity_features, device, dtype) -> Optional[torch.Tensor]:
+        """Tokens `[1, N, C]` from ArcFace features (diffusers' spatio-temporal UNet gives every frame
+        of a window the same context), or None."""
+        if identity_features is None:
+            return None
+        if self.id_projection is None:
+            raise IdgenError("identity features need the `id_projection` component (SVFR's id_linear).")
+        features = torch.as_tensor(np.asarray(identity_features) if not isinstance(identity_features, torch.Tensor)
+                                   else identity_features)
+        features = features[None] if features.ndim in (1, 3) else features
+        return self.id_projection(features.to(device))[:1].to(dtype)
+
+    def encode(self, frames: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(mode, scaled mean)` latents `[T, 4, h, w]` of frames, encoded `chunk` at a time: the
+        unscaled mode conditions the UNet (SVD's convention), the scaled mean starts the sampler."""
+        modes, means = [], []
+        for i in range(0, len(frames), chunk):
+            dist = self.vae.encode(frames[i: i + chunk].to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist
+            modes.append(dist.mode())
+            means.append(dist.mean * self.vae.config.scaling_factor)
+        return torch.cat(modes), torch.cat(means)
+
+    # -- the sampler ---------------------------------------------------------------------------
+    def denoise(self, lq_latents, start_latents, reference_latent, tokens, task, *, num_inference_steps, strength,
+                min_guidance_scale, max_guidance_scale, window, overlap, generator, callback_on_step_end=None):
+        """Windowed sampling of latents `[T, 4, h, w]` (see the module docstring)."""
+        device, dtype = lq_latents.device, self.unet.dtype
+        num_frames = lq_latents.shape[0]
+        window = min(window, num_frames)
+        overlap = min(overlap, window - 1)  # a clip shorter than the window is one window
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        skip = num_inference_steps - min(int(num_inference_steps * strength), num_inference_steps)
+        timesteps = timesteps[skip * self.scheduler.order:]
+        if len(timesteps) == 0:
+            raise IdgenError(f"strength {strength} leaves no denoising step; raise it or num_inference_steps.")
+        self.scheduler.set_begin_index(skip * self.scheduler.order)
+        noise = randn_tensor(start_latents.shape, generator=generator, device=device, dtype=start_latents.dtype)
+        latents = self.scheduler.add_noise(start_latents, noise, timesteps[:1]) if strength < 1.0 else noise * self.scheduler.init_noise_sigma
+        guidance = torch.linspace(min_guidance_scale, max_guidance_scale, len(timesteps)).tolist()
+        do_cfg = max_guidance_scale > 1.0
+        reference = (torch.zeros_like(lq_latents) if reference_latent is None
+                     else reference_latent[None].expand_as(lq_latents))
+        hidden = tokens if tokens is not None else torch.zeros(1, 1, self.unet.config.cross_attention_dim,
+                                                              device=device, dtype=dtype)
+        added = task.to(device=device, dtype=dtype)[None]
+        weights = torch.from_numpy(triangle_weights(window)).to(device=device, dtype=torch.float32)
+        for i, t in enumerate(timesteps):
+            blended = torch.zeros_like(latents, dtype=torch.float32)
+            total = torch.zeros(num_frames, 1, 1, 1, device=device)
+            for start in window_starts(num_frames, window, overlap, shift=i * overlap):
+                span = slice(start, start + window)
+                x = latents[span][None]
+                model_in = self.scheduler.scale_model_input(x, t)
+                cond = torch.cat([model_in, lq_latents[span][None], reference[span][None]], dim=2).to(dtype)
+                if do_cfg:
+                    uncond = torch.cat([model_in, torch.zeros_like(lq_latents[span][None]),
+                                        torch.zeros_like(reference[span][None])], dim=2).to(dtype)
+                    pred = self.unet(torch.cat([uncond, cond]), t, encoder_hidden_states=torch.cat([torch.zeros_like(hidden), hidden]),
+                                     added_time_ids=added.expand(2, -1), return_dict=False)[0]
+                    pred_uncond, pred_cond = pred.chunk(2)
+                    pred = pred_uncond + guidance[i] * (pred_cond - pred_uncond)
+                else:
+                    pred = self.unet(cond, t, encoder_hidden_states=hidden, added_time_ids=added, return_dict=False)[0]
+                self.scheduler._step_index = None  # each window takes the same step from t (official sampler)
+                stepped = self.scheduler.step(pred.float(), t, x.float(), return_dict=False)[0][0]
+                blended[span] += stepped * weights[:, None, None, None]
+                total[span] += weights[:, None, None, None]
+            latents = (blended / total).to(latents.dtype)
+            if callback_on_step_end is not None:
+                out = callback_on_step_end(self, i, t, {"latents": latents})
+                latents = (out or {}).get("latents", latents)
+        self.scheduler._step_index = None
+        return latents
+
+    def decode(self, latents: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Frames `[T, 3, H, W]` in [-1, 1], decoded `chunk` frames at a time (bounded memory)."""
+        video = StableVideoDiffusionPipeline.decode_latents(self, latents[None], latents.shape[0], chunk)
+        return video[0].permute(1, 0, 2, 3)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        video,
+        *,
+        tasks: Sequence[str] = ("bfr",),
+        mask=None,
+        reference=None,
+        identity_features=None,
+        identity_fn: Optional[Callable[[np.ndarray], Optional[np.ndarray]]] = None,
+        num_inference_steps: int = 30,
+        strength: float = 1.0,
+        min_guidance_scale: float = 2.0,
+        max_guidance_scale: float = 2.0,
+        window: int = 16,
+        overlap: int = 3,
+        decode_chunk_size: int = 8,
+        self_refine: bool = True,
+        generator: Optional[torch.Generator] = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        callback_on_step_end: Optional[Callable] = None,
+    ):
+        r"""Restore a clip of aligned face crops.
+
+        Args:
+            video: `[T, 3, H, W]` in [-1, 1], `[T, H, W, 3]` uint8, or a list of frames.
+            tasks: any combination of "bfr", "colorize", "inpaint".
+            mask: inpainting: `[H, W]` (white/1 = damaged), painted white into every frame as the
+                official inference does.
+            reference: a clean reference frame (`[3, H, W]` in [-1, 1] or `[H, W, 3]` uint8); None
+                with `self_refine` = take the sharpest frame of a first pass.
+            identity_features: ArcFace features of the reference (`[512]` or `[512, 7, 7]`), or
+                `identity_fn(reference_uint8) -> features or None` to compute them from the
+                reference (e.g. the sharpest first-pass frame).
+            strength: 1 samples from noise; < 1 starts from the degraded latents (img2img).
+            min/max_guidance_scale: CFG scale ramped linearly over the steps (SVD convention).
+            window / overlap: temporal window (frames) and overlap; decode_chunk_size: frames per
+                VAE decode.
+            output_type: "np" (`[T, H, W, 3]` in [0, 1]), "pil", "pt" (`[T, 3, H, W]` in [0, 1]) or
+                "latent".
+        """
+        frames = self.preprocess(video)
+        if mask is not None:
+            if "inpaint" not in tasks:
+                raise IdgenError("a mask is for the inpainting task: add 'inpaint' to tasks.")
+            m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
+            m = (m / 255.0 if m.max() > 1 else m) > 0.5
+            if tuple(m.shape) != tuple(frames.shape[-2:]):
+                raise IdgenError(f"mask is {tuple(m.shape)}, frames are {tuple(frames.shape[-2:])}.")
+            frames = frames.masked_fill(m[None, None], 1.0)
+        task = task_vector(tasks)
+        device = self._execution_device
+        lq_latents, start_latents = self.encode(frames, decode_chunk_size)
+        lq_latents, start_latents = lq_latents.to(device), start_latents.to(device)
+        sampling = dict(num_inference_steps=num_inference_steps, strength=strength, min_guidance_scale=min_guidance_scale,
+                        max_guidance_scale=max_guidance_scale, window=window, overlap=overlap, generator=generator)
+
+        reference_index = None
+        if reference is None and self_refine:
+            first = min(window, len(frames))
+            latents = self.denoise(lq_latents[:first], start_latents[:first], None, None, task, **sampling)
+            restored = self.decode(latents, decode_chunk_size)
+            reference_index = sharpest_frame(restored)
+            reference = restored[reference_index]
+        reference_latent = None
+        if reference is not None:
+            ref = self.preprocess([reference] if not isinstance(reference, torch.Tensor) else reference[None])
+            reference_latent = self.encode(ref, 1)[0][0].to(device)
+            if identity_features is None and identity_fn is not None:
+                pixels = ((ref[0].permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+                identity_features = identity_fn(pixels)
+        tokens = self.identity_tokens(identity_features, device, self.unet.dtype)
+        latents = self.denoise(lq_latents, start_latents, reference_latent, tokens, task,
+                               callback_on_step_end=callback_on_step_end, **sampling)
+        if output_type == "latent":
+            out = latents
+        else:
+            video_out = (self.decode(latents, decode_chunk_size).float() / 2 + 0.5).clamp(0, 1).cpu()
+            if output_type == "pt":
+                out = video_out
+            else:
+                out = video_out.permute(0, 2, 3, 1).numpy()
+                if output_type == "pil":
+                    from PIL import Image
+
+                    out = [Image.fromarray((f * 255).round().astype(np.uint8)) for f in out]
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (out, reference_index)
+        return SVFRPipelineOutput(frames=out, reference_index=reference_index)
