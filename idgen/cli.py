@@ -144,10 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .demo.cli import add_parser as add_demo_parser
     from .face_edit import add_parsers as add_face_edit_parsers
+    from .restore import add_parsers as add_restore_parsers
     from .train.cli import add_parser as add_train_parser
     from .train.prepare_data import add_parser as add_prepare_data_parser
 
     add_face_edit_parsers(sub)
+    add_restore_parsers(sub)
     add_demo_parser(sub)
     add_prepare_data_parser(sub)
     add_train_parser(sub)

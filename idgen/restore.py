@@ -1,0 +1,314 @@
+"""`idgen restore` (photos and videos) and `idgen eval restore` (degrade clean faces, restore,
+measure). Weights follow the CLI's rule: configured ones, else the tiny embedded default."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .errors import IdgenError, ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+NEEDS = {"image": ("sd15", "restore_controlnet"), "video": ("svd", "svfr_unet", "svfr_id_linear")}
+
+
+def _tiny(kind: str):
+    from .adapters.svfr import IDProjection, widen_conv_in
+    from .pipelines import FaceRestorePipeline, SVFRPipeline
+    from .testing import seeded, tiny_controlnet, tiny_sd15_components, tiny_svd_components
+
+    if kind == "video":
+        parts = tiny_svd_components(0)
+        with seeded(3):
+            projection = IDProjection(512, parts["unet"].config.cross_attention_dim)
+        pipe = SVFRPipeline(vae=parts["vae"], unet=widen_conv_in(parts["unet"]), scheduler=parts["scheduler"],
+                            id_projection=projection)
+    else:
+        parts = tiny_sd15_components(0)
+        pipe = FaceRestorePipeline(**parts, controlnet=tiny_controlnet(parts["unet"], 5))
+    for module in pipe.components.values():
+        if hasattr(module, "eval"):
+            module.eval()
+    return pipe
+
+
+def load_svfr_pipeline(svd_folder, unet_file, id_linear_file, *, torch_dtype=None):
+    """`SVFRPipeline` from an SVD folder (`stable-video-diffusion-img2vid-xt`) and SVFR's released
+    `unet.pth` / `id_linear.pth`, read with `weights_only=True` and checked key by key."""
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+
+    from .adapters.svfr import IDProjection, widen_conv_in
+    from .checkpoint import first_mismatch, load_checkpoint
+    from .pipelines import SVFRPipeline
+
+    folder = Path(svd_folder)
+    unet = widen_conv_in(UNetSpatioTemporalConditionModel.from_pretrained(folder / "unet", local_files_only=True))
+    state = load_checkpoint(unet_file)
+    first_mismatch(unet, state, what=f"SVFR UNet {str(unet_file)!r}")
+    unet.load_state_dict(state)
+    projection = IDProjection(512, unet.config.cross_attention_dim)
+    state = load_checkpoint(id_linear_file)
+    first_mismatch(projection, state, what=f"SVFR id_linear {str(id_linear_file)!r}")
+    projection.load_state_dict(state)
+    pipe = SVFRPipeline(vae=AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae", local_files_only=True), unet=unet,
+                        scheduler=EulerDiscreteScheduler.from_pretrained(folder / "scheduler", local_files_only=True),
+                        id_projection=projection)
+    return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
+
+
+def _real(kind: str, config):
+    import torch
+
+    from .models import load_pipeline, resolve_component
+
+    dtype = torch.float16 if torch.cuda.is_available() else torch.float32
+    if kind == "video":
+        svd = resolve_component("svd", config=config)
+        pipe = load_svfr_pipeline(svd.path, resolve_component("svfr_unet", config=config).path,
+                                  resolve_component("svfr_id_linear", config=config).path, torch_dtype=dtype)
+    else:
+        from diffusers import ControlNetModel
+
+        from .pipelines import FaceRestorePipeline
+
+        controlnet = ControlNetModel.from_pretrained(str(resolve_component("restore_controlnet", config=config).path),
+                                                     torch_dtype=dtype)
+        pipe = load_pipeline(FaceRestorePipeline, resolve_component("sd15", config=config), controlnet=controlnet,
+                             torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    if torch.cuda.is_available():
+        pipe.to("cuda")
+    return pipe
+
+
+def build_restore_pipeline(kind: str, *, embedded_default: Optional[bool] = None):
+    """`(pipeline, is_embedded_default)`: `FaceRestorePipeline` ("image") or `SVFRPipeline` ("video")."""
+    from .models import load_config, resolve_component
+
+    if kind not in NEEDS:
+        raise IdgenError(f"kind must be 'image' or 'video', got {kind!r}.")
+    if embedded_default:
+        return _tiny(kind), True
+    config = load_config()
+    try:
+        return _real(kind, config), False
+    except ModelNotFoundError:
+        configured = []
+        for name in NEEDS[kind][1:]:
+            try:
+                resolve_component(name, config=config)
+                configured.append(name)
+            except ModelNotFoundError:
+                pass
+        if embedded_default is False or configured:
+            raise
+        logger.warning("no %s restoration weights configured: using the tiny embedded default", kind)
+        return _tiny(kind), True
+
+
+def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",), batch_frames: int = 64,
+                  seed: int = 0, progress: bool = True, **sampling):
+    """Restore every tracked face of a video with an `SVFRPipeline`; returns the `VideoReport`.
+
+    Faces are tracked, aligned to the pipeline's size (any frame size and aspect ratio), restored
+    per track `batch_frames` frames at a time (overlapping windows inside a batch), pasted back with
+    a feathered seam; frames without a face pass through; the audio is kept. Each track's reference
+    (self-referred refinement on its first batch) is reused for its later batches, so the identity
+    stays the same across batches.
+    """
+    import torch
+
+    from .video_faces import process_video
+
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    references: dict[int, np.ndarray] = {}
+
+    def process_crops(jobs):
+        out = [None] * len(jobs)
+        for track in sorted({j.track.track_id for j in jobs}):
+            index = [i for i, j in enumerate(jobs) if j.track.track_id == track]
+            clip = np.stack([jobs[i].crop for i in index])
+            result = pipe(clip, tasks=tasks, reference=references.get(track), output_type="np",
+                          generator=torch.Generator().manual_seed(seed + track), **sampling)
+            frames = (result.frames * 255).round().astype(np.uint8)
+            if track not in references:
+                references[track] = frames[result.reference_index or 0]
+            for i, frame in zip(index, frames):
+                out[i] = frame
+        return out
+
+    return process_video(input_path, output_path, process_crops, analyzer=analyzer, crop_size=size,
+                         batch_size=batch_frames, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------- eval
+def _grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int = 160) -> np.ndarray:
+    """Side-by-side rows clean | degraded | restored, each `size` px."""
+    import cv2
+
+    return np.concatenate([np.concatenate([cv2.resize(x, (size, size)) for x in row], axis=1) for row in rows], axis=0)
+
+
+def _mean(values):
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=("bfr",), seed: int = 0,
+                         max_items: int = 20, pipeline=None, embedded_default: Optional[bool] = None,
+                         num_inference_steps: Optional[int] = None, face_backend: str = "dlib") -> dict:
+    """Degrade clean faces with `preset`, restore them, and report PSNR, SSIM, identity similarity
+    and landmark distance (dlib: a face model independent of the restorers), plus the flow-warping
+    temporal error for a video. Writes `metrics.json` and `grid.png` to `out_dir`."""
+    import cv2
+    import torch
+    from PIL import Image
+
+    from .degrade import degrade
+    from .face import get_face_analyzer
+    from .image_io import load_image
+    from .metrics import identity_similarity, landmark_distance, psnr, ssim, temporal_consistency
+    from .video import read_frames
+
+    source = Path(input_path)
+    is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
+    kind = "video" if is_video else "image"
+    pipe, embedded = pipeline or build_restore_pipeline(kind, embedded_default=embedded_default)
+    pipe.set_progress_bar_config(disable=True)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    analyzer = get_face_analyzer(face_backend)
+    steps = {"num_inference_steps": num_inference_steps} if num_inference_steps else {}
+
+    def prepare(frame):
+        return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+
+    if is_video:
+        clean = np.stack([prepare(f) for f in read_frames(source, max_frames=max_items)])
+        degraded = degrade(clean, preset, seed=seed, tasks=tasks).image
+        restored = pipe(degraded, tasks=tasks, output_type="np", generator=torch.Generator().manual_seed(seed), **steps).frames
+        restored = (restored * 255).round().astype(np.uint8)
+        names = [f"frame {i}" for i in range(len(clean))]
+    else:
+        from .train.prepare_data import list_photos
+
+        files = list_photos(source)[:max_items] if source.is_dir() else [source]
+        if not files:
+            raise IdgenError(f"{source}: no photos to evaluate on.")
+        clean = np.stack([prepare(load_image(f)) for f in files])
+        degraded = np.stack([degrade(c, preset, seed=seed + i, tasks=tasks).image for i, c in enumerate(clean)])
+        out = pipe(image=[Image.fromarray(d) for d in degraded], height=size, width=size, output_type="np",
+                   generator=torch.Generator().manual_seed(seed), **steps).images
+        restored = (np.asarray(out) * 255).round().astype(np.uint8)
+        names = [f.name for f in files]
+    per_item = []
+    for name, c, d, r in zip(names, clean, degraded, restored):
+        per_item.append({"name": name, "psnr_degraded": psnr(c, d), "psnr": psnr(c, r), "ssim": ssim(c, r),
+                         "identity_similarity": identity_similarity(c, r, analyzer),
+                         "landmark_distance": landmark_distance(c, r, analyzer)})
+    summary = {key: _mean([p[key] for p in per_item]) for key in
+               ("psnr_degraded", "psnr", "ssim", "identity_similarity", "landmark_distance")}
+    if is_video:
+        summary["temporal_error"] = temporal_consistency(restored, reference=clean)
+        summary["temporal_error_clean"] = temporal_consistency(clean)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(_grid(list(zip(clean, degraded, restored))[:8])).save(out_dir / "grid.png")
+    report = {"input": str(source), "kind": kind, "preset": preset, "tasks": list(tasks), "seed": seed,
+              "embedded_default": embedded, "pipeline": type(pipe).__name__, "size": size, "summary": summary,
+              "items": per_item, "grid": str(out_dir / "grid.png"),
+              "note": "identity similarity and landmark distance use dlib's 128-d model and 68 landmarks; NaN/None "
+                      "where no face was found (tiny random models produce noise, so expect None there)"}
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .face import get_face_analyzer
+    from .testing import EMBEDDED_DEFAULT_NOTE
+
+    target = Path(args.input)
+    kind = "video" if target.suffix.lower() in VIDEO_SUFFIXES else "image"
+    pipe, embedded = build_restore_pipeline(kind, embedded_default=True if args.tiny else None)
+    pipe.set_progress_bar_config(disable=True)
+    analyzer = get_face_analyzer(args.backend)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    steps = {"num_inference_steps": args.steps} if args.steps else {}
+    tasks = tuple(args.tasks.split(","))
+    if kind == "video":
+        output = out_dir / f"{target.stem}-restored.mp4"
+        report = restore_video(pipe, target, output, analyzer=analyzer, tasks=tasks, seed=args.seed, **steps)
+        details = {"video": {k: v for k, v in vars(report).items()}, "notes": report.notes}
+    else:
+        if tasks != ("bfr",):
+            raise IdgenError("photos are restored with --tasks bfr (colorization/inpainting are the video model's).")
+        import torch
+
+        reference = {"face_image": args.reference} if args.reference else {}
+        result = pipe.restore_faces(target, analyzer=analyzer, fidelity=args.fidelity, generator=torch.Generator().manual_seed(args.seed),
+                                    **reference, **steps)
+        output = out_dir / f"{target.stem}-restored.png"
+        Image.fromarray(result.image).save(output)
+        details = {"faces": result.faces, "notes": [f["note"] for f in result.faces if f["note"]]}
+    record = {"input": str(target), "kind": kind, "embedded_default": embedded,
+              "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "pipeline": type(pipe).__name__, "output": str(output),
+              "seconds": round(time.perf_counter() - started, 3), "args": {k: v for k, v in vars(args).items() if k != "func"},
+              **details}
+    (out_dir / "record.json").write_text(json.dumps(record, indent=2, default=str))
+    print(output)
+    for note in [record["note"], *details["notes"]]:
+        if note:
+            print(f"note: {note}")
+    return 0
+
+
+def _cmd_eval_restore(args: argparse.Namespace) -> int:
+    report = evaluate_restoration(args.input, args.out, preset=args.preset, tasks=tuple(args.tasks.split(",")),
+                                  seed=args.seed, max_items=args.max_items, num_inference_steps=args.steps,
+                                  embedded_default=True if args.tiny else None)
+    print(json.dumps(report["summary"], indent=2))
+    print(f"metrics: {Path(args.out) / 'metrics.json'}  grid: {report['grid']}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """Register `idgen restore` and `idgen eval restore`."""
+    from .degrade import PRESETS
+
+    restore = sub.add_parser("restore", help="restore the faces of a damaged photo or video")
+    restore.add_argument("input", help="photo or video")
+    restore.add_argument("--reference", metavar="PHOTO", help="photos: a clean photo of the person (needs FaceID weights)")
+    restore.add_argument("--fidelity", type=float, default=0.5, help="photos: 1 = follow the input, 0 = re-draw details")
+    restore.add_argument("--tasks", default="bfr", help="videos: comma-separated bfr,colorize,inpaint")
+    restore.add_argument("--steps", type=int, default=None)
+    restore.add_argument("--seed", type=int, default=0)
+    restore.add_argument("--out", default="outputs", metavar="DIR")
+    restore.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
+    restore.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
+    restore.set_defaults(func=_cmd_restore)
+
+    evaluate = sub.add_parser("eval", help="evaluate a capability on your data")
+    kinds = evaluate.add_subparsers(dest="what", required=True)
+    er = kinds.add_parser("restore", help="degrade clean faces, restore them, report PSNR/SSIM/identity/landmarks/temporal")
+    er.add_argument("--input", required=True, metavar="DIR|VIDEO", help="clean aligned faces: a folder of photos or a video")
+    er.add_argument("--preset", default="gfpgan", choices=list(PRESETS))
+    er.add_argument("--tasks", default="bfr", help="comma-separated bfr,colorize,inpaint")
+    er.add_argument("--out", default="outputs/eval-restore", metavar="DIR")
+    er.add_argument("--seed", type=int, default=0)
+    er.add_argument("--max-items", type=int, default=20, help="photos (or video frames) to evaluate")
+    er.add_argument("--steps", type=int, default=None)
+    er.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
+    er.set_defaults(func=_cmd_eval_restore)

@@ -1,0 +1,76 @@
+"""`idgen restore` and `idgen eval restore` on the tiny embedded default; SVFR's official files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from idgen.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from idgen.errors import CheckpointError
+from idgen.video import probe_video
+
+from test_video import face_frames, make_video
+
+
+@pytest.fixture(autouse=True)
+def empty_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDGEN_HOME", str(tmp_path / "idgen-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_restore_a_photo_and_a_video(faces_dir, tmp_path, capsys):
+    out = tmp_path / "photo"
+    assert main(["restore", str(faces_dir / "portrait_glasses.jpg"), "--steps", "2", "--out", str(out),
+                 "--backend", "dlib"]) == EXIT_OK
+    record = json.loads((out / "record.json").read_text())
+    assert record["embedded_default"] and record["faces"][0]["restored"] and record["pipeline"] == "FaceRestorePipeline"
+
+    video = make_video(tmp_path / "clip.mp4", face_frames(4, blank=(2,)))
+    out = tmp_path / "video"
+    assert main(["restore", str(video), "--steps", "2", "--out", str(out), "--backend", "dlib"]) == EXIT_OK, \
+        capsys.readouterr().err
+    record = json.loads((out / "record.json").read_text())
+    info = probe_video(record["output"])
+    assert info.num_frames == 4 and info.has_audio and record["video"]["tracks"] == 1
+    assert main(["restore", str(faces_dir / "portrait_glasses.jpg"), "--tasks", "colorize", "--out", str(out)]) == EXIT_BAD_INPUT
+
+
+def test_eval_restore_on_photos_and_on_a_video(faces_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", "restore", "--input", str(faces_dir), "--steps", "2", "--max-items", "2", "--out", str(out)]) == EXIT_OK
+    report = json.loads((out / "metrics.json").read_text())
+    assert len(report["items"]) == 2 and report["summary"]["psnr"] is not None and (out / "grid.png").is_file()
+    assert report["summary"]["psnr_degraded"] < 100
+
+    video = make_video(tmp_path / "clip.mp4", face_frames(3, blank=()), audio=False)
+    assert main(["eval", "restore", "--input", str(video), "--steps", "2", "--preset", "codeformer",
+                 "--tasks", "bfr,colorize", "--out", str(tmp_path / "veval")]) == EXIT_OK
+    report = json.loads((tmp_path / "veval" / "metrics.json").read_text())
+    assert report["kind"] == "video" and report["summary"]["temporal_error"] is not None and len(report["items"]) == 3
+
+
+def test_official_svfr_files_load_and_bad_files_are_named(tmp_path):
+    from idgen.restore import _tiny, load_svfr_pipeline
+    from idgen.testing import tiny_svd_components
+
+    folder = tmp_path / "svd"
+    parts = tiny_svd_components(0)
+    parts["unet"].save_pretrained(folder / "unet")
+    parts["vae"].save_pretrained(folder / "vae")
+    parts["scheduler"].save_pretrained(folder / "scheduler")
+    reference = _tiny("video")
+    torch.save(reference.unet.state_dict(), tmp_path / "unet.pth")
+    torch.save(reference.id_projection.state_dict(), tmp_path / "id_linear.pth")
+    pipe = load_svfr_pipeline(folder, tmp_path / "unet.pth", tmp_path / "id_linear.pth")
+    video = (np.random.default_rng(0).random((3, 32, 32, 3)) * 255).astype(np.uint8)
+    kw = dict(num_inference_steps=2, self_refine=False, identity_features=np.ones(512, np.float32), reference=video[0])
+    for p in (pipe, reference):
+        p.set_progress_bar_config(disable=True)
+    np.testing.assert_allclose(pipe(video, generator=torch.Generator().manual_seed(0), **kw).frames,
+                               reference(video, generator=torch.Generator().manual_seed(0), **kw).frames, atol=1e-6)
+    torch.save({"project1024.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="id_linear"):
+        load_svfr_pipeline(folder, tmp_path / "unet.pth", tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="SVFR UNet"):
+        load_svfr_pipeline(folder, tmp_path / "id_linear.pth", tmp_path / "id_linear.pth")
