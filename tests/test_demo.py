@@ -98,6 +98,20 @@ def test_swap_endpoint(served):
                        "face", api_name="/swap")
 
 
+def test_restore_endpoint_photo_and_video(served, tmp_path):
+    from test_video import face_frames, make_video
+
+    _, _, client = served
+    image, video, record, files = client.predict(handle_file(FACE), None, None, 0.7, ["bfr"], 2, 0, api_name="/restore")
+    assert video is None and record["faces"][0]["restored"] and record["fidelity"] == 0.7
+    clip = make_video(tmp_path / "clip.mp4", face_frames(3, blank=()))
+    image, video, record, files = client.predict(None, handle_file(str(clip)), None, 0.5, ["bfr", "colorize"], 2,
+                                                 0, api_name="/restore")
+    assert image is None and record["video"]["tracks"] == 1 and record["tasks"] == ["bfr", "colorize"]
+    with pytest.raises(Exception, match="either a photo or a video"):
+        client.predict(None, None, None, 0.5, ["bfr"], 2, 0, api_name="/restore")
+
+
 def test_models_endpoint_and_banner(served):
     _, app, client = served
     table, text = client.predict(api_name="/models")

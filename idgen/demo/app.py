@@ -11,10 +11,11 @@ from .common import MAX_FILE_SIZE, TINY_BANNER, DemoContext
 from .edit_tab import build_inpaint_tab, build_swap_tab
 from .generate_tab import build_generate_tab
 from .models_tab import build_models_tab
+from .restore_tab import build_restore_tab
 from .train_tab import build_train_tab
 
 #: The tabs in page order; adding a capability is one line here.
-TABS = [build_generate_tab, build_inpaint_tab, build_swap_tab, build_train_tab, build_models_tab]
+TABS = [build_generate_tab, build_inpaint_tab, build_swap_tab, build_restore_tab, build_train_tab, build_models_tab]
 
 
 def build_app(ctx: Optional[DemoContext] = None, *, concurrency: int = 1, max_queue: int = 16):
