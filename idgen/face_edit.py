@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,9 +15,8 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import IdgenError, ModelNotFoundError
+from .errors import IdgenError
 
-logger = logging.getLogger(__name__)
 
 METHODS = ("pva", "faceid", "instantid")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -80,27 +78,13 @@ def build_edit_pipeline(method: str, *, base: Optional[str] = None, adapter: Opt
                         embedded_default: Optional[bool] = None):
     """`(inpainting pipeline, is_embedded_default)` for `method` (see `generate.build_pipeline`
     for the fallback rule: the tiny default only when none of the method's weights are configured)."""
-    from .models import load_config, resolve_component
+    from .models import build_or_embedded
 
     if method not in METHODS:
         raise IdgenError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
-    if embedded_default:
-        return _tiny_pipeline(method), True
-    config = load_config()
-    try:
-        return _real_pipeline(method, base, adapter, config), False
-    except ModelNotFoundError:
-        configured = []
-        for name in NEEDS[method]:
-            try:
-                resolve_component(name, config=config)
-                configured.append(name)
-            except ModelNotFoundError:
-                pass
-        if embedded_default is False or base or adapter or configured:
-            raise
-        logger.warning("no weights configured for %s inpainting: using the tiny embedded default", method)
-        return _tiny_pipeline(method), True
+    return build_or_embedded(f"{method} inpainting", NEEDS[method], lambda config: _real_pipeline(method, base, adapter, config),
+                             lambda: _tiny_pipeline(method), embedded_default=embedded_default,
+                             explicit=bool(base or adapter))
 
 
 @dataclass

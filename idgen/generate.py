@@ -16,11 +16,15 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import IdgenError, ModelNotFoundError
+from .errors import IdgenError
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("instantid", "faceid", "faceid-plusv2", "arc2face")
+#: The registry components each method's real pipeline needs.
+WEIGHTS = {"instantid": ("sdxl", "instantid_identitynet", "instantid_adapter"), "faceid": ("sd15", "faceid_sd15"),
+           "faceid-plusv2": ("sd15", "faceid_plusv2_sd15", "clip_vit_h"),
+           "arc2face": ("sd15", "arc2face_unet", "arc2face_encoder")}
 #: Scheduler choices of `GenerationRequest.scheduler` (diffusers class names).
 SCHEDULERS = {"DPM++ 2M": "DPMSolverMultistepScheduler", "Euler": "EulerDiscreteScheduler",
               "Euler a": "EulerAncestralDiscreteScheduler", "DDIM": "DDIMScheduler", "UniPC": "UniPCMultistepScheduler"}
@@ -142,35 +146,13 @@ def build_pipeline(method: str, *, base: Optional[str] = None, adapter: Optional
     tiny embedded default when none of the method's weights are configured at all; a partial
     configuration is an error (it names the missing file) rather than a silent fallback.
     """
+    from .models import build_or_embedded
+
     if method not in METHODS:
         raise IdgenError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
-    if embedded_default:
-        return _tiny_pipeline(method), True
-    from .models import load_config
-
-    config = load_config()
-    try:
-        return _real_pipeline(method, base, adapter, config), False
-    except ModelNotFoundError:
-        if embedded_default is False or base or adapter or _any_weights_configured(method, config):
-            raise
-        logger.warning("no weights configured for %s: using the tiny embedded default", method)
-        return _tiny_pipeline(method), True
-
-
-def _any_weights_configured(method: str, config) -> bool:
-    from .models import resolve_component
-
-    names = {"instantid": ("sdxl", "instantid_identitynet", "instantid_adapter"),
-             "faceid": ("sd15", "faceid_sd15"), "faceid-plusv2": ("sd15", "faceid_plusv2_sd15", "clip_vit_h"),
-             "arc2face": ("sd15", "arc2face_unet", "arc2face_encoder")}[method]
-    for name in names:
-        try:
-            resolve_component(name, config=config)
-            return True
-        except ModelNotFoundError:
-            continue
-    return False
+    return build_or_embedded(method, WEIGHTS[method], lambda config: _real_pipeline(method, base, adapter, config),
+                             lambda: _tiny_pipeline(method), embedded_default=embedded_default,
+                             explicit=bool(base or adapter))
 
 
 def identity_embeddings(faces, analyzer, embedded: bool) -> tuple[np.ndarray, Optional[str]]:

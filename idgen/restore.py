@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import time
 from pathlib import Path
@@ -13,9 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import IdgenError, ModelNotFoundError
+from .errors import IdgenError
 
-logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 NEEDS = {"image": ("sd15", "restore_controlnet"), "video": ("svd", "svfr_unet", "svfr_id_linear")}
@@ -44,7 +42,6 @@ def _tiny(kind: str):
 def load_svfr_pipeline(svd_folder, unet_file, id_linear_file, *, torch_dtype=None):
     """`SVFRPipeline` from an SVD folder (`stable-video-diffusion-img2vid-xt`) and SVFR's released
     `unet.pth` / `id_linear.pth`, read with `weights_only=True` and checked key by key."""
-    import torch
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
 
     from .adapters.svfr import IDProjection, widen_conv_in
@@ -92,27 +89,12 @@ def _real(kind: str, config):
 
 def build_restore_pipeline(kind: str, *, embedded_default: Optional[bool] = None):
     """`(pipeline, is_embedded_default)`: `FaceRestorePipeline` ("image") or `SVFRPipeline` ("video")."""
-    from .models import load_config, resolve_component
+    from .models import build_or_embedded
 
     if kind not in NEEDS:
         raise IdgenError(f"kind must be 'image' or 'video', got {kind!r}.")
-    if embedded_default:
-        return _tiny(kind), True
-    config = load_config()
-    try:
-        return _real(kind, config), False
-    except ModelNotFoundError:
-        configured = []
-        for name in NEEDS[kind][1:]:
-            try:
-                resolve_component(name, config=config)
-                configured.append(name)
-            except ModelNotFoundError:
-                pass
-        if embedded_default is False or configured:
-            raise
-        logger.warning("no %s restoration weights configured: using the tiny embedded default", kind)
-        return _tiny(kind), True
+    return build_or_embedded(f"{kind} restoration", NEEDS[kind][1:], lambda config: _real(kind, config),
+                             lambda: _tiny(kind), embedded_default=embedded_default)
 
 
 def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",), batch_frames: int = 64,

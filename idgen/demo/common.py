@@ -64,11 +64,10 @@ class DemoContext:
             return True
         if self.tiny is False:
             return False
-        from idgen.generate import METHODS, _any_weights_configured
-        from idgen.models import load_config
+        from idgen.generate import WEIGHTS
+        from idgen.models import any_configured
 
-        config = load_config()
-        return not any(_any_weights_configured(m, config) for m in METHODS)
+        return not any_configured(sorted({name for names in WEIGHTS.values() for name in names}))
 
 
 def friendly(fn):
@@ -128,3 +127,22 @@ def step_progress(progress, label: str) -> Callable[[int, int], None]:
 def optional(value):
     """Gradio's empty numbers/strings as None."""
     return None if value in ("", None) else value
+
+
+def result_column(with_video: bool = False) -> list:
+    """The output side of an editing tab: the result image (and video), its parameters as JSON,
+    and the downloadable files. Call inside a `gr.Column`."""
+    import gradio as gr
+
+    outputs = [gr.Image(label="Result", type="filepath")]
+    if with_video:
+        outputs.append(gr.Video(label="Result video"))
+    return outputs + [gr.JSON(label="Parameters"), gr.File(label="Download", file_count="multiple")]
+
+
+def run_and_cancel_buttons(label: str) -> tuple:
+    """The primary action button and its Cancel button, side by side."""
+    import gradio as gr
+
+    with gr.Row():
+        return gr.Button(label, variant="primary"), gr.Button("Cancel")

@@ -11,7 +11,7 @@ from PIL import Image
 from idgen.errors import IdgenError
 from idgen.face_edit import METHODS, EditRequest, build_edit_pipeline, run_edit
 
-from .common import DemoContext, friendly, optional, paths, step_progress
+from .common import DemoContext, friendly, optional, paths, result_column, run_and_cancel_buttons, step_progress
 
 
 def editor_photo_and_mask(value) -> tuple[np.ndarray, np.ndarray | None]:
@@ -116,19 +116,14 @@ def build_inpaint_tab(ctx: DemoContext) -> None:
                 method = gr.Radio(list(METHODS), value="pva", label="Adapter")
                 prompt = gr.Textbox(label="Prompt", value="photo of a person")
                 advanced = _advanced(gr)
-                with gr.Row():
-                    run = gr.Button("Inpaint", variant="primary")
-                    stop = gr.Button("Cancel")
+                run, stop = run_and_cancel_buttons("Inpaint")
             with gr.Column():
-                result = gr.Image(label="Result", type="filepath")
-                record = gr.JSON(label="Parameters")
-                files = gr.File(label="Download", file_count="multiple")
+                outputs = result_column()
 
         def _run(*args, progress=gr.Progress()):
             return run_inpaint(ctx, *args, progress=progress)
 
-        event = run.click(friendly(_run), [editor, faces, method, prompt, *advanced], [result, record, files],
-                          api_name="inpaint")
+        event = run.click(friendly(_run), [editor, faces, method, prompt, *advanced], outputs, api_name="inpaint")
         stop.click(None, cancels=[event], api_name=False)
 
 
@@ -150,18 +145,13 @@ def build_swap_tab(ctx: DemoContext) -> None:
                 method = gr.Radio(list(METHODS), value="pva", label="Adapter")
                 prompt = gr.Textbox(label="Prompt", value="photo of a person")
                 advanced = _advanced(gr)
-                with gr.Row():
-                    run = gr.Button("Swap", variant="primary")
-                    stop = gr.Button("Cancel")
+                run, stop = run_and_cancel_buttons("Swap")
             with gr.Column():
-                result = gr.Image(label="Result", type="filepath")
-                result_video = gr.Video(label="Result video")
-                record = gr.JSON(label="Parameters")
-                files = gr.File(label="Download", file_count="multiple")
+                outputs = result_column(with_video=True)
 
         def _run(*args, progress=gr.Progress()):
             return run_swap(ctx, *args, progress=progress)
 
         event = run.click(friendly(_run), [photo, video, source_1, source_2, mapping, references, method, prompt, *advanced],
-                          [result, result_video, record, files], api_name="swap")
+                          outputs, api_name="swap")
         stop.click(None, cancels=[event], api_name=False)

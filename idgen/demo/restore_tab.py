@@ -4,11 +4,10 @@ reference) or video (SVFR: BFR, colorization, inpainting)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from idgen.errors import IdgenError
 
-from .common import DemoContext, friendly, optional, paths
+from .common import DemoContext, friendly, optional, paths, result_column, run_and_cancel_buttons
 
 
 def run_restore(ctx: DemoContext, photo, video, reference, fidelity, tasks, steps, seed):
@@ -64,15 +63,10 @@ def build_restore_tab(ctx: DemoContext) -> None:
                 with gr.Accordion("Advanced", open=False):
                     steps = gr.Number(label="Steps (empty = default)", value=None, precision=0)
                     seed = gr.Number(label="Seed", value=0, precision=0)
-                with gr.Row():
-                    run = gr.Button("Restore", variant="primary")
-                    stop = gr.Button("Cancel")
+                run, stop = run_and_cancel_buttons("Restore")
             with gr.Column():
-                result = gr.Image(label="Restored", type="filepath")
-                result_video = gr.Video(label="Restored video")
-                record = gr.JSON(label="Parameters")
-                files = gr.File(label="Download", file_count="multiple")
+                outputs = result_column(with_video=True)
         event = run.click(friendly(lambda *a: run_restore(ctx, *a)),
                           [photo, video, reference, fidelity, tasks, steps, seed],
-                          [result, result_video, record, files], api_name="restore")
+                          outputs, api_name="restore")
         stop.click(None, cancels=[event], api_name=False)

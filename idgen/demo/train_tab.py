@@ -8,7 +8,7 @@ import threading
 
 from idgen.errors import IdgenError, ModelNotFoundError
 
-from .common import DemoContext, friendly, paths
+from .common import DemoContext, friendly, paths, run_and_cancel_buttons
 
 
 class TrainingCancelled(IdgenError):
@@ -103,9 +103,7 @@ def build_train_tab(ctx: DemoContext) -> None:
                     steps = gr.Slider(1, 2000, value=20, step=1, label="Steps")
                     rank = gr.Slider(1, 128, value=8, step=1, label="LoRA rank")
                     learning_rate = gr.Number(label="Learning rate", value=1e-4)
-                with gr.Row():
-                    run = gr.Button("Train LoRA", variant="primary")
-                    stop = gr.Button("Cancel")
+                run, stop = run_and_cancel_buttons("Train LoRA")
             with gr.Column():
                 status = gr.Textbox(label="Status")
                 loss = gr.LinePlot(x="step", y="loss", label="Training loss")

@@ -6,6 +6,7 @@
 
 from .config import ModelConfig, env_var, idgen_home, load_config
 from .doctor import doctor_report, format_doctor_report
+from .fallback import any_configured, build_or_embedded
 from .registry import REGISTRY, Component
 from .resolve import ResolvedModel, load_pipeline, missing_files, resolve_component, resolve_path
 
@@ -14,6 +15,8 @@ __all__ = [
     "Component",
     "ModelConfig",
     "ResolvedModel",
+    "any_configured",
+    "build_or_embedded",
     "doctor_report",
     "env_var",
     "format_doctor_report",
