@@ -150,6 +150,20 @@ def test_training_lowers_the_loss_and_saves_a_loadable_unet(tmp_path):
     assert fixed_loss(task) < 0.95 * before
     unet = UNetSpatioTemporalConditionModel.from_pretrained(tmp_path / "run" / "unet")
     assert unet.config.in_channels == 12 and len(summary.losses) == 25
+    # the landmark prior: a face video, the head learns the landmarks of its frames
+    from test_video import face_frames
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    make_video(faces / "f.mp4", [f[:, 16:272] for f in face_frames(3, blank=())], audio=False)
+    with_prior = SVFROptions(base="tiny-svd", data=str(faces), num_frames=3, resolution=64, landmark_weight=1.0)
+    prior_args = TrainingArgs(output_dir=str(tmp_path / "prior"), max_train_steps=3, learning_rate=1e-3,
+                              train_batch_size=1, progress=False)
+    prior = SVFRTask(with_prior, prior_args)
+    summary = run_training(prior, prior_args)
+    assert any(w.endswith("landmark_head.safetensors") for w in summary.weights)
+    targets, found = prior.landmarks(prior.dataset()[0]["frames"])
+    assert found.all() and targets.shape == (3, 136) and 0 < float(targets.mean()) < 1
     with pytest.raises(DatasetError, match="no videos"):
         SVFRTask(SVFROptions(base="tiny-svd", data=str(tmp_path / "empty"), num_frames=3, resolution=32), args).setup(
             Accelerator(cpu=True), torch.float32)

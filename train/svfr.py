@@ -11,9 +11,13 @@ training code (SVFR #16); this follows the paper with SVD's fine-tuning recipe.
   preconditioning, weight (1 + σ²)/σ²) on the clean clip's latents.
 - Unified latent regularisation (`ulr_weight` > 0, the paper's ULR): the same clip is also run with a
   different task set, and the UNet's mid-block features of the two runs are pulled together (MSE).
+- Facial landmark prior (`landmark_weight` > 0): a small head regresses each clean frame's 68 dlib
+  landmarks (normalised to [0, 1]) from the UNet's mid-block features, so the shared latent carries
+  the face structure; frames where dlib finds no face are left out of that term. The head is a
+  training aid (saved as `landmark_head.safetensors`, not used at inference).
 - Identity tokens: training them needs ArcFace features of the reference; without an ArcFace model
   here the identity tokens are trained as zeros (the negative branch) and `id_projection/` keeps its
-  initial weights. The paper's facial landmark prior loss is not implemented.
+  initial weights.
 
 Writes `unet/` (and `id_projection/`): `SVFRPipeline(vae, UNetSpatioTemporalConditionModel.from_pretrained(out / "unet"), ...)`.
 """
@@ -45,6 +49,7 @@ class SVFROptions:
     task_prob: float = field(default=0.3, metadata={"help": "probability of adding colorization / inpainting to BFR"})
     reference_dropout: float = field(default=0.3, metadata={"help": "probability of training without the reference latent"})
     ulr_weight: float = field(default=0.0, metadata={"help": "weight of the unified latent regularisation (0: off)"})
+    landmark_weight: float = field(default=0.0, metadata={"help": "weight of the facial landmark prior loss (0: off)"})
 
 
 class ClipFolder(torch.utils.data.Dataset):
@@ -106,6 +111,14 @@ class SVFRTask(TrainingTask):
             self.unet = UNetSpatioTemporalConditionModel.from_pretrained(base / "unet", local_files_only=True)
         widen_conv_in(self.unet)
         self.id_projection = IDProjection(512, self.unet.config.cross_attention_dim)
+        self.landmark_head = None
+        if o.landmark_weight > 0:
+            from idgen.face import get_face_analyzer
+
+            self.analyzer = get_face_analyzer("dlib")
+            width = self.unet.config.block_out_channels[-1]
+            self.landmark_head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                                     torch.nn.Linear(width, 136)).to(accelerator.device)
         self.vae.requires_grad_(False).to(accelerator.device)
         self.unet.requires_grad_(True).train().to(accelerator.device)
         if self.args.gradient_checkpointing:
@@ -118,7 +131,20 @@ class SVFRTask(TrainingTask):
         return _collate(items)
 
     def trainable_modules(self):
-        return [self.unet]
+        return [self.unet] + ([self.landmark_head] if self.landmark_head is not None else [])
+
+    def landmarks(self, clip: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets `[F, 136]` (68 dlib landmarks / resolution) and a `[F]` mask of frames with a face."""
+        import cv2
+
+        targets, found = [], []
+        for frame in clip:
+            scale = max(1.0, 256 / frame.shape[1])  # dlib's detector misses faces under ~80 px: look at >= 256 px
+            faces = self.analyzer.detect(cv2.resize(frame, None, fx=scale, fy=scale) if scale > 1 else frame)
+            points = faces[0].landmarks if faces and faces[0].landmarks is not None else None
+            found.append(points is not None)
+            targets.append(np.zeros(136, np.float32) if points is None else (points / (scale * frame.shape[1])).reshape(-1))
+        return torch.from_numpy(np.stack(targets).astype(np.float32)), torch.tensor(found)
 
     def draw_tasks(self, generator: torch.Generator) -> tuple[str, ...]:
         extra = torch.rand(2, generator=generator) < self.opts.task_prob
@@ -168,6 +194,12 @@ class SVFRTask(TrainingTask):
         losses = []
         for clip in batch["frames"]:
             loss, mid, tasks = self.clip_loss(clip, generator, unet)
+            if self.landmark_head is not None:
+                targets, found = self.landmarks(clip)
+                if found.any():
+                    predicted = modules[1](mid.float())
+                    term = torch.nn.functional.mse_loss(predicted[found.to(mid.device)], targets[found].to(mid.device))
+                    loss = loss + self.opts.landmark_weight * term
             if self.opts.ulr_weight > 0:  # same clip, another task set: pull the latent features together
                 other = ("bfr", "colorize") if "colorize" not in tasks else ("bfr",)
                 state = generator.get_state()
@@ -180,4 +212,11 @@ class SVFRTask(TrainingTask):
     def save_weights(self, out_dir: Path) -> list[Path]:
         self.unet.save_pretrained(out_dir / "unet")
         self.id_projection.save_pretrained(out_dir / "id_projection")
-        return [out_dir / "unet", out_dir / "id_projection"]
+        paths = [out_dir / "unet", out_dir / "id_projection"]
+        if self.landmark_head is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.landmark_head.state_dict().items()},
+                      str(out_dir / "landmark_head.safetensors"))
+            paths.append(out_dir / "landmark_head.safetensors")
+        return paths
