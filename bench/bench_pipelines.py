@@ -22,7 +22,7 @@ import time
 
 import torch
 
-METHODS = ("instantid", "faceid", "arc2face")
+METHODS = ("instantid", "faceid", "arc2face", "pva")
 OFFICIAL_RESAMPLER = {"dim": 1280, "depth": 4, "dim_head": 64, "heads": 20, "num_queries": 16, "embedding_dim": 512, "ff_mult": 4}
 
 # UNet shapes by size. "full" is the real SD1.5 / SDXL architecture.
@@ -90,9 +90,17 @@ def build(method: str, size: str, ours: bool):
         pipe.load_instantid(random_instantid_state_dict(pipe.unet, resampler_config=resampler), resampler_config=resampler)
         return pipe
     width = max(TEXT_WIDTH[size], 512) if method == "arc2face" else TEXT_WIDTH[size]
-    components = tiny_sd15_components(0, text_width=width)
+    components = tiny_sd15_components(0, text_width=width, in_channels=9 if method == "pva" else 4)
     _resize_unet(components, size, xl=False)
     components["requires_safety_checker"] = False
+    if method == "pva":
+        from idgen.pipelines import PVAInpaintPipeline
+
+        if not ours:
+            return diffusers.StableDiffusionInpaintPipeline(**components)
+        pipe = PVAInpaintPipeline(**components)  # paper's 10 tokens; the official 8-head encoder
+        pipe.init_pva(num_layers=4 if size == "full" else 1, num_heads=8 if width % 8 == 0 else 2)
+        return pipe
     if not ours:
         return diffusers.StableDiffusionPipeline(**components)
     if method == "arc2face":
@@ -117,10 +125,14 @@ def run_case(method: str, size: str, ours: bool, device: str, dtype: str, steps:
         kwargs.update(prompt="photo of a person", image=Image.new("RGB", (side, side)))
         if ours:
             kwargs["face_embeds"] = face
-    elif method == "faceid":
+    elif method in ("faceid", "pva"):
         kwargs["prompt"] = "photo of a person"
         if ours:
             kwargs["face_embeds"] = face
+        if method == "pva":
+            mask = np.zeros((side, side), np.uint8)
+            mask[side // 4: 3 * side // 4, side // 4: 3 * side // 4] = 255
+            kwargs.update(image=Image.new("RGB", (side, side), (120, 100, 90)), mask_image=Image.fromarray(mask))
     else:
         if ours:
             kwargs["face_embeds"] = face
