@@ -1,18 +1,27 @@
 """SVFR-style video face restoration on Stable Video Diffusion: `SVFRPipeline`.
 
 The UNet (diffusers' `UNetSpatioTemporalConditionModel`, input widened to 12 channels by
-`idgen.adapters.svfr.widen_conv_in`) denoises the restored clip's latents given, per frame, the
-degraded frame's latent and a reference frame's latent (concatenated on channels), the task code in
-SVD's added time ids, and identity tokens in cross-attention (zeros in the negative branch of
-classifier-free guidance, as SVD's image conditioning is zeros there too). Long clips are sampled
-with overlapping, shifting windows (`idgen.adapters.svfr.windows`); latents are decoded in chunks.
+`idgen.adapters.svfr.widen_conv_in`) denoises the restored clip's latents given, per frame and
+concatenated on channels in the official order, the degraded frame's latent and a reference
+frame's latent; the task code in SVD's added time ids; identity tokens in cross-attention. As in
+the official `LQ2VideoLongSVDPipeline`:
+
+- sampling starts from the degraded clip's latents noised to the first timestep (`strength` 1 =
+  the largest σ, so in effect from noise);
+- classifier-free guidance keeps the degraded latents in both branches and drops the reference
+  latent and the identity tokens (zeros) in the negative one, with a scale ramped linearly from
+  `min_guidance_scale` to `max_guidance_scale` over the steps. With neither reference nor identity
+  both branches are the same, so the negative one is skipped;
+- long clips are sampled with overlapping windows blended with triangular weights, the grid moved
+  between steps (`idgen.adapters.svfr.windows`, which also lists where it departs from the
+  official sampler); latents are decoded `decode_chunk_size` frames at a time.
 
 Self-referred refinement (the SVFR paper): without a `reference`, a first pass restores the first
-window without identity; its sharpest frame (variance of the Laplacian) becomes the reference —
-its latent, and its identity tokens when identity features can be computed — for the pass over
-the whole clip.
+window without reference or identity; its sharpest frame (variance of the Laplacian; the official
+script takes the window's last frame) becomes the reference — its latent, and its identity tokens
+when `identity_fn` computes identity features for it — for the pass over the whole clip.
 
-Input: aligned face crops (`idgen.video_faces` makes them from real footage, any frame size).
+Input: aligned face crops of any length (`idgen.video_faces` makes them from real footage).
 """
 
 from __future__ import annotations
@@ -27,14 +36,18 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from idgen.adapters.svfr import IDProjection, SVFR_IN_CHANNELS, check_task_conditioning, task_vector, triangle_weights, window_starts
+from idgen.adapters.svfr import (IDProjection, SVFR_IN_CHANNELS, check_task_conditioning, frame_weight_sums,
+                                 task_vector, triangle_weights, window_shift, window_starts)
 from idgen.errors import IdgenError
+
+OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 
 
 @dataclass
 class SVFRPipelineOutput(BaseOutput):
-    """`frames`: `[T, H, W, 3]` float in [0, 1] (np), uint8 PIL list, or latents; `reference_index`:
-    the frame of the first pass used as reference (None when a reference was given)."""
+    """`frames`: `[T, H, W, 3]` float in [0, 1] ("np"), a list of PIL images ("pil"), `[T, 3, H, W]`
+    in [0, 1] ("pt") or latents `[T, 4, h, w]` ("latent"); `reference_index`: the frame of the first
+    pass used as reference (None when a reference was given or `self_refine` is off)."""
 
     frames: object
     reference_index: Optional[int] = None
@@ -75,94 +88,116 @@ class SVFRPipeline(DiffusionPipeline):
     # -- inputs ------------------------------------------------------------------------------
     def preprocess(self, video) -> torch.Tensor:
         """Frames `[T, 3, H, W]` in [-1, 1] from a tensor in [-1, 1], an array `[T, H, W, 3]` uint8,
-        or a list of PIL images / arrays."""
+        or a list of PIL images / `[H, W, 3]` uint8 arrays."""
         if isinstance(video, torch.Tensor):
             frames = video.float()
         else:
             items = [np.asarray(f) for f in video] if isinstance(video, (list, tuple)) else np.asarray(video)
-            array = np.stack(items) if isinstance(items, list) else items
+            array = (np.stack(items) if items else np.zeros((0, 0, 0, 3), np.uint8)) if isinstance(items, list) else items
             if array.ndim != 4 or array.shape[-1] != 3:
-                raise IdgenError(f"video frames must be [T, H, W, 3]; got {tuple(array.shape)}.")
+                raise IdgenError(f"video frames must be [T, H, W, 3] RGB; got {tuple(array.shape)}.")
             frames = torch.from_numpy(array.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
         if frames.ndim != 4 or frames.shape[1] != 3 or frames.shape[0] == 0:
-            raise IdgenError(f"video must be [T, 3, H, W] with T >= 1; got {tuple(frames.shape)}.")
+            raise IdgenError(f"video must be [T, 3, H, W] RGB with T >= 1; got {tuple(frames.shape)}.")
         f = self.vae_scale_factor
         if frames.shape[-1] % f or frames.shape[-2] % f:
             raise IdgenError(f"frame size {frames.shape[-1]}x{frames.shape[-2]} must be a multiple of {f}.")
         return frames
 
     def identity_tokens(self, identity_features, device, dtype) -> Optional[torch.Tensor]:
-        """Tokens `[1, N, C]` from ArcFace features (diffusers' spatio-temporal UNet gives every frame
-        of a window the same context), or None."""
+        """Tokens `[1, N, C]` from the ArcFace features of one face (`[512]` -> 1 token,
+        `[512, 7, 7]` -> 49, with or without a leading batch of 1), or None. diffusers'
+        spatio-temporal UNet gives every frame of a window the same context, as the official
+        pipeline does by repeating the tokens per frame."""
         if identity_features is None:
             return None
         if self.id_projection is None:
             raise IdgenError("identity features need the `id_projection` component (SVFR's id_linear).")
-        features = torch.as_tensor(np.asarray(identity_features) if not isinstance(identity_features, torch.Tensor)
-                                   else identity_features)
+        features = torch.as_tensor(np.asarray(identity_features, dtype=np.float32)
+                                   if not isinstance(identity_features, torch.Tensor) else identity_features)
         features = features[None] if features.ndim in (1, 3) else features
-        return self.id_projection(features.to(device))[:1].to(dtype)
+        if features.shape[0] != 1:
+            raise IdgenError(f"identity features are of one face; got a batch of {features.shape[0]}.")
+        return self.id_projection(features.to(device)).to(dtype)
 
-    def encode(self, frames: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(mode, scaled mean)` latents `[T, 4, h, w]` of frames, encoded `chunk` at a time: the
-        unscaled mode conditions the UNet (SVD's convention), the scaled mean starts the sampler."""
-        modes, means = [], []
+    def encode(self, frames: torch.Tensor, chunk: int, noise_aug_strength: float = 0.0,
+               generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(condition, start)` latents `[T, 4, h, w]` of frames `[T, 3, H, W]`, encoded `chunk`
+        frames at a time: the condition is the unscaled mode of the frames plus
+        `noise_aug_strength` Gaussian pixel noise (SVD's convention), the start the scaled mean of
+        the clean frames (official)."""
+        vae, original = self.vae, self.vae.dtype
+        upcast = original in (torch.float16, torch.bfloat16) and vae.config.force_upcast
+        if upcast:
+            vae.to(dtype=torch.float32)
+        conditions, starts = [], []
         for i in range(0, len(frames), chunk):
-            dist = self.vae.encode(frames[i: i + chunk].to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist
-            modes.append(dist.mode())
-            means.append(dist.mean * self.vae.config.scaling_factor)
-        return torch.cat(modes), torch.cat(means)
+            pixels = frames[i: i + chunk].to(device=vae.device, dtype=vae.dtype)
+            dist = vae.encode(pixels).latent_dist
+            starts.append(dist.mean * vae.config.scaling_factor)
+            if noise_aug_strength > 0:
+                noise = randn_tensor(pixels.shape, generator=generator, device=pixels.device, dtype=pixels.dtype)
+                dist = vae.encode(pixels + noise_aug_strength * noise).latent_dist
+            conditions.append(dist.mode())
+        if upcast:
+            vae.to(dtype=original)
+        return torch.cat(conditions), torch.cat(starts)
 
     # -- the sampler ---------------------------------------------------------------------------
     def denoise(self, lq_latents, start_latents, reference_latent, tokens, task, *, num_inference_steps, strength,
-                min_guidance_scale, max_guidance_scale, window, overlap, generator, callback_on_step_end=None):
+                min_guidance_scale, max_guidance_scale, window, overlap, generator, callback_on_step_end=None,
+                callback_on_step_end_tensor_inputs=("latents",)):
         """Windowed sampling of latents `[T, 4, h, w]` (see the module docstring)."""
         device, dtype = lq_latents.device, self.unet.dtype
         num_frames = lq_latents.shape[0]
         window = min(window, num_frames)
         overlap = min(overlap, window - 1)  # a clip shorter than the window is one window
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
         skip = num_inference_steps - min(int(num_inference_steps * strength), num_inference_steps)
-        timesteps = timesteps[skip * self.scheduler.order:]
+        timesteps = self.scheduler.timesteps[skip * self.scheduler.order:]
         if len(timesteps) == 0:
             raise IdgenError(f"strength {strength} leaves no denoising step; raise it or num_inference_steps.")
-        self.scheduler.set_begin_index(skip * self.scheduler.order)
         noise = randn_tensor(start_latents.shape, generator=generator, device=device, dtype=start_latents.dtype)
-        latents = self.scheduler.add_noise(start_latents, noise, timesteps[:1]) if strength < 1.0 else noise * self.scheduler.init_noise_sigma
+        latents = self.scheduler.add_noise(start_latents, noise, timesteps[:1])
         guidance = torch.linspace(min_guidance_scale, max_guidance_scale, len(timesteps)).tolist()
-        do_cfg = max_guidance_scale > 1.0
+        do_cfg = (reference_latent is not None or tokens is not None) and any(g != 1.0 for g in guidance)
         reference = (torch.zeros_like(lq_latents) if reference_latent is None
                      else reference_latent[None].expand_as(lq_latents))
         hidden = tokens if tokens is not None else torch.zeros(1, 1, self.unet.config.cross_attention_dim,
                                                               device=device, dtype=dtype)
         added = task.to(device=device, dtype=dtype)[None]
-        weights = torch.from_numpy(triangle_weights(window)).to(device=device, dtype=torch.float32)
-        for i, t in enumerate(timesteps):
-            blended = torch.zeros_like(latents, dtype=torch.float32)
-            total = torch.zeros(num_frames, 1, 1, 1, device=device)
-            for start in window_starts(num_frames, window, overlap, shift=i * overlap):
-                span = slice(start, start + window)
-                x = latents[span][None]
-                model_in = self.scheduler.scale_model_input(x, t)
-                cond = torch.cat([model_in, lq_latents[span][None], reference[span][None]], dim=2).to(dtype)
-                if do_cfg:
-                    uncond = torch.cat([model_in, torch.zeros_like(lq_latents[span][None]),
-                                        torch.zeros_like(reference[span][None])], dim=2).to(dtype)
-                    pred = self.unet(torch.cat([uncond, cond]), t, encoder_hidden_states=torch.cat([torch.zeros_like(hidden), hidden]),
-                                     added_time_ids=added.expand(2, -1), return_dict=False)[0]
-                    pred_uncond, pred_cond = pred.chunk(2)
-                    pred = pred_uncond + guidance[i] * (pred_cond - pred_uncond)
-                else:
+        if do_cfg:
+            hidden, added = torch.cat([torch.zeros_like(hidden), hidden]), added.expand(2, -1)
+        weights = torch.from_numpy(triangle_weights(window)).to(device)[:, None, None, None]
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                blended = torch.zeros_like(latents, dtype=torch.float32)
+                shift = window_shift(i, overlap)
+                for start in window_starts(num_frames, window, overlap, shift):
+                    span = slice(start, start + window)
+                    # Every window takes the same step from t: re-derive the step index from t (as the
+                    # official sampler does); diffusers' scheduler otherwise counts one step per call.
+                    self.scheduler._step_index = None
+                    x = latents[span][None]
+                    model_in = self.scheduler.scale_model_input(x, t)
+                    cond = torch.cat([model_in, lq_latents[span][None], reference[span][None]], dim=2).to(dtype)
+                    if do_cfg:
+                        uncond = torch.cat([model_in, lq_latents[span][None], torch.zeros_like(reference[span][None])],
+                                           dim=2).to(dtype)
+                        cond = torch.cat([uncond, cond])
                     pred = self.unet(cond, t, encoder_hidden_states=hidden, added_time_ids=added, return_dict=False)[0]
-                self.scheduler._step_index = None  # each window takes the same step from t (official sampler)
-                stepped = self.scheduler.step(pred.float(), t, x.float(), return_dict=False)[0][0]
-                blended[span] += stepped * weights[:, None, None, None]
-                total[span] += weights[:, None, None, None]
-            latents = (blended / total).to(latents.dtype)
-            if callback_on_step_end is not None:
-                out = callback_on_step_end(self, i, t, {"latents": latents})
-                latents = (out or {}).get("latents", latents)
+                    if do_cfg:
+                        pred_uncond, pred_cond = pred.chunk(2)
+                        pred = pred_uncond + guidance[i] * (pred_cond - pred_uncond)
+                    stepped = self.scheduler.step(pred.float(), t, x.float(), return_dict=False)[0][0]
+                    blended[span] += stepped * weights
+                total = frame_weight_sums(num_frames, window, overlap, shift)
+                latents = (blended / torch.from_numpy(total).to(device)[:, None, None, None]).to(latents.dtype)
+                if callback_on_step_end is not None:
+                    values = {"latents": latents}
+                    out = callback_on_step_end(self, i, t, {k: values[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = (out or {}).get("latents", latents)
+                bar.update()
         self.scheduler._step_index = None
         return latents
 
@@ -185,6 +220,8 @@ class SVFRPipeline(DiffusionPipeline):
         strength: float = 1.0,
         min_guidance_scale: float = 2.0,
         max_guidance_scale: float = 2.0,
+        guidance_scale: Optional[float] = None,
+        noise_aug_strength: float = 0.0,
         window: int = 16,
         overlap: int = 3,
         decode_chunk_size: int = 8,
@@ -193,27 +230,45 @@ class SVFRPipeline(DiffusionPipeline):
         output_type: str = "np",
         return_dict: bool = True,
         callback_on_step_end: Optional[Callable] = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ):
-        r"""Restore a clip of aligned face crops.
+        r"""Restore a clip of aligned face crops. Defaults are the official `infer.yaml`'s.
 
         Args:
-            video: `[T, 3, H, W]` in [-1, 1], `[T, H, W, 3]` uint8, or a list of frames.
-            tasks: any combination of "bfr", "colorize", "inpaint".
+            video: `[T, 3, H, W]` in [-1, 1], `[T, H, W, 3]` uint8, or a list of frames (PIL or
+                `[H, W, 3]` uint8); H and W multiples of the VAE factor (8; SVFR: 512).
+            tasks: any combination of "bfr", "colorize", "inpaint" (the task code).
             mask: inpainting: `[H, W]` (white/1 = damaged), painted white into every frame as the
                 official inference does.
-            reference: a clean reference frame (`[3, H, W]` in [-1, 1] or `[H, W, 3]` uint8); None
-                with `self_refine` = take the sharpest frame of a first pass.
-            identity_features: ArcFace features of the reference (`[512]` or `[512, 7, 7]`), or
-                `identity_fn(reference_uint8) -> features or None` to compute them from the
-                reference (e.g. the sharpest first-pass frame).
-            strength: 1 samples from noise; < 1 starts from the degraded latents (img2img).
-            min/max_guidance_scale: CFG scale ramped linearly over the steps (SVD convention).
-            window / overlap: temporal window (frames) and overlap; decode_chunk_size: frames per
-                VAE decode.
-            output_type: "np" (`[T, H, W, 3]` in [0, 1]), "pil", "pt" (`[T, 3, H, W]` in [0, 1]) or
-                "latent".
+            reference: a clean reference frame (`[3, H, W]` in [-1, 1], `[H, W, 3]` uint8 or PIL;
+                resized to the frames); None with `self_refine` = take the sharpest frame of a
+                first pass.
+            identity_features: ArcFace features of the person (`[512]` -> one identity token,
+                `[512, 7, 7]` -> 49, the official `id_linear`'s input). `identity_fn(reference
+                [H, W, 3] uint8) -> features or None` computes them from the reference instead (e.g.
+                from the sharpest first-pass frame).
+            strength: 1 starts from the degraded latents noised to the largest σ; < 1 skips the
+                first steps (img2img).
+            min_guidance_scale / max_guidance_scale: CFG scale ramped linearly over the steps;
+                `guidance_scale` sets both. The negative branch drops reference and identity.
+            noise_aug_strength: pixel noise added to the degraded frames before encoding them as
+                the condition (SVD's augmentation; official: 0).
+            window / overlap: temporal window (frames; SVFR: 16) and overlap between windows.
+            decode_chunk_size: frames per VAE encode/decode call (memory bound).
+            self_refine: without `reference`, run the first pass that picks one.
+            output_type: "np", "pil", "pt" or "latent" (see `SVFRPipelineOutput`).
+            callback_on_step_end: `fn(pipe, step, timestep, {"latents": [T, 4, h, w]}) -> dict`
+                after every step (all windows blended); a returned "latents" replaces them.
         """
+        if output_type not in OUTPUT_TYPES:
+            raise IdgenError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise IdgenError(f"callback_on_step_end_tensor_inputs can only hold {self._callback_tensor_inputs}; got {sorted(unknown)}.")
+        if guidance_scale is not None:
+            min_guidance_scale = max_guidance_scale = guidance_scale
         frames = self.preprocess(video)
+        task = task_vector(tasks)
         if mask is not None:
             if "inpaint" not in tasks:
                 raise IdgenError("a mask is for the inpainting task: add 'inpaint' to tasks.")
@@ -222,10 +277,9 @@ class SVFRPipeline(DiffusionPipeline):
             if tuple(m.shape) != tuple(frames.shape[-2:]):
                 raise IdgenError(f"mask is {tuple(m.shape)}, frames are {tuple(frames.shape[-2:])}.")
             frames = frames.masked_fill(m[None, None], 1.0)
-        task = task_vector(tasks)
         device = self._execution_device
-        lq_latents, start_latents = self.encode(frames, decode_chunk_size)
-        lq_latents, start_latents = lq_latents.to(device), start_latents.to(device)
+        lq_latents, start_latents = (x.to(device) for x in self.encode(frames, decode_chunk_size, noise_aug_strength,
+                                                                        generator))
         sampling = dict(num_inference_steps=num_inference_steps, strength=strength, min_guidance_scale=min_guidance_scale,
                         max_guidance_scale=max_guidance_scale, window=window, overlap=overlap, generator=generator)
 
@@ -238,14 +292,17 @@ class SVFRPipeline(DiffusionPipeline):
             reference = restored[reference_index]
         reference_latent = None
         if reference is not None:
-            ref = self.preprocess([reference] if not isinstance(reference, torch.Tensor) else reference[None])
+            ref = self.preprocess(reference[None] if isinstance(reference, torch.Tensor) else [reference])
+            if ref.shape[-2:] != frames.shape[-2:]:
+                ref = torch.nn.functional.interpolate(ref, size=frames.shape[-2:], mode="bilinear", antialias=True)
             reference_latent = self.encode(ref, 1)[0][0].to(device)
             if identity_features is None and identity_fn is not None:
-                pixels = ((ref[0].permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+                pixels = ((ref[0].permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
                 identity_features = identity_fn(pixels)
         tokens = self.identity_tokens(identity_features, device, self.unet.dtype)
         latents = self.denoise(lq_latents, start_latents, reference_latent, tokens, task,
-                               callback_on_step_end=callback_on_step_end, **sampling)
+                               callback_on_step_end=callback_on_step_end,
+                               callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **sampling)
         if output_type == "latent":
             out = latents
         else:

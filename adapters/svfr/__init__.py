@@ -3,7 +3,7 @@ clip + reference latents), a task code in SVD's added time ids, ArcFace identity
 cross-attention, and the long-video window schedule."""
 
 from .model import SVD_IN_CHANNELS, SVFR_IN_CHANNELS, TASK_ORDER, IDProjection, check_task_conditioning, task_vector, widen_conv_in
-from .windows import frame_weight_sums, triangle_weights, window_starts
+from .windows import frame_weight_sums, triangle_weights, window_shift, window_starts
 
 __all__ = [
     "SVD_IN_CHANNELS",
@@ -15,5 +15,6 @@ __all__ = [
     "task_vector",
     "triangle_weights",
     "widen_conv_in",
+    "window_shift",
     "window_starts",
 ]

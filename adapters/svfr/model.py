@@ -9,7 +9,10 @@
 - **Identity tokens** (`IDProjection`, official `IDProjConvModel`, keys `project1024.weight`,
   `final_norm.*`): a 1x1 convolution of ArcFace features `[B, 512, h, w]` to the cross-attention
   width, flattened to h·w tokens and layer-normalised. They replace SVD's CLIP image token in every
-  cross-attention; the negative branch of classifier-free guidance gets zeros.
+  cross-attention; the negative branch of classifier-free guidance gets zeros. The released
+  `id_linear.pth` was trained on the 7x7 `layer4` map (before the final BN/FC) of insightface's
+  glint360k iresnet100 on the aligned 112 px reference; a 512-d embedding gives one token instead
+  (what `idgen train svfr --identity-backend insightface` trains on).
 """
 
 from __future__ import annotations
