@@ -1,40 +1,53 @@
 """Training SVFR's video restoration UNet (`idgen train svfr`). The official SVFR released no
-training code (SVFR #16); this follows the paper with SVD's fine-tuning recipe.
+training code (SVFR #16); this follows the paper with SVD's fine-tuning recipe, on the shared loop
+(`run_training`: accelerate, checkpoints with exact resume, EMA, ...).
 
 - Data: a folder of face videos (aligned face crops, e.g. made with `idgen.video_faces`); each
   example is `num_frames` consecutive frames resized to `resolution`.
-- Pairs: the degradation kit degrades each clip for a task set drawn per example (BFR always, plus
-  colorization and inpainting with probability `task_prob` each), seeded by the loop's per-step
-  generator; the reference latent is a random clean frame of the clip, dropped with probability
-  `reference_dropout` (so the first, reference-free pass of self-referred refinement is trained too).
+- Pairs: the degradation kit (`idgen.degrade`) degrades each clip for a task set drawn per example
+  (BFR always, plus colorization and inpainting with probability `task_prob` each), seeded by the
+  loop's per-step generator. The inpainting region is painted white, as the official inference
+  paints the user's mask (`SVFRPipeline(mask=...)` does the same).
+- Conditions: the degraded clip's latents; a random clean frame of the clip as the reference latent;
+  with `identity_backend` "insightface", the ArcFace embedding of that frame through `IDProjection`
+  (one identity token; `id_projection` is trained too). `reference_dropout` drops reference and
+  identity together (the CFG negative branch and the reference-free first pass of self-referred
+  refinement); `identity_dropout` drops the identity alone.
 - Loss: SVD's EDM objective (log-normal σ with mean 0.7 and std 1.6, c_skip/c_out/c_in
-  preconditioning, weight (1 + σ²)/σ²) on the clean clip's latents.
-- Unified latent regularisation (`ulr_weight` > 0, the paper's ULR): the same clip is also run with a
-  different task set, and the UNet's mid-block features of the two runs are pulled together (MSE).
+  preconditioning, c_noise = ¼ ln σ, weight (1 + σ²)/σ²) on the clean clip's latents.
+- Unified latent regularisation (`ulr_weight` > 0, the paper's ULR): every clip is also run with a
+  second task set (BFR alone vs BFR with colorization and/or inpainting; the same blind degradation,
+  noise, σ and conditions), both runs count in the EDM loss, and the UNet's mid-block features of
+  the two runs are pulled together: a symmetric InfoNCE on their cosine similarities over the
+  batch (the other clips are the negatives), `1 - cos` when the batch holds one clip.
 - Facial landmark prior (`landmark_weight` > 0): a small head regresses each clean frame's 68 dlib
-  landmarks (normalised to [0, 1]) from the UNet's mid-block features, so the shared latent carries
-  the face structure; frames where dlib finds no face are left out of that term. The head is a
-  training aid (saved as `landmark_head.safetensors`, not used at inference).
-- Identity tokens: training them needs ArcFace features of the reference; without an ArcFace model
-  here the identity tokens are trained as zeros (the negative branch) and `id_projection/` keeps its
-  initial weights.
+  landmarks (normalised to [0, 1]) from the mid-block features, so the shared latent carries the
+  face structure; frames where dlib finds no face are left out of that term. A training aid (saved
+  as `landmark_head.safetensors`, not used at inference).
 
-Writes `unet/` (and `id_projection/`): `SVFRPipeline(vae, UNetSpatioTemporalConditionModel.from_pretrained(out / "unet"), ...)`.
+Writes `unet/` and, when identity was trained or the base had one, `id_projection/`:
+`SVFRPipeline(vae, UNetSpatioTemporalConditionModel.from_pretrained(out / "unet"), scheduler,
+IDProjection.from_pretrained(out / "id_projection"))`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
-from idgen.errors import DatasetError, IdgenError
+from idgen.errors import DatasetError, FaceNotFoundError, FaceTooSmallError, IdgenError
 
 from .loop import TrainingArgs, TrainingTask
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+IDENTITY_BACKENDS = ("none", "insightface")
+#: Second task sets of the ULR run when the first is BFR alone.
+MIXED_TASKS = (("bfr", "colorize"), ("bfr", "inpaint"), ("bfr", "colorize", "inpaint"))
+ARCFACE_DIM = 512
 
 
 @dataclass
@@ -47,14 +60,36 @@ class SVFROptions:
     resolution: int = field(default=512, metadata={"help": "frame size in pixels"})
     preset: str = field(default="gfpgan", metadata={"help": "degradation preset"})
     task_prob: float = field(default=0.3, metadata={"help": "probability of adding colorization / inpainting to BFR"})
-    reference_dropout: float = field(default=0.3, metadata={"help": "probability of training without the reference latent"})
+    reference_dropout: float = field(default=0.3, metadata={
+        "help": "probability of training without reference latent and identity (CFG negative, first pass)"})
+    identity_backend: str = field(default="none", metadata={
+        "help": "none (identity tokens stay zero) or insightface (ArcFace embedding of the reference frame; "
+                "trains id_projection; needs a local insightface pack)"})
+    identity_dropout: float = field(default=0.1, metadata={"help": "probability of dropping the identity alone"})
     ulr_weight: float = field(default=0.0, metadata={"help": "weight of the unified latent regularisation (0: off)"})
+    ulr_temperature: float = field(default=0.1, metadata={"help": "temperature of the ULR contrastive term"})
     landmark_weight: float = field(default=0.0, metadata={"help": "weight of the facial landmark prior loss (0: off)"})
+
+    def __post_init__(self):
+        from idgen.degrade import PRESETS
+
+        for name in ("task_prob", "reference_dropout", "identity_dropout"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise IdgenError(f"--{name.replace('_', '-')} is a probability; got {getattr(self, name)}.")
+        if min(self.ulr_weight, self.landmark_weight) < 0 or self.ulr_temperature <= 0:
+            raise IdgenError("--ulr-weight and --landmark-weight must be >= 0 and --ulr-temperature > 0.")
+        if self.num_frames < 1 or self.resolution < 8 or self.resolution % 8:
+            raise IdgenError(f"--num-frames must be >= 1 and --resolution a multiple of 8; got {self.num_frames}, "
+                             f"{self.resolution}.")
+        if self.identity_backend not in IDENTITY_BACKENDS:
+            raise IdgenError(f"--identity-backend must be one of {IDENTITY_BACKENDS}, got {self.identity_backend!r}.")
+        if self.preset not in PRESETS:
+            raise IdgenError(f"--preset must be one of {sorted(PRESETS)}, got {self.preset!r}.")
 
 
 class ClipFolder(torch.utils.data.Dataset):
     """Consecutive `num_frames` frames of each video (one clip per `num_frames` frames), as
-    `{"frames": [F, H, W, 3] uint8}` resized to `resolution` squares."""
+    `{"frames": [F, H, W, 3] uint8, "index": int}` resized to `resolution` squares."""
 
     def __init__(self, root: Path, num_frames: int, resolution: int):
         from idgen.video import probe_video
@@ -78,11 +113,34 @@ class ClipFolder(torch.utils.data.Dataset):
         video, start = self.clips[i]
         frames = [cv2.resize(f, (self.resolution,) * 2, interpolation=cv2.INTER_AREA)
                   for f in read_frames(video, start=start, max_frames=self.num_frames)]
-        return {"frames": np.stack(frames)}
+        if len(frames) != self.num_frames:
+            raise DatasetError(f"{video}: only {len(frames)} frames could be read from frame {start}.")
+        return {"frames": np.stack(frames), "index": i}
 
 
-def _collate(items):
-    return {"frames": np.stack([it["frames"] for it in items])}
+def unified_latent_loss(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """ULR between features `[B, ...]` of the same B clips under two task sets: symmetric InfoNCE
+    on cosine similarities / `temperature` (clip i's two runs are the positive pair, the other
+    clips the negatives); `1 - cos` for a single clip, where there are no negatives."""
+    a = torch.nn.functional.normalize(a.flatten(1).float(), dim=1)
+    b = torch.nn.functional.normalize(b.flatten(1).float(), dim=1)
+    if len(a) == 1:
+        return 1 - (a * b).sum()
+    logits = a @ b.T / temperature
+    labels = torch.arange(len(a), device=a.device)
+    return (torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.T, labels)) / 2
+
+
+@dataclass
+class Draw:
+    """The random choices of one example (all from the loop's generator)."""
+
+    tasks: tuple[str, ...]
+    other_tasks: tuple[str, ...]
+    seed: int
+    reference: int
+    drop_reference: bool
+    drop_identity: bool
 
 
 class SVFRTask(TrainingTask):
@@ -90,37 +148,63 @@ class SVFRTask(TrainingTask):
 
     def __init__(self, options: SVFROptions, args: TrainingArgs):
         self.opts, self.args = options, args
+        self._landmarks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._embeddings: dict[tuple[int, int], Optional[np.ndarray]] = {}
 
-    def setup(self, accelerator, weight_dtype) -> None:
-        from idgen.adapters.svfr import IDProjection, widen_conv_in
+    # -- models --------------------------------------------------------------------------------
+    def _load_base(self):
+        """`(vae, unet, id_projection or None)` of the base."""
+        from idgen.adapters.svfr import IDProjection
 
         o = self.opts
-        self.data = ClipFolder(Path(o.data), o.num_frames, o.resolution)
         if o.base == "tiny-svd":
             from idgen.testing import tiny_svd_components
 
             parts = tiny_svd_components(0)
-            self.vae, self.unet = parts["vae"], parts["unet"]
-        else:
-            from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+            return parts["vae"], parts["unet"], None
+        from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
 
-            base = Path(o.base)
-            if not (base / "unet").is_dir():
-                raise IdgenError(f"{base}: not an SVD/SVFR folder (no unet/).")
-            self.vae = AutoencoderKLTemporalDecoder.from_pretrained(base / "vae", local_files_only=True)
-            self.unet = UNetSpatioTemporalConditionModel.from_pretrained(base / "unet", local_files_only=True)
+        base = Path(o.base)
+        if not (base / "unet").is_dir() or not (base / "vae").is_dir():
+            raise IdgenError(f"{base}: not an SVD/SVFR folder (needs unet/ and vae/).")
+        projection = (IDProjection.from_pretrained(base / "id_projection", local_files_only=True)
+                      if (base / "id_projection").is_dir() else None)
+        return (AutoencoderKLTemporalDecoder.from_pretrained(base / "vae", local_files_only=True),
+                UNetSpatioTemporalConditionModel.from_pretrained(base / "unet", local_files_only=True), projection)
+
+    def setup(self, accelerator, weight_dtype) -> None:
+        from idgen.adapters.svfr import IDProjection, check_task_conditioning, widen_conv_in
+
+        o = self.opts
+        if self.args.snr_gamma is not None or self.args.noise_offset:
+            raise IdgenError("svfr trains with SVD's EDM weighting (1 + σ²)/σ² on continuous σ: "
+                             "--snr-gamma and --noise-offset do not apply.")
+        self.data = ClipFolder(Path(o.data), o.num_frames, o.resolution)
+        self.vae, self.unet, projection = self._load_base()
         widen_conv_in(self.unet)
-        self.id_projection = IDProjection(512, self.unet.config.cross_attention_dim)
+        check_task_conditioning(self.unet)
+        self.trained_identity = o.identity_backend != "none"
+        self.save_projection = self.trained_identity or projection is not None
+        self.id_projection = projection or IDProjection(ARCFACE_DIM, self.unet.config.cross_attention_dim)
+        if self.trained_identity:
+            from idgen.face import get_face_analyzer
+
+            self.identity_analyzer = get_face_analyzer(o.identity_backend)
+            dim = getattr(self.identity_analyzer, "embedding_dim", None)
+            if dim not in (None, ARCFACE_DIM):
+                raise IdgenError(f"SVFR's identity tokens take {ARCFACE_DIM}-d ArcFace embeddings; the "
+                                 f"{o.identity_backend} backend gives {dim}-d ones.")
         self.landmark_head = None
         if o.landmark_weight > 0:
             from idgen.face import get_face_analyzer
 
-            self.analyzer = get_face_analyzer("dlib")
+            self.landmark_analyzer = get_face_analyzer("dlib")
             width = self.unet.config.block_out_channels[-1]
             self.landmark_head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                                      torch.nn.Linear(width, 136)).to(accelerator.device)
-        self.vae.requires_grad_(False).to(accelerator.device)
+        self.vae.requires_grad_(False).to(accelerator.device)  # fp32: SVD's VAE is `force_upcast`
         self.unet.requires_grad_(True).train().to(accelerator.device)
+        self.id_projection.requires_grad_(self.trained_identity).to(accelerator.device)
         if self.args.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
 
@@ -128,91 +212,139 @@ class SVFRTask(TrainingTask):
         return self.data
 
     def collate(self, items):
-        return _collate(items)
+        return {"frames": np.stack([it["frames"] for it in items]), "index": [it["index"] for it in items]}
 
     def trainable_modules(self):
-        return [self.unet] + ([self.landmark_head] if self.landmark_head is not None else [])
+        return ([self.unet] + ([self.id_projection] if self.trained_identity else [])
+                + ([self.landmark_head] if self.landmark_head is not None else []))
 
-    def landmarks(self, clip: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Targets `[F, 136]` (68 dlib landmarks / resolution) and a `[F]` mask of frames with a face."""
-        import cv2
-
-        targets, found = [], []
-        for frame in clip:
-            scale = max(1.0, 256 / frame.shape[1])  # dlib's detector misses faces under ~80 px: look at >= 256 px
-            faces = self.analyzer.detect(cv2.resize(frame, None, fx=scale, fy=scale) if scale > 1 else frame)
-            points = faces[0].landmarks if faces and faces[0].landmarks is not None else None
-            found.append(points is not None)
-            targets.append(np.zeros(136, np.float32) if points is None else (points / (scale * frame.shape[1])).reshape(-1))
-        return torch.from_numpy(np.stack(targets).astype(np.float32)), torch.tensor(found)
-
-    def draw_tasks(self, generator: torch.Generator) -> tuple[str, ...]:
-        extra = torch.rand(2, generator=generator) < self.opts.task_prob
-        return ("bfr",) + tuple(t for t, on in zip(("colorize", "inpaint"), extra.tolist()) if on)
-
-    def _latents(self, clip: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(mode, scaled mean)` latents `[F, 4, h, w]` of a clip `[F, H, W, 3]` uint8."""
-        pixels = torch.from_numpy(clip.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).to(self.vae.device)
-        dist = self.vae.encode(pixels).latent_dist
-        return dist.mode(), dist.mean * self.vae.config.scaling_factor
-
-    def clip_loss(self, clip: np.ndarray, generator: torch.Generator, unet, tasks=None):
-        """EDM loss of one clip (and its mid-block features, for ULR)."""
-        from idgen.adapters.svfr import task_vector
-        from idgen.degrade import degrade
-
-        tasks = tasks or self.draw_tasks(generator)
+    # -- per-example inputs --------------------------------------------------------------------
+    def draw(self, num_frames: int, generator: torch.Generator) -> Draw:
+        """One example's choices; always the same number of draws, whatever the options."""
+        extra = (torch.rand(2, generator=generator) < self.opts.task_prob).tolist()
+        tasks = ("bfr",) + tuple(t for t, on in zip(("colorize", "inpaint"), extra) if on)
+        mixed = MIXED_TASKS[int(torch.randint(0, len(MIXED_TASKS), (1,), generator=generator))]
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        lq = degrade(clip, self.opts.preset, seed=seed, tasks=tasks).image
+        reference = int(torch.randint(0, num_frames, (1,), generator=generator))
+        u = torch.rand(2, generator=generator).tolist()
+        return Draw(tasks=tasks, other_tasks=mixed if tasks == ("bfr",) else ("bfr",), seed=seed, reference=reference,
+                    drop_reference=u[0] < self.opts.reference_dropout, drop_identity=u[1] < self.opts.identity_dropout)
+
+    def degraded(self, clip: np.ndarray, tasks, seed: int) -> np.ndarray:
+        """The model's input clip `[F, H, W, 3]` uint8: `degrade` for `tasks`, the inpainting region
+        white (the official inference's convention)."""
+        from idgen.degrade import apply_mask, degrade
+
+        out = degrade(clip, self.opts.preset, seed=seed, tasks=tasks)
+        if out.mask is None:
+            return out.image
+        return np.stack([apply_mask(frame, out.mask, fill=255) for frame in out.image])
+
+    def landmarks(self, index: int, clip: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets `[F, 136]` (68 dlib landmarks / frame width) and a `[F]` mask of frames with a face;
+        cached per clip (the clean frames never change)."""
+        if index not in self._landmarks:
+            import cv2
+
+            targets, found = [], []
+            for frame in clip:
+                scale = max(1.0, 256 / frame.shape[1])  # dlib's detector misses faces under ~80 px
+                faces = self.landmark_analyzer.detect(cv2.resize(frame, None, fx=scale, fy=scale) if scale > 1 else frame)
+                points = faces[0].landmarks if faces and faces[0].landmarks is not None else None
+                found.append(points is not None)
+                targets.append(np.zeros(136, np.float32) if points is None
+                               else (points / (scale * frame.shape[1])).reshape(-1))
+            self._landmarks[index] = (torch.from_numpy(np.stack(targets).astype(np.float32)), torch.tensor(found))
+        return self._landmarks[index]
+
+    def identity_embedding(self, index: int, clip: np.ndarray, frame: int) -> Optional[np.ndarray]:
+        """The ArcFace embedding `[512]` of one clean frame (None without a usable face); cached."""
+        key = (index, frame)
+        if key not in self._embeddings:
+            try:
+                face = self.identity_analyzer.get(clip[frame])
+                self._embeddings[key] = None if face.embedding is None else np.asarray(face.embedding, np.float32)
+            except (FaceNotFoundError, FaceTooSmallError):
+                self._embeddings[key] = None
+        return self._embeddings[key]
+
+    def _encode(self, clips: np.ndarray) -> torch.distributions.Distribution:
+        """The VAE posterior of clips `[N, F, H, W, 3]` uint8 (flattened to N·F frames)."""
+        pixels = torch.from_numpy(clips.reshape(-1, *clips.shape[2:]).astype(np.float32) / 127.5 - 1.0)
+        return self.vae.encode(pixels.permute(0, 3, 1, 2).to(self.vae.device)).latent_dist
+
+    # -- the loss ------------------------------------------------------------------------------
+    def loss(self, batch, generator, modules):
+        from idgen.adapters.svfr import task_vector
+
+        o = self.opts
+        unet, device = modules[0], self.unet.device
+        clips, indices = batch["frames"], batch["index"]
+        batch_size, num_frames = clips.shape[:2]
+        draws = [self.draw(num_frames, generator) for _ in range(batch_size)]
+        runs = [[self.degraded(c, d.tasks, d.seed) for c, d in zip(clips, draws)]]
+        if o.ulr_weight > 0:  # the same blind degradation (same seed), other tasks
+            runs.append([self.degraded(c, d.other_tasks, d.seed) for c, d in zip(clips, draws)])
         with torch.no_grad():
-            lq_mode, _ = self._latents(lq)
-            _, target = self._latents(clip)
-            ref_index = int(torch.randint(0, len(clip), (1,), generator=generator))
-            reference = self._latents(clip[ref_index: ref_index + 1])[0].expand_as(lq_mode)
-        if float(torch.rand(1, generator=generator)) < self.opts.reference_dropout:
-            reference = torch.zeros_like(reference)
-        device = target.device
-        sigma = torch.exp(0.7 + 1.6 * torch.randn(1, generator=generator)).to(device)
+            target = self._encode(clips).mean.unflatten(0, (batch_size, num_frames)) * self.vae.config.scaling_factor
+            conditions = [self._encode(np.stack(run)).mode().unflatten(0, (batch_size, num_frames)) for run in runs]
+            references = self._encode(np.stack([c[d.reference][None] for c, d in zip(clips, draws)])).mode()
+            keep_reference = torch.tensor([not d.drop_reference for d in draws], device=device, dtype=references.dtype)
+            references = (references * keep_reference[:, None, None, None])[:, None].expand_as(target)
+        sigma = torch.exp(0.7 + 1.6 * torch.randn(batch_size, generator=generator)).to(device)[:, None, None, None, None]
         noise = torch.randn(target.shape, generator=generator).to(device)
         noisy = target + noise * sigma
         c_in, c_skip, c_out = 1 / (sigma**2 + 1) ** 0.5, 1 / (sigma**2 + 1), -sigma / (sigma**2 + 1) ** 0.5
-        model_in = torch.cat([noisy * c_in, lq_mode, reference], dim=1)[None]
-        context = torch.zeros(1, 1, unet.config.cross_attention_dim, device=device)
+        tokens = self._tokens(modules, clips, indices, draws)
+        n = len(runs)
+        model_in = torch.cat([torch.cat([noisy * c_in, cond, references], dim=2) for cond in conditions])
+        added = torch.stack([task_vector(d.tasks if r == 0 else d.other_tasks) for r in range(n) for d in draws]).to(device)
         features = {}
-        hook = unet.mid_block.register_forward_hook(lambda m, a, out: features.setdefault("mid", out))
+        hook = self.unet.mid_block.register_forward_hook(lambda m, a, out: features.setdefault("mid", out))
         try:
-            pred = unet(model_in, 0.25 * sigma.log(), encoder_hidden_states=context,
-                        added_time_ids=task_vector(tasks).to(device)[None]).sample[0]
+            pred = unet(model_in, (0.25 * sigma.log()).flatten().repeat(n), encoder_hidden_states=tokens.repeat(n, 1, 1),
+                        added_time_ids=added).sample
         finally:
             hook.remove()
-        denoised = pred * c_out + c_skip * noisy
-        loss = ((1 + sigma**2) / sigma**2 * (denoised - target) ** 2).mean()
-        return loss, features["mid"], tasks
+        denoised = pred * c_out.repeat(n, 1, 1, 1, 1) + (c_skip * noisy).repeat(n, 1, 1, 1, 1)
+        weight = ((1 + sigma**2) / sigma**2).repeat(n, 1, 1, 1, 1)
+        loss = (weight * (denoised - target.repeat(n, 1, 1, 1, 1)) ** 2).mean()
+        mid = features["mid"].unflatten(0, (n * batch_size, num_frames))
+        if o.ulr_weight > 0:
+            loss = loss + o.ulr_weight * unified_latent_loss(mid[:batch_size], mid[batch_size:], o.ulr_temperature)
+        if self.landmark_head is not None:
+            loss = loss + o.landmark_weight * self._landmark_loss(modules[-1], mid[:batch_size], clips, indices)
+        return loss
 
-    def loss(self, batch, generator, modules):
-        unet = modules[0]
-        losses = []
-        for clip in batch["frames"]:
-            loss, mid, tasks = self.clip_loss(clip, generator, unet)
-            if self.landmark_head is not None:
-                targets, found = self.landmarks(clip)
-                if found.any():
-                    predicted = modules[1](mid.float())
-                    term = torch.nn.functional.mse_loss(predicted[found.to(mid.device)], targets[found].to(mid.device))
-                    loss = loss + self.opts.landmark_weight * term
-            if self.opts.ulr_weight > 0:  # same clip, another task set: pull the latent features together
-                other = ("bfr", "colorize") if "colorize" not in tasks else ("bfr",)
-                state = generator.get_state()
-                _, other_mid, _ = self.clip_loss(clip, generator, unet, tasks=other)
-                generator.set_state(state)
-                loss = loss + self.opts.ulr_weight * torch.nn.functional.mse_loss(mid, other_mid)
-            losses.append(loss)
-        return torch.stack(losses).mean()
+    def _tokens(self, modules, clips, indices, draws) -> torch.Tensor:
+        """Identity tokens `[B, 1, C]`: the projected ArcFace embedding of each reference frame,
+        zeros where dropped, missing, or without identity training."""
+        width, device = self.unet.config.cross_attention_dim, self.unet.device
+        if not self.trained_identity:
+            return torch.zeros(len(draws), 1, width, device=device)
+        embeddings, keep = [], []
+        for clip, index, d in zip(clips, indices, draws):
+            emb = self.identity_embedding(index, clip, d.reference)
+            keep.append(emb is not None and not d.drop_reference and not d.drop_identity)
+            embeddings.append(emb if emb is not None else np.zeros(ARCFACE_DIM, np.float32))
+        tokens = modules[1](torch.from_numpy(np.stack(embeddings)).to(device))
+        return tokens * torch.tensor(keep, device=device, dtype=tokens.dtype)[:, None, None]
+
+    def _landmark_loss(self, head, mid: torch.Tensor, clips, indices) -> torch.Tensor:
+        """MSE of the landmarks predicted from mid-block features `[B, F, C, h, w]` on frames with a face."""
+        targets, found = zip(*(self.landmarks(i, c) for i, c in zip(indices, clips)))
+        targets, found = torch.cat(targets).to(mid.device), torch.cat(found).to(mid.device)
+        if not found.any():
+            return mid.sum() * 0.0
+        predicted = head(mid.flatten(0, 1).float())
+        return torch.nn.functional.mse_loss(predicted[found], targets[found])
 
     def save_weights(self, out_dir: Path) -> list[Path]:
         self.unet.save_pretrained(out_dir / "unet")
-        self.id_projection.save_pretrained(out_dir / "id_projection")
-        paths = [out_dir / "unet", out_dir / "id_projection"]
+        paths = [out_dir / "unet"]
+        if self.save_projection:
+            self.id_projection.save_pretrained(out_dir / "id_projection")
+            paths.append(out_dir / "id_projection")
         if self.landmark_head is not None:
             from safetensors.torch import save_file
 
