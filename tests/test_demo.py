@@ -3,6 +3,7 @@ as readable messages, the banner, the queue, and the handlers behind each tab.""
 
 import json
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from PIL import Image
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from idgen.demo import DemoContext, build_app  # noqa: E402
+from idgen.demo import DemoContext, launch  # noqa: E402
+from idgen.demo.common import MODEL_QUEUE, capabilities, friendly  # noqa: E402
+from idgen.demo.generate_tab import pick_face, run_generate  # noqa: E402
 from idgen.demo.edit_tab import editor_photo_and_mask, run_inpaint  # noqa: E402
 from idgen.demo.train_tab import run_train  # noqa: E402
 from idgen.errors import IdgenError  # noqa: E402
@@ -31,10 +34,10 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     ctx = DemoContext(tiny=True, root=tmp_path_factory.mktemp("demo"))
-    app = build_app(ctx)
     port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield ctx, app, Client(f"http://127.0.0.1:{port}/", verbose=False)
+    app = launch(port=port, ctx=ctx, prevent_thread_lock=True, quiet=True)
+    app.test_url = f"http://127.0.0.1:{port}/"
+    yield ctx, app, Client(app.test_url, verbose=False)
     app.close()
 
 
@@ -80,10 +83,20 @@ def test_errors_are_readable_messages(served, tmp_path):
     assert "Arc2Face has no identity window" in str(err.value)
 
 
-def test_detect_faces_endpoint(served):
+def test_face_picker_shows_each_face_and_the_reason_for_none(served, tmp_path):
     _, _, client = served
-    items = client.predict([handle_file(FACE)], api_name="/detect_faces")
-    assert len(items) == 1 and "1 face(s)" in items[0]["caption"]
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(flat)
+    items = client.predict([handle_file(FACE), handle_file(str(flat))], api_name="/detect_faces")
+    assert [item["caption"] for item in items] == ["portrait_glasses.jpg: face 0 of 1",
+                                                   "flat.png: no face was detected in the image."]
+    thumb = np.asarray(Image.open(items[0]["image"]).convert("RGB"))
+    photo = np.asarray(Image.open(FACE).convert("RGB"))
+    assert thumb.shape[0] < photo.shape[0] and thumb.shape[1] < photo.shape[1]  # the face, not the photo
+    assert (thumb == [0, 0, 255]).all(-1).any()  # the keypoints, in the official colours (nose: blue)
+    assert client.predict(None, api_name="/detect_faces") == []  # cleared upload: nothing, no error
+    # a click on gallery item i picks its face index; a photo without faces picks nothing
+    assert pick_face([0, 1, None], 1) == 1 and pick_face([0, 1, None], 2) is None and pick_face([], 0) is None
 
 
 def test_swap_endpoint(served):
@@ -116,15 +129,69 @@ def test_models_endpoint_and_banner(served):
     _, app, client = served
     table, text = client.predict(api_name="/models")
     assert "sd15" in [row[0] for row in table["data"]] and "idgen" in text
-    config = json.dumps(app.config)
+    config = json.dumps(app.config, default=str)
     assert "tiny embedded default" in config
 
 
 def test_queue_has_a_concurrency_limit(served):
     _, app, _ = served
-    heavy = [fn for fn in app.fns.values() if fn.api_name in ("generate", "inpaint", "swap", "train_lora")]
-    assert len(heavy) == 4 and all(fn.concurrency_limit == "default" for fn in heavy)
+    heavy = [fn for fn in app.fns.values() if fn.api_name in ("generate", "inpaint", "swap", "restore", "train_lora")]
+    # one group for every model job: the limit holds across tabs, not per button
+    assert len(heavy) == 5 and all(fn.concurrency_id == MODEL_QUEUE for fn in heavy)
+    assert all(fn.concurrency_limit == "default" for fn in heavy)
     assert app._queue.default_concurrency_limit == 1 and app._queue.max_size == 16
+
+
+def test_files_are_served_only_from_the_apps_folder_and_uploads_are_limited(served, tmp_path):
+    import httpx
+
+    ctx, app, client = served
+    client.predict(*generate_args("faceid"), api_name="/generate")
+    served_result = next(ctx.root.glob("results/faceid-*/record.json"))
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not for the web")
+    base = app.test_url + "gradio_api/file="
+    with httpx.Client() as http:
+        assert http.get(base + str(served_result)).status_code == 200
+        for path in (outside, Path(__file__), Path("/etc/hostname")):
+            assert http.get(base + str(path)).status_code in (403, 404), path
+        big = http.post(app.test_url + "gradio_api/upload", files={"files": ("big.png", b"0" * (21 * 2**20))})
+        assert big.status_code == 413
+
+
+def test_oversized_image_is_refused_before_decoding(served, tmp_path):
+    _, _, client = served
+    huge = tmp_path / "huge.png"
+    Image.new("L", (7000, 6000)).save(huge)  # 42 megapixels in a few hundred kB
+    with pytest.raises(Exception, match="above the limit"):
+        client.predict(*generate_args(photo=str(huge)), api_name="/generate")
+
+
+def test_missing_weights_are_a_readable_message(tmp_path, monkeypatch):
+    import gradio as gr
+
+    monkeypatch.setenv("IDGEN_HOME", str(tmp_path / "home"))
+    ctx = DemoContext(tiny=False, root=tmp_path / "demo")
+    with pytest.raises(gr.Error, match="Missing model.*sd15") as err:
+        friendly(run_generate)(ctx, "faceid", [FACE], None, None, "p", "", 2, None, 0, None, None, None, None,
+                               "default", 1, 0, 1)
+    assert "Traceback" not in str(err.value)
+
+
+def test_banner_follows_the_configured_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDGEN_HOME", str(tmp_path / "home"))
+    for name in ("sd15", "faceid_sd15"):
+        monkeypatch.delenv(f"IDGEN_{name.upper()}", raising=False)
+    assert DemoContext(tiny=None, root=tmp_path / "a").embedded_capabilities() == list(capabilities())
+    assert "tiny embedded default" in DemoContext(tiny=None, root=tmp_path / "a").banner()
+    assert DemoContext(tiny=False, root=tmp_path / "b").banner() is None
+    adapter = tmp_path / "ip-adapter-faceid_sd15.bin"
+    adapter.write_bytes(b"x")
+    monkeypatch.setenv("IDGEN_FACEID_SD15", str(adapter))  # FaceID weights only: the rest stays tiny
+    ctx = DemoContext(tiny=None, root=tmp_path / "c")
+    tiny = ctx.embedded_capabilities()
+    assert "generate faceid" not in tiny and "generate instantid" in tiny and "inpaint/swap faceid" not in tiny
+    assert "Part of the demo" in ctx.banner() and "generate arc2face" in ctx.banner()
 
 
 def test_inpaint_handler_repaints_only_the_painted_area(served):
@@ -148,18 +215,22 @@ def test_train_streams_the_loss_and_cancel_stops_it(served):
     status, _, weights = updates[-1]
     assert status.startswith("done") and any(w.endswith("pytorch_lora_weights.safetensors") for w in weights)
 
-    stream = run_train(ctx, [FACE, OTHER], "a photo of sks person", 50, 4, 1e-3)
-    next(stream)
-    stream.close()  # what Gradio's cancel does
-    run = max((ctx.root / "results").glob("lora-*"), key=lambda p: p.stat().st_mtime) / "run"
+    # Cancel through the server, as the page's Cancel button: the worker stops at its next step
     import threading
     import time
 
-    for _ in range(200):  # the worker stops at its next step
-        if not any(t.name == "idgen-train-lora" for t in threading.enumerate()):
-            break
+    client = served[2]
+    job = client.submit([handle_file(FACE), handle_file(OTHER)], "a photo of sks person", 2000, 4, 1e-3,
+                        api_name="/train_lora")
+    deadline = time.monotonic() + 120
+    while not job.outputs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.outputs() and job.outputs()[-1][0].startswith("step ")
+    job.cancel()
+    run = max((ctx.root / "results").glob("lora-*"), key=lambda p: p.stat().st_mtime) / "run"
+    while any(t.name == "idgen-train-lora" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(t.name == "idgen-train-lora" for t in threading.enumerate())
-    assert not (run / "summary.json").exists()
+    assert not (run / "summary.json").exists() and len(job.outputs()) < 2000
     with pytest.raises(IdgenError, match="upload photos"):
         next(run_train(ctx, [], "a photo of sks person", 3, 4, 1e-3))

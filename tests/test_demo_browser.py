@@ -1,5 +1,5 @@
 """The demo in a real browser: Debian's headless Chromium driven by Selenium. Load the page, upload
-a face photo, run Generate, wait for the image, save a screenshot.
+a face photo, pick the detected face, run Generate, wait for the image, save a screenshot.
 
 Skips (saying why) where Chromium or its driver is not installed, except when IDGEN_REQUIRE_BROWSER=1
 (set by `.ci/run`, which installs the `chromium` and `chromium-driver` packages): then it fails.
@@ -76,6 +76,11 @@ def test_generate_in_a_real_browser(browser, app_url, tmp_path):
     upload = browser.find_element(By.CSS_SELECTOR, "#gen-faces input[type=file]")
     upload.send_keys(str(SHARED / "faces" / "portrait_glasses.jpg"))
     wait.until(lambda d: "portrait_glasses" in d.find_element(By.ID, "gen-faces").text)
+    # the face picker: the detected face appears (keypoints drawn); a click picks it
+    face = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#gen-found img")))
+    face.click()
+    index = browser.find_element(By.CSS_SELECTOR, "#gen-face-index input")
+    wait.until(lambda d: index.get_attribute("value") == "0")
     method = browser.find_element(By.CSS_SELECTOR, "#gen-method input[value=faceid]")
     browser.execute_script("arguments[0].click();", method)
     browser.find_element(By.ID, "gen-run").click()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .common import MAX_FILE_SIZE, TINY_BANNER, DemoContext
+from .common import MAX_FILE_SIZE, DemoContext
 from .edit_tab import build_inpaint_tab, build_swap_tab
 from .generate_tab import build_generate_tab
 from .models_tab import build_models_tab
@@ -23,19 +23,22 @@ def build_app(ctx: Optional[DemoContext] = None, *, concurrency: int = 1, max_qu
 
     Args:
         ctx: the demo state (default: a new one with the CLI's weights rule).
-        concurrency: jobs run at once per event (1: two users never load two pipelines' worth
-            of activations at the same time); others wait in the queue (`max_queue` places).
+        concurrency: model jobs run at once, all tabs together (`common.model_job`; 1: two users
+            never hold two pipelines' activations at the same time); the others wait in the queue
+            (`max_queue` places) with their position shown. Light events (face detection, the
+            models report) have the same limit, each in its own group.
     """
     ctx = ctx or DemoContext()
-    # Uploads and results land in the app's own folder (Gradio's cache, read when Gradio is first
-    # imported), and only it is served.
+    # Uploads land in the app's own folder: Gradio reads GRADIO_TEMP_DIR when the app and its
+    # server are created (a value the user set is kept).
     os.environ.setdefault("GRADIO_TEMP_DIR", str(ctx.root / "uploads"))
     import gradio as gr
 
     with gr.Blocks(title="idgen — identity-preserving generation") as demo:
         gr.Markdown("# idgen\nIdentity-preserving generation, inpainting, face swap and training.")
-        if ctx.embedded_default_in_use:
-            gr.Markdown(TINY_BANNER, elem_id="tiny-banner")
+        banner = ctx.banner()
+        if banner:
+            gr.Markdown(banner, elem_id="tiny-banner")
         with gr.Tabs():
             for build in TABS:
                 build(ctx)
@@ -44,9 +47,22 @@ def build_app(ctx: Optional[DemoContext] = None, *, concurrency: int = 1, max_qu
     return demo
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, *, tiny: Optional[bool] = None, share: bool = False, **kwargs):
-    """Build and serve the demo (blocks until stopped unless `prevent_thread_lock=True`)."""
-    demo = build_app(DemoContext(tiny=tiny))
+def launch(host: str = "127.0.0.1", port: int = 7860, *, ctx: Optional[DemoContext] = None,
+           tiny: Optional[bool] = None, share: bool = False, max_file_size: str = MAX_FILE_SIZE, **kwargs):
+    """Build and serve the demo (blocks until stopped unless `prevent_thread_lock=True`).
+
+    Args:
+        ctx: the demo state (default: `DemoContext(tiny=tiny)`, a fresh temp folder).
+        max_file_size: per-upload limit (Gradio's syntax: "20mb"); larger uploads are refused.
+        kwargs: more of `gr.Blocks.launch`'s arguments (`prevent_thread_lock`, `quiet`, ...).
+
+    Returns:
+        The running Blocks app (with `prevent_thread_lock=True`).
+    """
+    demo = build_app(ctx or DemoContext(tiny=tiny))
     root: Path = demo.idgen_context.root
-    return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
-                       allowed_paths=[str(root / "results")], show_error=False, **kwargs)
+    # Besides Gradio's own upload cache (inside `root` unless GRADIO_TEMP_DIR is set), only the
+    # results folder is served: no other path of the machine.
+    demo.launch(server_name=host, server_port=port, share=share, max_file_size=max_file_size,
+                allowed_paths=[str(root / "results")], show_error=False, **kwargs)
+    return demo

@@ -18,14 +18,33 @@ logger = logging.getLogger(__name__)
 
 #: Example photos shipped in the repository (absent from a wheel install: examples are then hidden).
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "faces"
-#: Upload limit per file (Gradio refuses larger uploads before they reach a handler).
+#: Upload limit per file (Gradio refuses larger uploads before they reach a handler). The pixel
+#: limit is `idgen.image_io.load_image`'s (IDGEN_MAX_IMAGE_PIXELS), applied to every photo read.
 MAX_FILE_SIZE = "20mb"
+#: The queue group of every event that runs a model (see `model_job`).
+MODEL_QUEUE = "models"
 
 TINY_BANNER = (
     "**Running on the tiny embedded default**: no weights are configured, so the models are random-weight "
     "miniatures and the images are noise. Face detection, alignment, keypoints, masks, tracking and the "
     "pipelines are the real ones. See the **Models** tab for where to put real weights."
 )
+PARTIAL_BANNER = (
+    "**Part of the demo runs on the tiny embedded default** (random-weight miniatures, noise images): {names}. "
+    "None of their weights are configured; the rest uses your weights. See the **Models** tab."
+)
+
+
+def capabilities() -> dict[str, tuple[str, ...]]:
+    """Each capability of the demo and the registry components whose presence decides, by the
+    CLI's rule (`idgen.models.build_or_embedded`), whether it runs on real weights."""
+    from idgen import face_edit, generate, restore
+
+    return {**{f"generate {m}": names for m, names in generate.WEIGHTS.items()},
+            **{f"inpaint/swap {m}": names for m, names in face_edit.NEEDS.items()},
+            # as `restore.build_restore_pipeline` decides: by the restoration weights, not the base
+            **{f"restore {kind}": names[1:] for kind, names in restore.NEEDS.items()},
+            "train LoRA": ("sd15",)}
 
 
 class DemoContext:
@@ -57,17 +76,24 @@ class DemoContext:
                 self._pipelines[key] = build()
             return self._pipelines[key]
 
-    @property
-    def embedded_default_in_use(self) -> bool:
-        """True when the demo runs (or would run) on the tiny default: forced, or no weights at all."""
+    def embedded_capabilities(self) -> list[str]:
+        """The capabilities (keys of `capabilities()`) that run on the tiny embedded default: all
+        when forced, none when forbidden, else those with none of their weights configured."""
         if self.tiny:
-            return True
+            return list(capabilities())
         if self.tiny is False:
-            return False
-        from idgen.generate import WEIGHTS
-        from idgen.models import any_configured
+            return []
+        from idgen.models import any_configured, load_config
 
-        return not any_configured(sorted({name for names in WEIGHTS.values() for name in names}))
+        config = load_config()
+        return [name for name, needs in capabilities().items() if not any_configured(needs, config)]
+
+    def banner(self) -> Optional[str]:
+        """The page's banner about the embedded default (None when every capability has weights)."""
+        tiny = self.embedded_capabilities()
+        if not tiny:
+            return None
+        return TINY_BANNER if len(tiny) == len(capabilities()) else PARTIAL_BANNER.format(names=", ".join(tiny))
 
 
 def friendly(fn):
@@ -140,9 +166,21 @@ def result_column(with_video: bool = False) -> list:
     return outputs + [gr.JSON(label="Parameters"), gr.File(label="Download", file_count="multiple")]
 
 
-def run_and_cancel_buttons(label: str) -> tuple:
+def run_and_cancel_buttons(label: str, elem_id: Optional[str] = None) -> tuple:
     """The primary action button and its Cancel button, side by side."""
     import gradio as gr
 
     with gr.Row():
-        return gr.Button(label, variant="primary"), gr.Button("Cancel")
+        return gr.Button(label, variant="primary", elem_id=elem_id), gr.Button("Cancel")
+
+
+def model_job(run, stop, fn: Callable, inputs: list, outputs: list, api_name: str):
+    """Wire button `run` to `fn` (errors made readable) and `stop` to cancel it.
+
+    Every event that runs a model joins one queue group (`MODEL_QUEUE`), so the queue's
+    concurrency limit caps model jobs across all tabs (a generation and a training never load
+    two models' activations at once); the others wait in line with their position shown.
+    """
+    event = run.click(friendly(fn), inputs, outputs, api_name=api_name, concurrency_id=MODEL_QUEUE)
+    stop.click(None, cancels=[event], api_name=False)
+    return event

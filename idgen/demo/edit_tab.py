@@ -11,7 +11,7 @@ from PIL import Image
 from idgen.errors import IdgenError
 from idgen.face_edit import METHODS, EditRequest, build_edit_pipeline, run_edit
 
-from .common import DemoContext, friendly, optional, paths, result_column, run_and_cancel_buttons, step_progress
+from .common import DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons, step_progress
 
 
 def editor_photo_and_mask(value) -> tuple[np.ndarray, np.ndarray | None]:
@@ -123,8 +123,7 @@ def build_inpaint_tab(ctx: DemoContext) -> None:
         def _run(*args, progress=gr.Progress()):
             return run_inpaint(ctx, *args, progress=progress)
 
-        event = run.click(friendly(_run), [editor, faces, method, prompt, *advanced], outputs, api_name="inpaint")
-        stop.click(None, cancels=[event], api_name=False)
+        model_job(run, stop, _run, [editor, faces, method, prompt, *advanced], outputs, "inpaint")
 
 
 def build_swap_tab(ctx: DemoContext) -> None:
@@ -152,6 +151,5 @@ def build_swap_tab(ctx: DemoContext) -> None:
         def _run(*args, progress=gr.Progress()):
             return run_swap(ctx, *args, progress=progress)
 
-        event = run.click(friendly(_run), [photo, video, source_1, source_2, mapping, references, method, prompt, *advanced],
-                          outputs, api_name="swap")
-        stop.click(None, cancels=[event], api_name=False)
+        model_job(run, stop, _run, [photo, video, source_1, source_2, mapping, references, method, prompt, *advanced],
+                  outputs, "swap")

@@ -1,51 +1,71 @@
 """Generate tab: InstantID / FaceID / FaceID-Plus v2 / Arc2Face from uploaded face photos."""
 
-from __future__ import annotations
-
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from idgen.errors import IdgenError
 from idgen.generate import METHODS, SCHEDULERS
 
-from .common import ASSETS, DemoContext, friendly, optional, paths, step_progress
+from .common import (
+    ASSETS, DemoContext, friendly, model_job, optional, paths, run_and_cancel_buttons, step_progress,
+)
 
 
-def draw_faces(photo_path: str, analyzer) -> tuple[np.ndarray, int]:
-    """The photo with each detected face's box, index (largest first) and InstantID keypoints."""
+def draw_faces(photo: np.ndarray, faces) -> np.ndarray:
+    """`photo` `[H, W, 3]` with each face's box, index and InstantID keypoints (official colours)."""
     import cv2
 
-    from idgen.conditioning import draw_kps
-    from idgen.image_io import load_image
+    from idgen.conditioning import draw_kps_many
 
-    photo = load_image(photo_path)
-    faces = analyzer.detect(photo)
-    canvas = photo.copy()
+    drawn = np.asarray(draw_kps_many((photo.shape[1], photo.shape[0]), [f.kps for f in faces]))
+    canvas = np.where(drawn.sum(-1, keepdims=True) > 0, drawn, photo).astype(np.uint8)
+    thickness = max(2, photo.shape[1] // 300)
     for i, face in enumerate(faces):
-        drawn = np.asarray(draw_kps((photo.shape[1], photo.shape[0]), face.kps))
-        canvas = np.where(drawn.sum(-1, keepdims=True) > 0, drawn, canvas)
         x1, y1, x2, y2 = (int(v) for v in face.bbox)
-        thickness = max(2, photo.shape[1] // 300)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), (255, 255, 255), thickness)
         cv2.putText(canvas, str(i), (x1 + 4, max(20, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, max(0.6, photo.shape[1] / 600),
                     (255, 255, 255), thickness)
-    return canvas, len(faces)
+    return canvas
 
 
-def detect_faces(ctx: DemoContext, files, backend=None):
-    """Gallery items `(image, caption)`: every uploaded photo with its faces numbered."""
+def _thumbnail(canvas: np.ndarray, bbox, margin: float = 0.6) -> np.ndarray:
+    """The face's box grown by `margin` of its size on each side, clipped to the image."""
+    x1, y1, x2, y2 = (float(v) for v in bbox)
+    dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
+    h, w = canvas.shape[:2]
+    return canvas[max(0, int(y1 - dy)):min(h, int(y2 + dy)), max(0, int(x1 - dx)):min(w, int(x2 + dx))]
+
+
+def detect_faces(ctx: DemoContext, files, backend=None) -> tuple[list, list]:
+    """The face picker: gallery items `(thumbnail, caption)`, one per usable face of each photo
+    (numbered largest first, the order `GenerationRequest.face_index` uses), or the photo with
+    the reason when it has none; and the face index of each item (None for those)."""
     from idgen.face import get_face_analyzer
+    from idgen.image_io import load_image
 
-    photos = paths(files)
-    if not photos:
-        raise IdgenError("upload at least one face photo.")
     analyzer = get_face_analyzer(backend)
-    items = []
-    for path in photos:
-        canvas, count = draw_faces(path, analyzer)
-        items.append((canvas, f"{Path(path).name}: {count} face(s)" + ("" if count else " — no face found")))
-    return items
+    items, indices = [], []
+    for path in paths(files):
+        name = Path(path).name
+        photo = load_image(path)
+        try:
+            faces = analyzer.get(photo, select="all")
+        except IdgenError as e:  # no face / too small: shown on the photo's tile, not as a failure
+            items.append((photo, f"{name}: {e}"))
+            indices.append(None)
+            continue
+        canvas = draw_faces(photo, faces)
+        for i, face in enumerate(faces):
+            items.append((_thumbnail(canvas, face.bbox), f"{name}: face {i} of {len(faces)}"))
+            indices.append(i)
+    return items, indices
+
+
+def pick_face(indices: list, item: int) -> Optional[int]:
+    """The face index of gallery item `item` (None for a photo without a usable face)."""
+    return indices[item] if 0 <= item < len(indices) else None
 
 
 def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, negative_prompt, steps, guidance_scale,
@@ -72,11 +92,30 @@ def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, nega
         num_images=int(num_images), face_index=int(face_index) if optional(face_index) is not None else None,
         scheduler=None if scheduler in (None, "default") else scheduler, embedded_default=ctx.tiny, extra=extra,
     )
+    if request.face_index is None:
+        _warn_if_several_faces(request.faces)
     built = ctx.pipeline(("generate", method), lambda: build_pipeline(method, embedded_default=ctx.tiny))
     out = ctx.out_dir(method)
     record = generate(request, out, pipeline=built, progress=step_progress(progress, "denoising"))
     files_out = record["files"] + [str(out / "record.json")]
     return record["files"], record, files_out
+
+
+def _warn_if_several_faces(photos: list[str]) -> None:
+    """A toast (not an error) when a photo has several faces and none was picked: the largest is used."""
+    import gradio as gr
+
+    from idgen.face import get_face_analyzer
+
+    analyzer = get_face_analyzer()  # the one `generate` uses; detections are cached by content
+    for path in photos:
+        try:
+            count = len(analyzer.get(path, select="all"))
+        except IdgenError:
+            continue  # `generate` reports it
+        if count > 1:
+            gr.Warning(f"{Path(path).name} has {count} faces: the largest (face 0) is used; click another in "
+                       "'Detected faces' to choose.")
 
 
 def build_generate_tab(ctx: DemoContext) -> None:
@@ -88,10 +127,11 @@ def build_generate_tab(ctx: DemoContext) -> None:
                 method = gr.Radio(list(METHODS), value="instantid", label="Method", elem_id="gen-method")
                 faces = gr.File(label="Face photos (one person; several photos are averaged)", file_count="multiple",
                                 file_types=["image"], elem_id="gen-faces")
-                detect = gr.Button("Show detected faces")
-                found = gr.Gallery(label="Detected faces (index, box, keypoints)", columns=3, height=220)
-                face_index = gr.Number(label="Face to use in each photo (index shown above; empty = largest)",
-                                       value=None, precision=0)
+                found = gr.Gallery(label="Detected faces (click the one to use)", columns=4, height=200,
+                                   object_fit="contain", allow_preview=False, format="png", elem_id="gen-found")
+                face_index = gr.Number(label="Face to use in each photo (set by clicking above; empty = the largest)",
+                                       value=None, precision=0, elem_id="gen-face-index")
+                found_indices = gr.State([])
                 pose = gr.Image(label="Pose photo (InstantID; optional)", type="filepath")
                 prompt = gr.Textbox(label="Prompt", value="photo of a person in a garden", elem_id="gen-prompt")
                 negative = gr.Textbox(label="Negative prompt", value="")
@@ -111,22 +151,27 @@ def build_generate_tab(ctx: DemoContext) -> None:
                     with gr.Row():
                         identity_start = gr.Slider(0, 1, value=0, step=0.05, label="Identity start (fraction of steps)")
                         identity_end = gr.Slider(0, 1, value=1, step=0.05, label="Identity end")
-                with gr.Row():
-                    run = gr.Button("Generate", variant="primary", elem_id="gen-run")
-                    stop = gr.Button("Cancel")
+                run, stop = run_and_cancel_buttons("Generate", elem_id="gen-run")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", columns=2, elem_id="gen-results")
                 record = gr.JSON(label="Parameters")
                 files = gr.File(label="Download (images + record.json)", file_count="multiple")
         if ASSETS.is_dir():
             gr.Examples([[[str(ASSETS / "portrait_glasses.jpg")], str(ASSETS / "pose_fullbody_b.jpg"),
-                          "photo of a person in a garden"]], [faces, pose, prompt])
-        detect.click(friendly(lambda f: detect_faces(ctx, f)), [faces], [found], api_name="detect_faces")
+                          "photo of a person in a garden"],
+                         [[str(ASSETS / "portrait_glasses.jpg")], None, "portrait of a person, studio light"]],
+                        [faces, pose, prompt])
+        faces.change(friendly(lambda f: detect_faces(ctx, f)), [faces], [found, found_indices], api_name="detect_faces")
+
+        def _pick(indices, evt: gr.SelectData):  # a real annotation: Gradio passes the click by type
+            return pick_face(indices, evt.index)
+
+        found.select(_pick, [found_indices], [face_index], api_name=False, queue=False)
+        faces.change(lambda: None, None, [face_index], api_name=False, queue=False)
 
         def _run(*args, progress=gr.Progress()):
             return run_generate(ctx, *args, progress=progress)
 
-        event = run.click(friendly(_run), [method, faces, face_index, pose, prompt, negative, steps, guidance, seed,
-                                            identity_scale, control_scale, width, height, scheduler, num_images,
-                                            identity_start, identity_end], [gallery, record, files], api_name="generate")
-        stop.click(None, cancels=[event], api_name=False)
+        model_job(run, stop, _run, [method, faces, face_index, pose, prompt, negative, steps, guidance, seed,
+                                    identity_scale, control_scale, width, height, scheduler, num_images,
+                                    identity_start, identity_end], [gallery, record, files], "generate")

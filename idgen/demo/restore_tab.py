@@ -7,7 +7,7 @@ import json
 
 from idgen.errors import IdgenError
 
-from .common import DemoContext, friendly, optional, paths, result_column, run_and_cancel_buttons
+from .common import DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons
 
 
 def run_restore(ctx: DemoContext, photo, video, reference, fidelity, tasks, steps, seed):
@@ -66,7 +66,5 @@ def build_restore_tab(ctx: DemoContext) -> None:
                 run, stop = run_and_cancel_buttons("Restore")
             with gr.Column():
                 outputs = result_column(with_video=True)
-        event = run.click(friendly(lambda *a: run_restore(ctx, *a)),
-                          [photo, video, reference, fidelity, tasks, steps, seed],
-                          outputs, api_name="restore")
-        stop.click(None, cancels=[event], api_name=False)
+        model_job(run, stop, lambda *a: run_restore(ctx, *a), [photo, video, reference, fidelity, tasks, steps, seed],
+                  outputs, "restore")

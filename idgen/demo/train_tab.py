@@ -8,7 +8,7 @@ import threading
 
 from idgen.errors import IdgenError, ModelNotFoundError
 
-from .common import DemoContext, friendly, paths, run_and_cancel_buttons
+from .common import DemoContext, model_job, paths, run_and_cancel_buttons
 
 
 class TrainingCancelled(IdgenError):
@@ -112,6 +112,4 @@ def build_train_tab(ctx: DemoContext) -> None:
         def _run(*args):
             yield from run_train(ctx, *args)
 
-        event = run.click(friendly(_run), [files, prompt, steps, rank, learning_rate], [status, loss, weights],
-                          api_name="train_lora")
-        stop.click(None, cancels=[event], api_name=False)
+        model_job(run, stop, _run, [files, prompt, steps, rank, learning_rate], [status, loss, weights], "train_lora")
