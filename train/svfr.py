@@ -48,6 +48,7 @@ IDENTITY_BACKENDS = ("none", "insightface")
 #: Second task sets of the ULR run when the first is BFR alone.
 MIXED_TASKS = (("bfr", "colorize"), ("bfr", "inpaint"), ("bfr", "colorize", "inpaint"))
 ARCFACE_DIM = 512
+ENCODE_CHUNK = 8  # frames per VAE call (memory bound)
 
 
 @dataclass
@@ -268,10 +269,17 @@ class SVFRTask(TrainingTask):
                 self._embeddings[key] = None
         return self._embeddings[key]
 
-    def _encode(self, clips: np.ndarray) -> torch.distributions.Distribution:
-        """The VAE posterior of clips `[N, F, H, W, 3]` uint8 (flattened to N·F frames)."""
-        pixels = torch.from_numpy(clips.reshape(-1, *clips.shape[2:]).astype(np.float32) / 127.5 - 1.0)
-        return self.vae.encode(pixels.permute(0, 3, 1, 2).to(self.vae.device)).latent_dist
+    def _encode(self, clips: np.ndarray, *, start: bool = False) -> torch.Tensor:
+        """Latents `[N, F, 4, h, w]` of clips `[N, F, H, W, 3]` uint8, `ENCODE_CHUNK` frames per VAE
+        call: the unscaled mode (the UNet's conditions) or, with `start`, the scaled mean (the
+        denoising target), as the pipeline encodes them."""
+        frames = clips.reshape(-1, *clips.shape[2:])
+        latents = []
+        for i in range(0, len(frames), ENCODE_CHUNK):
+            pixels = torch.from_numpy(frames[i: i + ENCODE_CHUNK].astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
+            dist = self.vae.encode(pixels.to(self.vae.device)).latent_dist
+            latents.append(dist.mean * self.vae.config.scaling_factor if start else dist.mode())
+        return torch.cat(latents).unflatten(0, clips.shape[:2])
 
     # -- the loss ------------------------------------------------------------------------------
     def loss(self, batch, generator, modules):
@@ -286,11 +294,11 @@ class SVFRTask(TrainingTask):
         if o.ulr_weight > 0:  # the same blind degradation (same seed), other tasks
             runs.append([self.degraded(c, d.other_tasks, d.seed) for c, d in zip(clips, draws)])
         with torch.no_grad():
-            target = self._encode(clips).mean.unflatten(0, (batch_size, num_frames)) * self.vae.config.scaling_factor
-            conditions = [self._encode(np.stack(run)).mode().unflatten(0, (batch_size, num_frames)) for run in runs]
-            references = self._encode(np.stack([c[d.reference][None] for c, d in zip(clips, draws)])).mode()
+            target = self._encode(clips, start=True)
+            conditions = [self._encode(np.stack(run)) for run in runs]
+            references = self._encode(np.stack([c[d.reference][None] for c, d in zip(clips, draws)]))
             keep_reference = torch.tensor([not d.drop_reference for d in draws], device=device, dtype=references.dtype)
-            references = (references * keep_reference[:, None, None, None])[:, None].expand_as(target)
+            references = (references * keep_reference[:, None, None, None, None]).expand_as(target)
         sigma = torch.exp(0.7 + 1.6 * torch.randn(batch_size, generator=generator)).to(device)[:, None, None, None, None]
         noise = torch.randn(target.shape, generator=generator).to(device)
         noisy = target + noise * sigma
