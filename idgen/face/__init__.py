@@ -9,6 +9,7 @@ and alignment.
 
 from .align import ARCFACE_TEMPLATE, FFHQ_TEMPLATE_512, AlignedFace, align_face, paste_back, similarity_transform, template_for, transform_points
 from .analyzer import DEFAULT_MIN_FACE_SIZE, FaceAnalyzer, get_face_analyzer, identity_distance, identity_similarity
+from .tracking import FaceTracker, TrackedFace, TrackingResult, track_faces
 from .types import Face
 
 __all__ = [
@@ -18,6 +19,9 @@ __all__ = [
     "AlignedFace",
     "Face",
     "FaceAnalyzer",
+    "FaceTracker",
+    "TrackedFace",
+    "TrackingResult",
     "align_face",
     "get_face_analyzer",
     "identity_distance",
@@ -25,5 +29,6 @@ __all__ = [
     "paste_back",
     "similarity_transform",
     "template_for",
+    "track_faces",
     "transform_points",
 ]
