@@ -58,7 +58,9 @@ def test_drawn_parameters_lie_in_the_preset_ranges(name):
         values = np.array([getattr(d, key) for d in draws])
         assert lo <= values.min() and values.max() <= hi, key
         assert values.max() - values.min() > 0.9 * (hi - lo), f"{key} does not cover its range"
-    assert all(isinstance(d.jpeg_quality, int) for d in draws)
+    qualities = [d.jpeg_quality for d in draws]  # basicsr's int(uniform(lo, hi)): lo ... hi - 1
+    assert all(isinstance(q, int) for q in qualities)
+    assert (min(qualities), max(qualities)) == (preset.jpeg_quality[0], preset.jpeg_quality[1] - 1)
     iso = [d for d in draws if d.kernel == "iso"]
     assert all(d.sigma_x == d.sigma_y and d.angle == 0 for d in iso)
     assert all(-math.pi <= d.angle <= math.pi for d in draws)
