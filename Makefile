@@ -3,24 +3,50 @@
 #                   are configured)
 #   make test       run the test suite (what CI runs); as root with apt, installs Debian's chromium
 #                   and chromium-driver for the browser test first
-# Also: make generate (one InstantID generation from assets/faces/ into outputs/), make doctor.
+# Also: make generate (one InstantID generation from assets/faces/ into outputs/), make doctor,
+#   make lock       re-resolve the newest versions inside pyproject's ranges into requirements.lock
+#                   (then run `make test`: the lock is what CI proves).
 VENV ?= .venv
 PYTHON ?= python3
-# torch goes in first and pinned: an unpinned `torch` pulls a multi-GB CUDA build on CPU machines.
+# torch goes in first and pinned, from PyPI unless TORCH_INDEX names a wheel index. PyPI's Linux
+# wheels are CUDA builds (several GB); a CPU-only machine wants
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PIP_SPEC ?= pip==26.3
+# Every other package at the exact version of requirements.lock, a pip constraints file: pip (and
+# `uv pip`) read it natively with `-c`, and it constrains without adding requirements.
+LOCK := requirements.lock
+LOCK_VENV := build/lock-venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.idgen-installed
+TORCH_ARGS = $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 
-.PHONY: setup demo generate browser test doctor clean
+.PHONY: setup demo generate browser test doctor lock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[demo,video,test]"
+	$(PY) -m pip install -q "$(PIP_SPEC)"
+	$(PY) -m pip install -q $(TORCH_ARGS)
+	$(PY) -m pip install -q -c $(LOCK) -e ".[demo,video,test]"
 	touch $(STAMP)
+
+# Newest versions inside pyproject's ranges, resolved in a throw-away venv; the lock lists all but
+# idgen itself and torch (pinned above by TORCH_SPEC).
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q "$(PIP_SPEC)"
+	$(LOCK_VENV)/bin/python -m pip install -q $(TORCH_ARGS)
+	$(LOCK_VENV)/bin/python -m pip install -q ".[demo,video,test]"
+	{ echo "# pip constraints for idgen's extras demo,video,test: written by \`make lock\` on $$(date -u +%F)"; \
+	  echo "# ($$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version(), platform.system(), platform.machine())')); torch is pinned by TORCH_SPEC in the Makefile."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze | grep -viE '^(idgen|torch)( @|==)'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf $(LOCK_VENV)
+	@echo "wrote $(LOCK); now run: make test"
 
 demo: setup
 	$(VENV)/bin/idgen demo

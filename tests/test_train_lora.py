@@ -74,6 +74,23 @@ def test_lora_lowers_loss_and_reloads(photos, tmp_path, base):
     assert np.abs(reloaded - plain).max() > 1e-4
 
 
+def test_text_encoder_lora_does_not_need_transformers_peft_gate(photos, tmp_path, monkeypatch):
+    """transformers 5.24 with peft 0.21.2: transformers' own adapter methods refuse that peft. The trainer
+    attaches the text-encoder LoRA through peft, so it trains and saves on that pairing too."""
+    import transformers.integrations.peft as hf_peft
+
+    def refuse(min_version):
+        raise ValueError(f"The version of PEFT you are using is not compatible, please use a version >= {min_version}")
+
+    monkeypatch.setattr(hf_peft, "check_peft_version", refuse)
+    args = _args(tmp_path, 2, gradient_checkpointing=True)
+    task = LoRATask(_options(photos, train_text_encoder=True), args)
+    run_training(task, args)
+    saved = load_file(tmp_path / "pytorch_lora_weights.safetensors")
+    up = [v for k, v in saved.items() if k.startswith("text_encoder.") and k.endswith("lora_linear_layer.up.weight")]
+    assert up and any(v.abs().max() > 0 for v in up)  # LoRA B ("up") starts at zero: the text encoder trained
+
+
 def test_lora_loads_into_idgen_pipelines(photos, tmp_path):
     from idgen.pipelines import FaceIDPipeline
     from idgen.testing import random_faceid_state_dict, tiny_sd15_components

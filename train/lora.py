@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from peft import LoraConfig, inject_adapter_in_model
 
 from idgen.errors import IdgenError
 
@@ -62,6 +63,19 @@ class LoRAOptions:
             raise IdgenError(f"--rank must be at least 1, got {self.rank}.")
 
 
+def attach_text_encoder_lora(encoder: torch.nn.Module, config: LoraConfig, adapter_name: str = "default") -> None:
+    """Attach a fresh, trainable LoRA to a transformers text encoder through peft itself.
+
+    Written by hand rather than calling transformers' `encoder.add_adapter`: that method refuses every
+    peft older than the one its transformers release names (transformers 5.24 asks for peft >= 0.22,
+    which was not released), although the injection itself is peft's `inject_adapter_in_model`. The
+    `peft_config` dict is what peft's `get_peft_model_state_dict` and diffusers' LoRA metadata read.
+    """
+    inject_adapter_in_model(config, encoder, adapter_name)
+    configs = getattr(encoder, "peft_config", None) or {}
+    encoder.peft_config = {**configs, adapter_name: config}
+
+
 class _DreamBoothExamples(torch.utils.data.Dataset):
     """Instance examples, each paired with a class example when prior preservation is on
     (length: the larger of the two, as in diffusers' DreamBooth dataset)."""
@@ -89,8 +103,6 @@ class LoRATask(TrainingTask):
     # ----------------------------------------------------------------------------- set-up
     def setup(self, accelerator, weight_dtype) -> None:
         from diffusers import DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
-        from peft import LoraConfig
-
         o = self.opts
         kwargs = {"config_folder": o.config_folder} if o.config_folder else {}
         self.pipe = pipe = load_base((StableDiffusionPipeline, StableDiffusionXLPipeline), o.base, **kwargs)
@@ -106,12 +118,16 @@ class LoRATask(TrainingTask):
         self.text_encoders = [e for e in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if e is not None]
         if o.train_text_encoder:
             for encoder in self.text_encoders:
-                encoder.add_adapter(LoraConfig(r=o.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TEXT_TARGETS))
+                attach_text_encoder_lora(encoder, LoraConfig(r=o.rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                                             target_modules=TEXT_TARGETS))
         if self.args.gradient_checkpointing:
             pipe.unet.enable_gradient_checkpointing()
             if o.train_text_encoder:
                 for encoder in self.text_encoders:
                     encoder.gradient_checkpointing_enable()
+                    # frozen embeddings give checkpointed blocks no input that requires grad; transformers
+                    # only sets this for adapters attached through its own `add_adapter`
+                    encoder.enable_input_require_grads()
 
     def _fill_class_images(self, accelerator) -> None:
         """Generate class images with the base model until `num_class_images` are there."""
