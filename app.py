@@ -2,7 +2,7 @@
 
 import sys
 
-from idgen.cli import main
+from idgen.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["demo", *sys.argv[1:]]))

@@ -12,7 +12,7 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from .errors import CheckpointError, ModelNotFoundError
+from idgen.errors import CheckpointError, ModelNotFoundError
 
 StateDict = dict[str, torch.Tensor]
 PathOrStateDict = Union[str, os.PathLike, Mapping[str, object]]

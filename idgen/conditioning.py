@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import IdgenError
-from .face.types import Face
+from idgen.errors import IdgenError
+from idgen.face.types import Face
 
 #: Colours of the 5 keypoints (RGB) in the official InstantID `draw_kps`.
 KPS_COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255)]

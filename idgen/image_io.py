@@ -11,12 +11,13 @@ from typing import Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageReadError
+from idgen.errors import DatasetError, ImageReadError
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 #: Default limits: 64 MiB per file and 40 megapixels (a 6.3k x 6.3k photo); override per call
 #: or with IDGEN_MAX_IMAGE_BYTES / IDGEN_MAX_IMAGE_PIXELS.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 MAX_IMAGE_BYTES = int(os.environ.get("IDGEN_MAX_IMAGE_BYTES", 64 * 1024 * 1024))
 MAX_IMAGE_PIXELS = int(os.environ.get("IDGEN_MAX_IMAGE_PIXELS", 40_000_000))
 
@@ -90,3 +91,15 @@ def load_image(
     raise ImageReadError(
         f"expected a path, bytes, PIL image or numpy array, got {type(image).__name__}."
     )
+
+
+def list_photos(root: Union[str, os.PathLike]) -> list[Path]:
+    """Image files (`IMAGE_SUFFIXES`, any case) under `root`, recursively, sorted: the order that
+    keys and shares follow. Raises DatasetError when `root` is not a folder or holds none."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder of photos.")
+    photos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not photos:
+        raise DatasetError(f"{root} holds no photos ({', '.join(IMAGE_SUFFIXES)}).")
+    return photos

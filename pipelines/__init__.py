@@ -12,18 +12,19 @@
   `SVFRPipeline`: SVFR-style video face restoration on Stable Video Diffusion.
 """
 
-from .pipeline_arc2face import Arc2FacePipeline
-from .pipeline_face_restore import FaceRestorePipeline
-from .pipeline_face_swap import FaceSwapOutput, FaceSwapPipeline
-from .pipeline_faceid import FaceIDInpaintPipeline, FaceIDInpaintXLPipeline, FaceIDPipeline, FaceIDXLPipeline
-from .pipeline_instantid_inpaint import InstantIDInpaintPipeline, StableDiffusionInstantIDInpaintPipeline
-from .pipeline_pva_inpaint import PVAInpaintPipeline, PVAInpaintXLPipeline
-from .pipeline_svfr import SVFRPipeline
-from .pipeline_stable_diffusion_instantid import StableDiffusionInstantIDPipeline
-from .pipeline_stable_diffusion_xl_instantid import InstantIDPipeline
+from idgen.pipelines.pipeline_arc2face import Arc2FacePipeline, load_arc2face_pipeline
+from idgen.pipelines.pipeline_face_restore import FaceRestorePipeline
+from idgen.pipelines.pipeline_face_swap import FaceSwapOutput, FaceSwapPipeline
+from idgen.pipelines.pipeline_faceid import FaceIDInpaintPipeline, FaceIDInpaintXLPipeline, FaceIDPipeline, FaceIDXLPipeline
+from idgen.pipelines.pipeline_instantid_inpaint import InstantIDInpaintPipeline, StableDiffusionInstantIDInpaintPipeline
+from idgen.pipelines.pipeline_pva_inpaint import PVAInpaintPipeline, PVAInpaintXLPipeline
+from idgen.pipelines.pipeline_svfr import SVFRPipeline
+from idgen.pipelines.pipeline_stable_diffusion_instantid import StableDiffusionInstantIDPipeline
+from idgen.pipelines.pipeline_stable_diffusion_xl_instantid import InstantIDPipeline
 
 __all__ = [
     "Arc2FacePipeline",
+    "load_arc2face_pipeline",
     "FaceIDInpaintPipeline",
     "FaceIDInpaintXLPipeline",
     "FaceIDPipeline",

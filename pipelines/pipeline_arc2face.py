@@ -1,7 +1,7 @@
 """Arc2Face on Stable Diffusion 1.5: faces from an ArcFace embedding alone.
 
 ```py
->>> from idgen.adapters.arc2face import load_arc2face_pipeline
+>>> from idgen.pipelines import load_arc2face_pipeline
 >>> pipe = load_arc2face_pipeline("/models/sd15", "/models/Arc2Face")  # official arc2face/ + encoder/
 >>> images = pipe(face_image="me.jpg", num_images_per_prompt=4).images
 ```
@@ -9,15 +9,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel
 
-from idgen.adapters.arc2face import IDENTITY_PROMPT, encode_identity
-from idgen.embeds import FaceEmbedsInput, ReferenceMode
+from idgen.adapters.arc2face import IDENTITY_PROMPT, check_arc2face_folders, encode_identity
+from idgen.identity import FaceEmbedsInput, ReferenceMode
 from idgen.errors import IdgenError
-from idgen.pipelines.identity_inputs import resolve_face_embeds
+from idgen.identity import resolve_face_embeds
 
 ARCFACE_DIM = 512
 
@@ -88,3 +91,21 @@ class Arc2FacePipeline(StableDiffusionPipeline):
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **kwargs,
         )
+
+
+def load_arc2face_pipeline(base_sd15: os.PathLike, arc2face_root: Optional[os.PathLike] = None, *,
+                           unet_folder: Optional[os.PathLike] = None, encoder_folder: Optional[os.PathLike] = None,
+                           torch_dtype=None, scheduler: Optional[object] = None):
+    """`Arc2FacePipeline` from an SD1.5 diffusers folder (VAE, tokenizer, scheduler config) and the
+    official Arc2Face files: `arc2face_root` holding `arc2face/` (UNet) and `encoder/` (text
+    encoder), or the two folders given apart. DPM-Solver++ as in the official demo unless
+    `scheduler` is given."""
+    root = Path(arc2face_root) if arc2face_root is not None else None
+    unet_path, encoder_path = check_arc2face_folders(unet_folder or root / "arc2face", encoder_folder or root / "encoder")
+    kwargs = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+    unet = UNet2DConditionModel.from_pretrained(str(unet_path), local_files_only=True, **kwargs)
+    encoder = CLIPTextModel.from_pretrained(str(encoder_path), local_files_only=True, **kwargs)
+    pipe = Arc2FacePipeline.from_pretrained(str(base_sd15), unet=unet, text_encoder=encoder, safety_checker=None,
+                                            requires_safety_checker=False, local_files_only=True, **kwargs)
+    pipe.scheduler = scheduler or DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    return pipe

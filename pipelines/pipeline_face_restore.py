@@ -30,8 +30,9 @@ from PIL import Image
 
 from idgen.adapters.faceid.loader import FaceIDLoaderMixin
 from idgen.errors import FaceNotFoundError, IdgenError
-from idgen.face import align_face, paste_back
+from idgen.face import align_face, get_face_analyzer, paste_back
 from idgen.pipelines.pipeline_faceid import FaceIDCallMixin
+from idgen.image_io import load_image
 
 DEFAULT_PROMPT = "a high quality, detailed photo of a face"
 DEFAULT_NEGATIVE = "blurry, low quality, jpeg artifacts, noise, deformed"
@@ -106,10 +107,8 @@ class FaceRestorePipeline(FaceIDLoaderMixin, FaceIDCallMixin, StableDiffusionCon
         Raises:
             FaceNotFoundError: no face in the photo.
         """
-        from idgen.image_io import load_image
 
         if analyzer is None:
-            from idgen.face import get_face_analyzer
 
             analyzer = get_face_analyzer()
         image = load_image(photo)

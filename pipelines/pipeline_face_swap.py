@@ -1,6 +1,6 @@
 """Face swap with an identity-inpainting pipeline: `FaceSwapPipeline`.
 
-For each target face of a photo (or of a video frame, through `idgen.video_faces`): align and crop
+For each target face of a photo (or of a video frame, through `idgen.media.video_faces`): align and crop
 it (FFHQ alignment at the pipeline's resolution, so the swap is not limited to inswapper's 128 px),
 build the mask in crop space (landmark hull, optionally with hair, minus the user's occluders),
 inpaint the crop conditioned on the source identity and — for InstantID — on the target's
@@ -27,7 +27,12 @@ from PIL import Image
 from idgen.color import match_color
 from idgen.conditioning import face_mask
 from idgen.errors import FaceNotFoundError, IdgenError
-from idgen.face import Face, align_face, identity_similarity, paste_back, transform_points
+from idgen.face import Face, align_face, get_face_analyzer, identity_similarity, paste_back, transform_points
+from idgen.pipelines.pipeline_faceid import FaceIDInpaintPipeline, FaceIDInpaintXLPipeline
+from idgen.pipelines.pipeline_instantid_inpaint import InstantIDInpaintPipeline, StableDiffusionInstantIDInpaintPipeline
+from idgen.pipelines.pipeline_pva_inpaint import PVAInpaintPipeline, PVAInpaintXLPipeline
+from idgen.image_io import load_image
+from idgen.media.video_faces import process_video
 
 MAPPINGS = ("all", "index", "reference")
 
@@ -112,18 +117,11 @@ class FaceSwapPipeline:
     @property
     def analyzer(self):
         if self.face_analyzer is None:
-            from idgen.face import get_face_analyzer
-
             self.face_analyzer = get_face_analyzer()
         return self.face_analyzer
 
     def identity_kwargs(self, embeds: np.ndarray, kps_in_crop: np.ndarray, identity_scale: Optional[float]) -> dict:
         """The identity arguments of the wrapped pipeline's `__call__` for one crop."""
-        from idgen.pipelines import (
-            FaceIDInpaintPipeline, FaceIDInpaintXLPipeline, InstantIDInpaintPipeline, PVAInpaintPipeline,
-            PVAInpaintXLPipeline, StableDiffusionInstantIDInpaintPipeline,
-        )
-
         pipe = self.pipe
         kwargs = {"face_embeds": embeds}
         if isinstance(pipe, (PVAInpaintPipeline, PVAInpaintXLPipeline)):
@@ -197,7 +195,6 @@ class FaceSwapPipeline:
             generation: other arguments of the inpainting pipeline (`num_inference_steps`,
                 `guidance_scale`, `strength`, `negative_prompt`, ...).
         """
-        from idgen.image_io import load_image
 
         photo = load_image(image)
         height, width = photo.shape[:2]
@@ -267,7 +264,7 @@ class FaceSwapPipeline:
         progress: bool = True,
         **generation,
     ):
-        """Swap the tracked faces of a video; returns `idgen.video_faces.VideoReport`.
+        """Swap the tracked faces of a video; returns `idgen.media.video_faces.VideoReport`.
 
         Faces are tracked across frames (IoU + identity) with short gaps interpolated and keypoints
         smoothed over time; each track keeps one source identity (mapping by the order of first
@@ -275,7 +272,6 @@ class FaceSwapPipeline:
         initial noise is the same in every frame. The audio is kept; frames without a face pass
         through unchanged. Other arguments as in `__call__`.
         """
-        from idgen.video_faces import process_video
 
         sources = [np.atleast_2d(np.asarray(e, dtype=np.float32)) for e in source_embeds]
         track_source: dict[int, Optional[int]] = {}

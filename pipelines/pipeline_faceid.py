@@ -30,9 +30,11 @@ from diffusers.utils import logging
 
 from idgen.adapters.faceid.layout import ID_EMBED_DIM
 from idgen.adapters.faceid.loader import FaceIDLoaderMixin
-from idgen.embeds import ReferenceMode, combine_references, face_embeds_to_tensor
+from idgen.identity import ReferenceMode, combine_references, face_embeds_to_tensor
 from idgen.errors import IdgenError
-from idgen.pipelines.identity_inputs import in_window
+from idgen.identity import in_window
+from idgen.face import align_face, get_face_analyzer
+from idgen.image_io import load_image
 
 logger = logging.get_logger(__name__)
 
@@ -63,7 +65,7 @@ EXAMPLE_DOC_STRING = """
         ```
 """
 
-FaceInput = Any  # an array/tensor [512] or [N, 512], a Face, or a list of them (see idgen.embeds)
+FaceInput = Any  # an array/tensor [512] or [N, 512], a Face, or a list of them (see idgen.identity)
 
 
 @dataclass
@@ -94,12 +96,6 @@ def _as_list(value) -> list:
 
 def _face_crop(image: np.ndarray, kps: np.ndarray) -> np.ndarray:
     """The aligned face crop FaceID-Plus feeds to CLIP (insightface `norm_crop`, 224 px)."""
-    try:
-        from idgen.face import align_face
-    except ImportError as e:  # pragma: no cover - depends on the installed face backend
-        raise IdgenError(
-            f"cannot crop the face for FaceID-Plus ({e}); pass an aligned crop as `face_crop=`."
-        ) from None
     out = align_face(image, kps, size=224)
     crop = out[0] if isinstance(out, (tuple, list)) else getattr(out, "image", out)
     return np.asarray(crop)
@@ -159,12 +155,10 @@ class FaceIDCallMixin:
     # ------------------------------------------------------------------ 2. identity
 
     def _analyze(self, photos, analyzer):
-        from idgen.image_io import load_image
 
         if analyzer is None:
             analyzer = self.face_analyzer
         if analyzer is None:
-            from idgen.face import get_face_analyzer
 
             analyzer = get_face_analyzer()
         dim = getattr(analyzer, "embedding_dim", ID_EMBED_DIM)

@@ -25,7 +25,7 @@ from diffusers.models import ControlNetModel
 
 from idgen.adapters.instantid.loader import DEFAULT_IDENTITY_SCALE
 from idgen.conditioning import draw_kps
-from idgen.embeds import FaceEmbedsInput, ReferenceMode
+from idgen.identity import FaceEmbedsInput, ReferenceMode
 from idgen.errors import FaceNotFoundError, IdgenError
 from idgen.image_io import load_image
 from idgen.pipelines.pipeline_stable_diffusion_xl_instantid import InstantIDPipelineMixin

@@ -18,9 +18,9 @@ import torch
 from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
 
 from idgen.adapters.pva import MAX_REFERENCES, PVAAdapter, PVALoaderMixin
-from idgen.embeds import FaceEmbedsInput
+from idgen.identity import FaceEmbedsInput
 from idgen.errors import IdgenError
-from idgen.pipelines.identity_inputs import resolve_face_embeds
+from idgen.identity import resolve_face_embeds
 
 EXAMPLE_DOC_STRING = """
     Examples:

@@ -21,11 +21,11 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from idgen.adapters.instantid.loader import DEFAULT_IDENTITY_SCALE
 from idgen.adapters.instantid.model import InstantIDAdapter
-from idgen.embeds import FaceEmbedsInput, ReferenceMode
+from idgen.identity import FaceEmbedsInput, ReferenceMode
 from idgen.errors import IdgenError
-from idgen.pipelines.identity_inputs import in_window
+from idgen.identity import in_window
 
-from .pipeline_stable_diffusion_xl_instantid import InstantIDPipelineMixin
+from idgen.pipelines.pipeline_stable_diffusion_xl_instantid import InstantIDPipelineMixin
 
 logger = logging.get_logger(__name__)
 

@@ -31,10 +31,12 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 from idgen.adapters.instantid.attention import IdentityAttentionInputs
 from idgen.adapters.instantid.loader import DEFAULT_IDENTITY_SCALE, InstantIDLoaderMixin, expand_identity_scale
 from idgen.adapters.instantid.model import InstantIDAdapter
-from idgen.embeds import FaceEmbedsInput, ReferenceMode
+from idgen.identity import FaceEmbedsInput, ReferenceMode
 from idgen.errors import IdgenError
 from idgen.face.types import Face
-from idgen.pipelines.identity_inputs import in_window, resolve_face_embeds
+from idgen.identity import in_window, resolve_face_embeds
+from idgen.conditioning import draw_kps, resize_kps
+from idgen.face import get_face_analyzer
 
 logger = logging.get_logger(__name__)
 
@@ -111,7 +113,6 @@ class InstantIDPipelineMixin(InstantIDLoaderMixin):
 
     def _analyzer(self):
         if self.face_analyzer is None:
-            from idgen.face import get_face_analyzer
 
             self.face_analyzer = get_face_analyzer()
         return self.face_analyzer
@@ -208,10 +209,6 @@ class InstantIDPipelineMixin(InstantIDLoaderMixin):
                 sources.append((p.kps, p.kps_size))
             default = (self.unet.config.sample_size * self.vae_scale_factor,) * 2
         width, height = width or default[0], height or default[1]
-        try:
-            from idgen.conditioning import draw_kps, resize_kps
-        except ImportError as e:  # pragma: no cover - idgen.conditioning ships with idgen
-            raise IdgenError(f"drawing keypoints needs idgen.conditioning ({e}).") from None
         canvas = None
         for kps, size in sources:
             if size is not None and tuple(size) != (width, height):

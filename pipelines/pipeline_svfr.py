@@ -21,7 +21,7 @@ window without reference or identity; its sharpest frame (variance of the Laplac
 script takes the window's last frame) becomes the reference — its latent, and its identity tokens
 when `identity_fn` computes identity features for it — for the pass over the whole clip.
 
-Input: aligned face crops of any length (`idgen.video_faces` makes them from real footage).
+Input: aligned face crops of any length (`idgen.media.video_faces` makes them from real footage).
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ class TestArc2FacePipeline(PipelineChecks):
 def test_official_folders_load_into_a_pipeline(tmp_path):
     from diffusers import DPMSolverMultistepScheduler
 
-    from idgen.adapters.arc2face import load_arc2face_pipeline
+    from idgen.pipelines import load_arc2face_pipeline
 
     parts = components()
     base = StableDiffusionPipeline(**components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)

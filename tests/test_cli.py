@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from idgen.cli import EXIT_BAD_INPUT, EXIT_MISSING_MODEL, EXIT_OK, main
+from idgen.app.cli import EXIT_BAD_INPUT, EXIT_MISSING_MODEL, EXIT_OK, main
 
 
 @pytest.fixture(autouse=True)

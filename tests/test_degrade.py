@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from idgen.degrade import (MASK_FILL, PRESETS, BlindParams, DegradationPreset, apply_blind, apply_mask, degrade, draw_params,
+from idgen.media.degrade import (MASK_FILL, PRESETS, BlindParams, DegradationPreset, apply_blind, apply_mask, degrade, draw_params,
                            gaussian_kernel, grayscale, jitter_params, random_box_mask, random_brush_mask)
 from idgen.errors import IdgenError
 from idgen.image_io import load_image
-from idgen.metrics import psnr
+from idgen.media.metrics import psnr
 
 from conftest import SHARED
 

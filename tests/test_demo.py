@@ -12,11 +12,11 @@ from PIL import Image
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from idgen.demo import DemoContext, launch  # noqa: E402
-from idgen.demo.common import MODEL_QUEUE, capabilities, friendly  # noqa: E402
-from idgen.demo.generate_tab import pick_face, run_generate  # noqa: E402
-from idgen.demo.edit_tab import editor_photo_and_mask, run_inpaint  # noqa: E402
-from idgen.demo.train_tab import run_train  # noqa: E402
+from idgen.app.demo import DemoContext, launch  # noqa: E402
+from idgen.app.demo.common import MODEL_QUEUE, capabilities, friendly  # noqa: E402
+from idgen.app.demo.generate_tab import pick_face, run_generate  # noqa: E402
+from idgen.app.demo.edit_tab import editor_photo_and_mask, run_inpaint  # noqa: E402
+from idgen.app.demo.train_tab import run_train  # noqa: E402
 from idgen.errors import IdgenError  # noqa: E402
 
 from conftest import SHARED  # noqa: E402

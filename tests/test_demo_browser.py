@@ -52,7 +52,7 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from idgen.demo import DemoContext, build_app
+    from idgen.app.demo import DemoContext, build_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

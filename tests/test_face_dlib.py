@@ -102,7 +102,7 @@ def test_unreadable_files(analyzer, tmp_path):
 
 
 def test_cache_runs_the_detector_once(faces_dir):
-    from idgen.face.dlib_backend import DlibFaceAnalyzer
+    from idgen.face.backends.dlib import DlibFaceAnalyzer
 
     analyzer = DlibFaceAnalyzer()
     calls = []

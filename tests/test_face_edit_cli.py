@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from idgen.cli import EXIT_BAD_INPUT, EXIT_MISSING_MODEL, EXIT_OK, main
+from idgen.app.cli import EXIT_BAD_INPUT, EXIT_MISSING_MODEL, EXIT_OK, main
 from idgen.image_io import load_image
-from idgen.video import probe_video
+from idgen.media.video import probe_video
 
 from test_video import face_frames, make_video
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from idgen.errors import FaceNotFoundError, ModelNotFoundError
-from idgen.face.insightface_backend import InsightFaceAnalyzer, find_pack
+from idgen.face.backends.insightface import InsightFaceAnalyzer, find_pack
 
 DET = 640
 STRIDES = (8, 16, 32)
@@ -106,7 +106,7 @@ def test_flat_image_has_no_face(pack_root):
 
 
 def test_auto_backend_prefers_a_local_pack(pack_root, monkeypatch):
-    from idgen.face import analyzer as analyzer_module
+    from idgen.face import factory as analyzer_module
     from idgen.face import get_face_analyzer
 
     monkeypatch.delenv("IDGEN_FACE_BACKEND", raising=False)

@@ -624,7 +624,7 @@ def test_per_person_scales_and_unload_lora_weights_keeps_faceid():
 
 
 def test_plus_face_image_is_cropped_from_the_keypoints(monkeypatch):
-    import idgen.face
+    import idgen.pipelines.pipeline_faceid
 
     pipe, _ = make_plus_pipeline()
     kps = np.array([[10, 12], [30, 12], [20, 20], [12, 28], [28, 28]], np.float32)
@@ -642,7 +642,7 @@ def test_plus_face_image_is_cropped_from_the_keypoints(monkeypatch):
         def get(self, image, select="largest"):
             return face
 
-    monkeypatch.setattr(idgen.face, "align_face", align_face, raising=False)
+    monkeypatch.setattr(idgen.pipelines.pipeline_faceid, "align_face", align_face)
     got = run(pipe, face_embeds=None, face_image=photo, face_analyzer=StubAnalyzer())
     assert seen == [((48, 40, 3), kps.tolist(), 224)]
     np.testing.assert_allclose(got, run(pipe, face_crop=CROP), atol=1e-6)

@@ -7,11 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from idgen.degrade import degrade, draw_params
+from idgen.media.degrade import degrade, draw_params
 from idgen.errors import IdgenError
 from idgen.face import get_face_analyzer
 from idgen.image_io import load_image
-from idgen.metrics import identity_similarity, landmark_distance, psnr, ssim, temporal_consistency
+from idgen.media.metrics import identity_similarity, landmark_distance, psnr, ssim, temporal_consistency
 
 from conftest import SHARED
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from idgen.cli import main
+from idgen.app.cli import main
 from idgen.errors import DatasetError
 from idgen.face import align_face, get_face_analyzer
 from idgen.image_io import load_image

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from idgen.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from idgen.app.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from idgen.errors import CheckpointError
-from idgen.video import probe_video
+from idgen.media.video import probe_video
 
 from test_video import face_frames, make_video
 
@@ -51,7 +51,7 @@ def test_eval_restore_on_photos_and_on_a_video(faces_dir, tmp_path, capsys):
 
 
 def test_official_svfr_files_load_and_bad_files_are_named(tmp_path):
-    from idgen.restore import _tiny, load_svfr_pipeline
+    from idgen.app.restore import _tiny, load_svfr_pipeline
     from idgen.testing import tiny_svd_components
 
     folder = tmp_path / "svd"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from idgen.cli import main
+from idgen.app.cli import main
 from idgen.errors import DatasetError, IdgenError
 from idgen.train.loop import StepBatchSampler, TrainingArgs, run_training, step_generator
 from idgen.train.lora import LoRAOptions, LoRATask

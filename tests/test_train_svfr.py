@@ -14,7 +14,7 @@ from idgen.pipelines import SVFRPipeline
 from idgen.testing import tiny_svd_components
 from idgen.train.loop import TrainingArgs, run_training, step_generator
 from idgen.train.svfr import SVFROptions, SVFRTask, unified_latent_loss
-from idgen.video import write_video
+from idgen.media.video import write_video
 
 FACES = Path(__file__).resolve().parents[1] / "assets" / "faces"
 
@@ -138,7 +138,7 @@ def test_landmark_prior_trains_a_head_on_the_clean_frames_landmarks(tmp_path):
 
 
 def test_pairs_share_the_blind_degradation_and_paint_the_inpainting_region_white(tmp_path):
-    from idgen.degrade import degrade, grayscale
+    from idgen.media.degrade import degrade, grayscale
 
     task = SVFRTask(SVFROptions(base="tiny-svd", data=str(tmp_path), num_frames=3, resolution=32), None)
     clip = (np.random.default_rng(3).random((3, 32, 32, 3)) * 255).astype(np.uint8)

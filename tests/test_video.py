@@ -11,8 +11,8 @@ import pytest
 from idgen.errors import IdgenError
 from idgen.face import get_face_analyzer
 from idgen.image_io import load_image
-from idgen.video import VideoReadError, VideoWriter, probe_video, read_frames, read_video, write_video
-from idgen.video_faces import process_image_faces, process_video
+from idgen.media.video import VideoReadError, VideoWriter, probe_video, read_frames, read_video, write_video
+from idgen.media.video_faces import process_image_faces, process_video
 
 from conftest import SHARED
 

@@ -38,10 +38,10 @@ import torch
 
 from idgen.errors import DatasetError, IdgenError
 
-from .diffusion import (diffusion_loss, encode_captions, encode_latents, freeze_base, is_sdxl, load_base, noise_and_timesteps,
+from idgen.train.diffusion import (diffusion_loss, encode_captions, encode_latents, freeze_base, is_sdxl, load_base, noise_and_timesteps,
                         training_target)
-from .examples import FaceExamples, collate
-from .loop import TrainingArgs, TrainingTask
+from idgen.train.examples import FaceExamples, collate
+from idgen.train.loop import TrainingArgs, TrainingTask
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 `idgen train restore …` (the restoration ControlNet) and `idgen train svfr …` (video restoration).
 
 Both run under plain `idgen train …` (one process) and under `accelerate launch` for several
-GPUs or nodes: `accelerate launch --config_file train/configs/multi_gpu.yaml -m idgen.cli train …`.
+GPUs or nodes: `accelerate launch --config_file train/configs/multi_gpu.yaml -m idgen.app.cli train …`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import json
 
 def add_parser(subparsers) -> None:
     """Register `train` with its `lora` and `adapter` subcommands on idgen's CLI."""
-    from .adapter import AdapterOptions
-    from .loop import TrainingArgs, add_dataclass_arguments
-    from .lora import LoRAOptions
-    from .restore import RestoreOptions
-    from .svfr import SVFROptions
+    from idgen.train.adapter import AdapterOptions
+    from idgen.train.loop import TrainingArgs, add_dataclass_arguments
+    from idgen.train.lora import LoRAOptions
+    from idgen.train.restore import RestoreOptions
+    from idgen.train.svfr import SVFROptions
 
     train = subparsers.add_parser("train", help="train a LoRA of a person or an identity adapter")
     kinds = train.add_subparsers(dest="trainer", required=True)
@@ -40,11 +40,11 @@ def add_parser(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .adapter import AdapterOptions, adapter_task
-    from .loop import TrainingArgs, dataclass_from_namespace, run_training
-    from .lora import LoRAOptions, LoRATask
-    from .restore import RestoreOptions, RestoreTask
-    from .svfr import SVFROptions, SVFRTask
+    from idgen.train.adapter import AdapterOptions, adapter_task
+    from idgen.train.loop import TrainingArgs, dataclass_from_namespace, run_training
+    from idgen.train.lora import LoRAOptions, LoRATask
+    from idgen.train.restore import RestoreOptions, RestoreTask
+    from idgen.train.svfr import SVFROptions, SVFRTask
 
     training = dataclass_from_namespace(TrainingArgs, args)
     options = dataclass_from_namespace(args.options_class, args)

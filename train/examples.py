@@ -11,7 +11,7 @@ import torch
 
 from idgen.errors import DatasetError, ImageReadError
 
-from .prepare_data import list_photos
+from idgen.train.prepare_data import list_photos
 
 
 def image_to_tensor(image, resolution: int) -> torch.Tensor:
@@ -83,7 +83,7 @@ class FaceExamples(torch.utils.data.Dataset):
 
     def __init__(self, source, resolution: int, *, normalize: bool = False, caption: Optional[str] = None):
         if isinstance(source, (str, Path)):
-            from .records import open_dataset
+            from idgen.train.records import open_dataset
 
             source = open_dataset(source)
         self.records = source

@@ -22,11 +22,11 @@ from peft import LoraConfig, inject_adapter_in_model
 
 from idgen.errors import IdgenError
 
-from .diffusion import (diffusion_loss, encode_captions, encode_latents, freeze_base, is_sdxl, load_base, noise_and_timesteps,
+from idgen.train.diffusion import (diffusion_loss, encode_captions, encode_latents, freeze_base, is_sdxl, load_base, noise_and_timesteps,
                         training_target)
-from .examples import FaceExamples, PhotoFolder, collate, is_prepared_dataset
-from .prepare_data import IMAGE_SUFFIXES
-from .loop import TrainingArgs, TrainingTask
+from idgen.train.examples import FaceExamples, PhotoFolder, collate, is_prepared_dataset
+from idgen.image_io import IMAGE_SUFFIXES
+from idgen.train.loop import TrainingArgs, TrainingTask
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from idgen.errors import DatasetError
+from idgen.image_io import IMAGE_SUFFIXES, list_photos
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DEFAULT_CAPTION = "a photo of a person"
 CAPTION_FIELDS = {"identity", "name"}
 # Default of `min_sharpness`, measured with dlib on ../shared/faces (512 px crops, `sharpness`):
@@ -39,18 +39,6 @@ DEFAULT_MIN_SHARPNESS = 20.0
 SHARPNESS_SIZE = 256
 
 PathLike = Union[str, os.PathLike]
-
-
-def list_photos(root: PathLike) -> list[Path]:
-    """Image files (`IMAGE_SUFFIXES`, any case) under `root`, recursively, sorted: the order that
-    keys and shares follow. Raises DatasetError when `root` is not a folder or holds none."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root} is not a folder of photos.")
-    photos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not photos:
-        raise DatasetError(f"{root} holds no photos ({', '.join(IMAGE_SUFFIXES)}).")
-    return photos
 
 
 def check_caption(template: str) -> None:
@@ -98,7 +86,7 @@ def analyse_photo(path: Path, root: Path, index: int, analyzer, *, size: int, ca
     from idgen.face import align_face, transform_points
     from idgen.image_io import load_image
 
-    from .records import FaceRecord
+    from idgen.train.records import FaceRecord
 
     try:
         image = load_image(path)
@@ -163,7 +151,7 @@ def prepare_dataset(photos_dir: PathLike, out_dir: PathLike, *, size: int = 512,
 
     from idgen.face import get_face_analyzer
 
-    from .records import DatasetWriter
+    from idgen.train.records import DatasetWriter
 
     check_caption(caption)
     if not 0 <= shard_index < num_shards:
@@ -214,7 +202,7 @@ def merge_datasets(parts: Sequence[PathLike], out_dir: PathLike, *, overwrite: b
     """
     from collections import Counter
 
-    from .records import check_out_dir, dataset_info, open_dataset, partial_dir, publish
+    from idgen.train.records import check_out_dir, dataset_info, open_dataset, partial_dir, publish
 
     parts = [Path(p) for p in parts]
     if not parts:
@@ -290,7 +278,7 @@ def prepare_parallel(photos_dir: PathLike, out_dir: PathLike, *, num_workers: in
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from .records import check_out_dir
+    from idgen.train.records import check_out_dir
 
     check_out_dir(out_dir, overwrite)
     check_caption(caption)
@@ -334,7 +322,7 @@ def prepare_distributed(photos_dir: PathLike, out_dir: PathLike, *, overwrite: b
     failure on one process is raised on all of them."""
     from accelerate import PartialState
 
-    from .records import check_out_dir
+    from idgen.train.records import check_out_dir
 
     # cpu=True: the processes only exchange a few small objects (gloo, under any launcher); without
     # it, on a machine without CUDA every process would think it is the only one.

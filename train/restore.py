@@ -1,7 +1,7 @@
 """Training the restoration ControlNet of `FaceRestorePipeline` (`idgen train restore`).
 
 Pairs are made on the fly: each clean face (a folder of aligned face photos, or a prepared dataset
-from `idgen prepare-data`) is degraded by `idgen.degrade` with a preset, seeded by the loop's
+from `idgen prepare-data`) is degraded by `idgen.media.degrade` with a preset, seeded by the loop's
 per-step generator (so a resumed run sees the same pairs). The ControlNet, initialised from the
 frozen UNet, sees the degraded image; the UNet denoises the clean image's latents (the standard
 ControlNet recipe) with a generic caption, dropped with probability `caption_dropout`. Writes
@@ -20,9 +20,9 @@ import torch
 
 from idgen.errors import IdgenError
 
-from .diffusion import diffusion_loss, encode_captions, encode_latents, freeze_base, is_sdxl, load_base, noise_and_timesteps, training_target
-from .examples import FaceExamples, PhotoFolder, collate, is_prepared_dataset
-from .loop import TrainingArgs, TrainingTask
+from idgen.train.diffusion import diffusion_loss, encode_captions, encode_latents, freeze_base, is_sdxl, load_base, noise_and_timesteps, training_target
+from idgen.train.examples import FaceExamples, PhotoFolder, collate, is_prepared_dataset
+from idgen.train.loop import TrainingArgs, TrainingTask
 
 
 @dataclass
@@ -40,7 +40,7 @@ class RestoreOptions:
     validation_inference_steps: int = field(default=25, metadata={"help": "denoising steps of validation images"})
 
     def __post_init__(self):
-        from idgen.degrade import PRESETS, TASKS
+        from idgen.media.degrade import PRESETS, TASKS
 
         if self.preset not in PRESETS:
             raise IdgenError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}.")
@@ -100,7 +100,7 @@ class RestoreTask(TrainingTask):
     def degraded(self, pixel_values: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Degraded copies `[B, 3, R, R]` in [0, 1] (ControlNet's condition range) of clean images in
         [-1, 1], one draw each, seeded from `generator`."""
-        from idgen.degrade import degrade
+        from idgen.media.degrade import degrade
 
         clean = ((pixel_values.permute(0, 2, 3, 1).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
         seeds = torch.randint(0, 2**31 - 1, (len(clean),), generator=generator).tolist()

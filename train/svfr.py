@@ -2,9 +2,9 @@
 training code (SVFR #16); this follows the paper with SVD's fine-tuning recipe, on the shared loop
 (`run_training`: accelerate, checkpoints with exact resume, EMA, ...).
 
-- Data: a folder of face videos (aligned face crops, e.g. made with `idgen.video_faces`); each
+- Data: a folder of face videos (aligned face crops, e.g. made with `idgen.media.video_faces`); each
   example is `num_frames` consecutive frames resized to `resolution`.
-- Pairs: the degradation kit (`idgen.degrade`) degrades each clip for a task set drawn per example
+- Pairs: the degradation kit (`idgen.media.degrade`) degrades each clip for a task set drawn per example
   (BFR always, plus colorization and inpainting with probability `task_prob` each), seeded by the
   loop's per-step generator. The inpainting region is painted white, as the official inference
   paints the user's mask (`SVFRPipeline(mask=...)` does the same).
@@ -41,7 +41,7 @@ import torch
 
 from idgen.errors import DatasetError, FaceNotFoundError, FaceTooSmallError, IdgenError
 
-from .loop import TrainingArgs, TrainingTask
+from idgen.train.loop import TrainingArgs, TrainingTask
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 IDENTITY_BACKENDS = ("none", "insightface")
@@ -72,7 +72,7 @@ class SVFROptions:
     landmark_weight: float = field(default=0.0, metadata={"help": "weight of the facial landmark prior loss (0: off)"})
 
     def __post_init__(self):
-        from idgen.degrade import PRESETS
+        from idgen.media.degrade import PRESETS
 
         for name in ("task_prob", "reference_dropout", "identity_dropout"):
             if not 0 <= getattr(self, name) <= 1:
@@ -93,7 +93,7 @@ class ClipFolder(torch.utils.data.Dataset):
     `{"frames": [F, H, W, 3] uint8, "index": int}` resized to `resolution` squares."""
 
     def __init__(self, root: Path, num_frames: int, resolution: int):
-        from idgen.video import probe_video
+        from idgen.media.video import probe_video
 
         self.root, self.num_frames, self.resolution = Path(root), num_frames, resolution
         videos = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES) if self.root.is_dir() else []
@@ -109,7 +109,7 @@ class ClipFolder(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         import cv2
 
-        from idgen.video import read_frames
+        from idgen.media.video import read_frames
 
         video, start = self.clips[i]
         frames = [cv2.resize(f, (self.resolution,) * 2, interpolation=cv2.INTER_AREA)
@@ -234,7 +234,7 @@ class SVFRTask(TrainingTask):
     def degraded(self, clip: np.ndarray, tasks, seed: int) -> np.ndarray:
         """The model's input clip `[F, H, W, 3]` uint8: `degrade` for `tasks`, the inpainting region
         white (the official inference's convention)."""
-        from idgen.degrade import apply_mask, degrade
+        from idgen.media.degrade import apply_mask, degrade
 
         out = degrade(clip, self.opts.preset, seed=seed, tasks=tasks)
         if out.mask is None:

@@ -2,7 +2,7 @@
 modules: `layout` checks and maps the official checkpoint, `loader` installs it into a pipeline.
 The pipelines are `idgen.pipelines.pipeline_faceid.FaceIDPipeline` / `FaceIDXLPipeline`."""
 
-from .layout import (
+from idgen.adapters.faceid.layout import (
     VARIANTS,
     FaceIDSpec,
     FaceIDWeights,
@@ -13,7 +13,7 @@ from .layout import (
     infer_spec,
     processor_names,
 )
-from .loader import (
+from idgen.adapters.faceid.loader import (
     FACEID_ADAPTER_NAME,
     FACEID_SUBFOLDER,
     FaceIDLoaderMixin,

@@ -38,7 +38,7 @@ import torch
 from idgen.checkpoint import PathOrStateDict, resolve_state_dict
 from idgen.errors import CheckpointError, IdgenError
 
-from .layout import (
+from idgen.adapters.faceid.layout import (
     FaceIDSpec,
     build_image_projection,
     convert_faceid_checkpoint,

@@ -7,8 +7,8 @@
   `unload_instantid`; `load_instantid_adapter`, `convert_official_state_dict`, `official_key_map`.
 """
 
-from .attention import IdentityAttentionInputs, InstantIDAttnProcessor
-from .loader import (
+from idgen.adapters.instantid.attention import IdentityAttentionInputs, InstantIDAttnProcessor
+from idgen.adapters.instantid.loader import (
     DEFAULT_IDENTITY_SCALE,
     InstantIDLoaderMixin,
     convert_official_state_dict,
@@ -16,8 +16,8 @@ from .loader import (
     load_instantid_adapter,
     official_key_map,
 )
-from .model import IdentityKV, InstantIDAdapter, attn_processor_order, identity_layers
-from .resampler import PerceiverAttention, Resampler, ResamplerConfig
+from idgen.adapters.instantid.model import IdentityKV, InstantIDAdapter, attn_processor_order, identity_layers
+from idgen.adapters.instantid.resampler import PerceiverAttention, Resampler, ResamplerConfig
 
 __all__ = [
     "DEFAULT_IDENTITY_SCALE",

@@ -17,9 +17,9 @@ import torch
 from idgen.checkpoint import PathOrStateDict, check_state_dict, resolve_state_dict, split_prefixed
 from idgen.errors import CheckpointError, IdgenError
 
-from .attention import InstantIDAttnProcessor
-from .model import InstantIDAdapter
-from .resampler import ResamplerConfig
+from idgen.adapters.instantid.attention import InstantIDAttnProcessor
+from idgen.adapters.instantid.model import InstantIDAdapter
+from idgen.adapters.instantid.resampler import ResamplerConfig
 
 CHECKPOINT_NAME = "InstantID adapter (ip-adapter.bin)"
 DEFAULT_IDENTITY_SCALE = 0.8

@@ -18,7 +18,7 @@ from torch import nn
 
 from idgen.errors import IdgenError
 
-from .resampler import Resampler, ResamplerConfig
+from idgen.adapters.instantid.resampler import Resampler, ResamplerConfig
 
 
 def attn_processor_order(unet) -> list[str]:

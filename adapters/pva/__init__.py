@@ -5,10 +5,10 @@
 - `PVALoaderMixin.load_pva(path)`: idgen's saved folder or the official `FPIP.bin` unchanged.
 """
 
-from .attention import PVAAttnProcessor, PVAInputs, joint_attention
-from .encoder import MAX_REFERENCES, PVAIdentityEncoder
-from .loader import PVALoaderMixin, convert_official_state_dict, load_pva_adapter, official_state_dict
-from .model import PVAAdapter, pva_layers
+from idgen.adapters.pva.attention import PVAAttnProcessor, PVAInputs, joint_attention
+from idgen.adapters.pva.encoder import MAX_REFERENCES, PVAIdentityEncoder
+from idgen.adapters.pva.loader import PVALoaderMixin, convert_official_state_dict, load_pva_adapter, official_state_dict
+from idgen.adapters.pva.model import PVAAdapter, pva_layers
 
 __all__ = [
     "MAX_REFERENCES",

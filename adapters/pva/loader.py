@@ -17,8 +17,8 @@ import torch
 from idgen.checkpoint import check_state_dict, resolve_state_dict, split_prefixed
 from idgen.errors import CheckpointError, IdgenError
 
-from .attention import PVAAttnProcessor
-from .model import PVAAdapter, match_unet, pva_layers
+from idgen.adapters.pva.attention import PVAAttnProcessor
+from idgen.adapters.pva.model import PVAAdapter, match_unet, pva_layers
 
 PathOrStateDict = Union[str, os.PathLike, Mapping[str, object]]
 OFFICIAL_PARTS = ("transform_network", "unet")

@@ -20,8 +20,8 @@ from torch import nn
 
 from idgen.errors import IdgenError
 
-from .attention import PVAInputs
-from .encoder import PVAIdentityEncoder
+from idgen.adapters.pva.attention import PVAInputs
+from idgen.adapters.pva.encoder import PVAIdentityEncoder
 
 
 def pva_layers(unet) -> list[str]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import copy
-import os
 from typing import Optional, Union
 
 import numpy as np
 
-from ..errors import FaceNotFoundError, FaceTooSmallError, IdgenError, MultipleFacesError
-from ..image_io import ImageInput, load_image
-from .cache import LRUCache, image_key
-from .types import Face
+from idgen.errors import FaceNotFoundError, FaceTooSmallError, IdgenError, MultipleFacesError
+from idgen.image_io import ImageInput, load_image
+from idgen.face.cache import LRUCache, image_key
+from idgen.face.types import Face
 
 Selection = Union[str, int]
 
@@ -126,30 +125,3 @@ def identity_similarity(a: np.ndarray, b: np.ndarray) -> float:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
-
-
-_ANALYZERS: dict = {}
-
-
-def get_face_analyzer(backend: Optional[str] = None, **kwargs) -> FaceAnalyzer:
-    """The face analyzer for `backend`, created once per (backend, kwargs).
-
-    `backend` None → `IDGEN_FACE_BACKEND` → "insightface" when a local model pack is found,
-    else "dlib" (ships its models in pip packages; always available offline).
-    """
-    from .insightface_backend import InsightFaceAnalyzer, find_pack
-
-    backend = backend or os.environ.get("IDGEN_FACE_BACKEND")
-    if backend is None:
-        backend = "insightface" if find_pack(kwargs.get("pack"), kwargs.get("root")) is not None else "dlib"
-    key = (backend, tuple(sorted(kwargs.items())))
-    if key not in _ANALYZERS:
-        if backend == "dlib":
-            from .dlib_backend import DlibFaceAnalyzer
-
-            _ANALYZERS[key] = DlibFaceAnalyzer(**kwargs)
-        elif backend == "insightface":
-            _ANALYZERS[key] = InsightFaceAnalyzer(**kwargs)
-        else:
-            raise IdgenError(f"unknown face backend {backend!r}; choose 'dlib' or 'insightface'.")
-    return _ANALYZERS[key]

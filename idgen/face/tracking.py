@@ -3,7 +3,7 @@
 `FaceTracker.update(faces)` links each frame's detections to tracks as they come (Hungarian
 assignment, `scipy.optimize.linear_sum_assignment`, on box IoU plus identity-embedding cosine);
 `FaceTracker.finish()` then smooths the finished tracks offline. The whole clip is known by then
-(`idgen.video_faces` detects in a first pass, keeping only the `Face` records), so smoothing is a
+(`idgen.media.video_faces` detects in a first pass, keeping only the `Face` records), so smoothing is a
 centred Gaussian over time: no lag, unlike the causal filters (One-Euro) a live stream needs.
 Units: time in frames, boxes and keypoints in frame pixels.
 """
@@ -15,9 +15,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..errors import IdgenError
-from .analyzer import identity_similarity
-from .types import Face
+from idgen.errors import IdgenError
+from idgen.face.analyzer import identity_similarity
+from idgen.face.types import Face
 
 
 @dataclass

@@ -4,11 +4,11 @@
 `$IDGEN_HOME/models/sdxl`; `load_pipeline(cls, resolved)` loads folders and single files offline.
 """
 
-from .config import ModelConfig, env_var, idgen_home, load_config
-from .doctor import doctor_report, format_doctor_report
-from .fallback import any_configured, build_or_embedded
-from .registry import REGISTRY, Component
-from .resolve import ResolvedModel, load_pipeline, missing_files, resolve_component, resolve_path
+from idgen.models.config import ModelConfig, env_var, idgen_home, load_config
+from idgen.models.doctor import doctor_report, format_doctor_report
+from idgen.models.fallback import any_configured, build_or_embedded
+from idgen.models.registry import REGISTRY, Component
+from idgen.models.resolve import ResolvedModel, load_pipeline, missing_files, resolve_component, resolve_path
 
 __all__ = [
     "REGISTRY",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..errors import IdgenError
+from idgen.errors import IdgenError
 
 
 def idgen_home() -> Path:

@@ -6,10 +6,10 @@ import importlib.metadata
 import platform
 from typing import Optional
 
-from ..errors import ModelNotFoundError
-from .config import ModelConfig, env_var, load_config
-from .registry import REGISTRY
-from .resolve import resolve_component
+from idgen.errors import ModelNotFoundError
+from idgen.models.config import ModelConfig, env_var, load_config
+from idgen.models.registry import REGISTRY
+from idgen.models.resolve import resolve_component
 
 PACKAGES = ("idgen", "torch", "diffusers", "transformers", "accelerate", "peft", "safetensors", "huggingface_hub",
             "insightface", "onnxruntime", "dlib-bin", "opencv-python-headless", "numpy", "gradio")

@@ -9,8 +9,8 @@ from typing import Callable, Optional, Sequence
 
 from idgen.errors import ModelNotFoundError
 
-from .config import load_config
-from .resolve import resolve_component
+from idgen.models.config import load_config
+from idgen.models.resolve import resolve_component
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..errors import IdgenError, ModelNotFoundError
-from .config import ModelConfig, env_var, load_config
-from .registry import REGISTRY, Component, FileSpec
+from idgen.errors import IdgenError, ModelNotFoundError
+from idgen.models.config import ModelConfig, env_var, load_config
+from idgen.models.registry import REGISTRY, Component, FileSpec
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Tiny seeded random-weight models for tests, benchmarks and the embedded default."""
 
-from .tiny_models import (
+from idgen.testing.tiny_models import (
     EMBEDDED_DEFAULT_NOTE,
     PIPELINE_KINDS,
     seeded,
@@ -14,8 +14,8 @@ from .tiny_models import (
     tiny_unet,
     tiny_vae,
 )
-from .adapters import TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict
-from .tokenizer import tiny_clip_tokenizer
+from idgen.testing.adapters import TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict
+from idgen.testing.tokenizer import tiny_clip_tokenizer
 
 __all__ = [
     "EMBEDDED_DEFAULT_NOTE",

@@ -10,7 +10,9 @@ from typing import Optional
 
 import torch
 
-from .tiny_models import seeded
+from idgen.testing.tiny_models import seeded
+from idgen.adapters.faceid import FaceIDSpec, expected_layout
+from idgen.adapters.instantid import InstantIDAdapter, ResamplerConfig
 
 #: Small Resampler for tiny UNets (the official one is dim 1280, depth 4, dim_head 64, heads 20).
 TINY_RESAMPLER = {"dim": 64, "depth": 2, "dim_head": 16, "heads": 4, "num_queries": 16, "embedding_dim": 512, "ff_mult": 2}
@@ -18,7 +20,6 @@ TINY_RESAMPLER = {"dim": 64, "depth": 2, "dim_head": 16, "heads": 4, "num_querie
 
 def random_instantid_state_dict(unet, seed: int = 0, resampler_config: Optional[dict] = None) -> dict:
     """`{"image_proj": {...}, "ip_adapter": {"1.to_k_ip.weight": ..., ...}}` for `unet`."""
-    from idgen.adapters.instantid import InstantIDAdapter, ResamplerConfig
 
     cfg = ResamplerConfig.from_mapping(resampler_config or TINY_RESAMPLER, output_dim=unet.config.cross_attention_dim)
     with seeded(seed):
@@ -34,7 +35,6 @@ def random_faceid_state_dict(unet, variant: str = "faceid", *, clip_dim: Optiona
                              seed: int = 0) -> dict:
     """A FaceID / FaceID-Plus state dict with the official key names and shapes for `unet`
     (`rank` instead of 128 to stay small). Norm weights start near 1, as trained ones do."""
-    from idgen.adapters.faceid import FaceIDSpec, expected_layout
 
     spec = FaceIDSpec(variant, int(unet.config.cross_attention_dim), lora_rank=rank, clip_dim=clip_dim)
     generator = torch.Generator().manual_seed(seed)

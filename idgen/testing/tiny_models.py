@@ -13,7 +13,7 @@ import inspect
 
 import torch
 
-from .tokenizer import _vocab_and_merges, tiny_clip_tokenizer, tiny_vocab_size
+from idgen.testing.tokenizer import _vocab_and_merges, tiny_clip_tokenizer, tiny_vocab_size
 
 #: Label carried by every output made with the embedded default.
 EMBEDDED_DEFAULT_NOTE = (

@@ -22,11 +22,11 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import IdgenError
-from .face import Face, align_face, identity_similarity, paste_back, transform_points
-from .face.tracking import TrackedFace, track_faces
-from .image_io import ImageInput, load_image
-from .video import PathLike, VideoWriter, probe_video, read_frames
+from idgen.errors import IdgenError
+from idgen.face import Face, align_face, get_face_analyzer, identity_similarity, paste_back, transform_points
+from idgen.face.tracking import TrackedFace, track_faces
+from idgen.image_io import ImageInput, load_image
+from idgen.media.video import PathLike, VideoWriter, probe_video, read_frames
 
 #: Which faces to process: "all", "largest" (the main face: for a video the track with the most
 #: face area over time), "reference" (closest identity to `reference`), or an int index into the
@@ -178,7 +178,6 @@ def process_image_faces(
         (selected) faces comes back unchanged with no jobs.
     """
     if analyzer is None:
-        from .face import get_face_analyzer
 
         analyzer = get_face_analyzer()
     pixels = load_image(image)
@@ -236,7 +235,6 @@ def process_video(
     if batch_size < 1:
         raise IdgenError(f"batch_size must be >= 1, got {batch_size}.")
     if analyzer is None:
-        from .face import get_face_analyzer
 
         analyzer = get_face_analyzer()
     info = probe_video(input_path)

@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import ModelNotFoundError
-from .analyzer import FaceAnalyzer
-from .types import Face
+from idgen.errors import ModelNotFoundError
+from idgen.face.analyzer import FaceAnalyzer
+from idgen.face.types import Face
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,9 @@ import json
 
 from idgen.errors import IdgenError
 
-from .common import DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons
+from idgen.app.demo.common import DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons
+from idgen.app.restore import build_restore_pipeline, restore_video
+from idgen.face import get_face_analyzer
 
 
 def run_restore(ctx: DemoContext, photo, video, reference, fidelity, tasks, steps, seed):
@@ -15,8 +17,6 @@ def run_restore(ctx: DemoContext, photo, video, reference, fidelity, tasks, step
     import torch
     from PIL import Image
 
-    from idgen.face import get_face_analyzer
-    from idgen.restore import build_restore_pipeline, restore_video
 
     if (photo is None) == (video is None):
         raise IdgenError("give either a photo or a video to restore.")

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 
-from .errors import IdgenError, ImageReadError
+from idgen.errors import IdgenError, ImageReadError
 
 PathLike = Union[str, os.PathLike]
 #: Largest frame accepted (pixels), as `load_image`'s limit: 8K UHD.

@@ -9,9 +9,10 @@ import numpy as np
 from PIL import Image
 
 from idgen.errors import IdgenError
-from idgen.face_edit import METHODS, EditRequest, build_edit_pipeline, run_edit
+from idgen.app.edit import METHODS, EditRequest, build_edit_pipeline, run_edit
 
-from .common import DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons, step_progress
+from idgen.app.demo.common import DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons, step_progress
+from idgen.image_io import load_image
 
 
 def editor_photo_and_mask(value) -> tuple[np.ndarray, np.ndarray | None]:
@@ -51,7 +52,6 @@ def _request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale,
 def run_inpaint(ctx: DemoContext, editor, faces, method, prompt, steps, guidance_scale, seed, identity_scale,
                 strength, dilate, feather, region, progress=None):
     """Repaint the painted area (or the detected face region) as the person of `faces`."""
-    from idgen.image_io import load_image
 
     photo, mask = editor_photo_and_mask(editor)
     photo = load_image(photo)  # the pixel limit

@@ -12,7 +12,18 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import IdgenError
+from idgen.errors import IdgenError
+from idgen.adapters.svfr import IDProjection, widen_conv_in
+from idgen.checkpoint import first_mismatch, load_checkpoint
+from idgen.face import get_face_analyzer
+from idgen.image_io import list_photos, load_image
+from idgen.media.degrade import PRESETS, degrade
+from idgen.media.metrics import identity_similarity, landmark_distance, psnr, ssim, temporal_consistency
+from idgen.media.video import read_frames
+from idgen.media.video_faces import process_video
+from idgen.models import build_or_embedded, load_pipeline, resolve_component
+from idgen.pipelines import FaceRestorePipeline, SVFRPipeline
+from idgen.testing import EMBEDDED_DEFAULT_NOTE, seeded, tiny_controlnet, tiny_sd15_components, tiny_svd_components
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -20,9 +31,6 @@ NEEDS = {"image": ("sd15", "restore_controlnet"), "video": ("svd", "svfr_unet", 
 
 
 def _tiny(kind: str):
-    from .adapters.svfr import IDProjection, widen_conv_in
-    from .pipelines import FaceRestorePipeline, SVFRPipeline
-    from .testing import seeded, tiny_controlnet, tiny_sd15_components, tiny_svd_components
 
     if kind == "video":
         parts = tiny_svd_components(0)
@@ -44,9 +52,6 @@ def load_svfr_pipeline(svd_folder, unet_file, id_linear_file, *, torch_dtype=Non
     `unet.pth` / `id_linear.pth`, read with `weights_only=True` and checked key by key."""
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
 
-    from .adapters.svfr import IDProjection, widen_conv_in
-    from .checkpoint import first_mismatch, load_checkpoint
-    from .pipelines import SVFRPipeline
 
     folder = Path(svd_folder)
     unet = widen_conv_in(UNetSpatioTemporalConditionModel.from_pretrained(folder / "unet", local_files_only=True))
@@ -66,7 +71,6 @@ def load_svfr_pipeline(svd_folder, unet_file, id_linear_file, *, torch_dtype=Non
 def _real(kind: str, config):
     import torch
 
-    from .models import load_pipeline, resolve_component
 
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
     if kind == "video":
@@ -76,7 +80,6 @@ def _real(kind: str, config):
     else:
         from diffusers import ControlNetModel
 
-        from .pipelines import FaceRestorePipeline
 
         controlnet = ControlNetModel.from_pretrained(str(resolve_component("restore_controlnet", config=config).path),
                                                      torch_dtype=dtype)
@@ -89,7 +92,6 @@ def _real(kind: str, config):
 
 def build_restore_pipeline(kind: str, *, embedded_default: Optional[bool] = None):
     """`(pipeline, is_embedded_default)`: `FaceRestorePipeline` ("image") or `SVFRPipeline` ("video")."""
-    from .models import build_or_embedded
 
     if kind not in NEEDS:
         raise IdgenError(f"kind must be 'image' or 'video', got {kind!r}.")
@@ -109,7 +111,6 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
     """
     import torch
 
-    from .video_faces import process_video
 
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     references: dict[int, np.ndarray] = {}
@@ -155,11 +156,6 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
     import torch
     from PIL import Image
 
-    from .degrade import degrade
-    from .face import get_face_analyzer
-    from .image_io import load_image
-    from .metrics import identity_similarity, landmark_distance, psnr, ssim, temporal_consistency
-    from .video import read_frames
 
     source = Path(input_path)
     is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
@@ -180,7 +176,6 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
         restored = (restored * 255).round().astype(np.uint8)
         names = [f"frame {i}" for i in range(len(clean))]
     else:
-        from .train.prepare_data import list_photos
 
         files = list_photos(source)[:max_items] if source.is_dir() else [source]
         if not files:
@@ -217,8 +212,6 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
 def _cmd_restore(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from .face import get_face_analyzer
-    from .testing import EMBEDDED_DEFAULT_NOTE
 
     target = Path(args.input)
     kind = "video" if target.suffix.lower() in VIDEO_SUFFIXES else "image"
@@ -268,7 +261,6 @@ def _cmd_eval_restore(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     """Register `idgen restore` and `idgen eval restore`."""
-    from .degrade import PRESETS
 
     restore = sub.add_parser("restore", help="restore the faces of a damaged photo or video")
     restore.add_argument("input", help="photo or video")

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from idgen.errors import IdgenError, ModelNotFoundError
+from idgen.app import edit, generate, restore
+from idgen.models import any_configured, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +40,9 @@ PARTIAL_BANNER = (
 def capabilities() -> dict[str, tuple[str, ...]]:
     """Each capability of the demo and the registry components whose presence decides, by the
     CLI's rule (`idgen.models.build_or_embedded`), whether it runs on real weights."""
-    from idgen import face_edit, generate, restore
 
     return {**{f"generate {m}": names for m, names in generate.WEIGHTS.items()},
-            **{f"inpaint/swap {m}": names for m, names in face_edit.NEEDS.items()},
+            **{f"inpaint/swap {m}": names for m, names in edit.NEEDS.items()},
             # as `restore.build_restore_pipeline` decides: by the restoration weights, not the base
             **{f"restore {kind}": names[1:] for kind, names in restore.NEEDS.items()},
             "train LoRA": ("sd15",)}
@@ -83,7 +84,6 @@ class DemoContext:
             return list(capabilities())
         if self.tiny is False:
             return []
-        from idgen.models import any_configured, load_config
 
         config = load_config()
         return [name for name, needs in capabilities().items() if not any_configured(needs, config)]

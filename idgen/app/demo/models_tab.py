@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .common import DemoContext, friendly
+from idgen.app.demo.common import DemoContext, friendly
+from idgen.models import doctor_report, format_doctor_report
 
 
 def models_report() -> tuple[list[list[str]], str]:
     """A table `[model, status, where, source]` (where: its path, or where to put it) and the
     `idgen doctor` text."""
-    from idgen.models import doctor_report, format_doctor_report
 
     report = doctor_report()
     rows = [[name, "present" if info["present"] else "missing",

@@ -6,7 +6,7 @@ import argparse
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .app import launch
+    from idgen.app.demo.app import launch
 
     launch(args.host, args.port, tiny=True if args.tiny else None)
     return 0

@@ -15,7 +15,13 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import IdgenError
+from idgen.errors import IdgenError
+from idgen.app.generate import identity_embeddings, load_instantid_pipeline
+from idgen.face import get_face_analyzer
+from idgen.image_io import load_image
+from idgen.models import build_or_embedded, load_pipeline, resolve_component
+from idgen.pipelines import FaceIDInpaintPipeline, FaceSwapPipeline, InstantIDInpaintPipeline, PVAInpaintPipeline
+from idgen.testing import EMBEDDED_DEFAULT_NOTE, TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, seeded, tiny_controlnet, tiny_sd15_components, tiny_sdxl_components
 
 
 METHODS = ("pva", "faceid", "instantid")
@@ -27,11 +33,6 @@ NEEDS = {"pva": ("sd15_inpaint", "pva_adapter"), "faceid": ("sd15_inpaint", "fac
 
 def _tiny_pipeline(method: str):
     """The embedded default: tiny random inpainting models with a random adapter."""
-    from .pipelines import FaceIDInpaintPipeline, InstantIDInpaintPipeline, PVAInpaintPipeline
-    from .testing import (
-        TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, seeded, tiny_controlnet,
-        tiny_sd15_components, tiny_sdxl_components,
-    )
 
     if method == "instantid":
         components = tiny_sdxl_components(0, in_channels=9)
@@ -54,9 +55,6 @@ def _tiny_pipeline(method: str):
 def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], config):
     import torch
 
-    from .generate import load_instantid_pipeline
-    from .models import load_pipeline, resolve_component
-    from .pipelines import FaceIDInpaintPipeline, InstantIDInpaintPipeline, PVAInpaintPipeline
 
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
     if method == "instantid":
@@ -78,7 +76,6 @@ def build_edit_pipeline(method: str, *, base: Optional[str] = None, adapter: Opt
                         embedded_default: Optional[bool] = None):
     """`(inpainting pipeline, is_embedded_default)` for `method` (see `generate.build_pipeline`
     for the fallback rule: the tiny default only when none of the method's weights are configured)."""
-    from .models import build_or_embedded
 
     if method not in METHODS:
         raise IdgenError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
@@ -117,8 +114,6 @@ class EditRequest:
 
 
 def _source_embeddings(request: EditRequest, analyzer, embedded: bool) -> tuple[list[np.ndarray], list[str]]:
-    from .generate import identity_embeddings
-    from .image_io import load_image
 
     embeds, notes = [], []
     for photos in request.sources:
@@ -133,10 +128,6 @@ def _source_embeddings(request: EditRequest, analyzer, embedded: bool) -> tuple[
 def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=None) -> dict:
     """Swap/inpaint the faces of `request.target` (photo or video) and write the result and
     `record.json` to `out_dir`. `pipeline`: a built `(pipeline, is_embedded_default)` to reuse."""
-    from .face import get_face_analyzer
-    from .image_io import load_image
-    from .pipelines import FaceSwapPipeline
-    from .testing import EMBEDDED_DEFAULT_NOTE
 
     if not request.sources or not all(request.sources):
         raise IdgenError("give at least one source photo.")

@@ -5,7 +5,7 @@ serves it. Handlers live next to their tab (`generate_tab`, `edit_tab`, `restore
 `train_tab`, `models_tab`) as plain functions of a `DemoContext`.
 """
 
-from .app import TABS, build_app, launch
-from .common import DemoContext
+from idgen.app.demo.app import TABS, build_app, launch
+from idgen.app.demo.common import DemoContext
 
 __all__ = ["TABS", "DemoContext", "build_app", "launch"]

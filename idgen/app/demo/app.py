@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .common import MAX_FILE_SIZE, DemoContext
-from .edit_tab import build_inpaint_tab, build_swap_tab
-from .generate_tab import build_generate_tab
-from .models_tab import build_models_tab
-from .restore_tab import build_restore_tab
-from .train_tab import build_train_tab
+from idgen.app.demo.common import MAX_FILE_SIZE, DemoContext
+from idgen.app.demo.edit_tab import build_inpaint_tab, build_swap_tab
+from idgen.app.demo.generate_tab import build_generate_tab
+from idgen.app.demo.models_tab import build_models_tab
+from idgen.app.demo.restore_tab import build_restore_tab
+from idgen.app.demo.train_tab import build_train_tab
 
 #: The tabs in page order; adding a capability is one line here.
 TABS = [build_generate_tab, build_inpaint_tab, build_swap_tab, build_restore_tab, build_train_tab, build_models_tab]

@@ -35,7 +35,7 @@ from typing import Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from .errors import IdgenError
+from idgen.errors import IdgenError
 
 TASKS = ("bfr", "colorize", "inpaint")
 MASK_KINDS = ("brush", "box")

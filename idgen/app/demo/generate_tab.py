@@ -6,18 +6,20 @@ from typing import Optional
 import numpy as np
 
 from idgen.errors import IdgenError
-from idgen.generate import METHODS, SCHEDULERS
+from idgen.app.generate import GenerationRequest, METHODS, SCHEDULERS, build_pipeline, generate
 
-from .common import (
+from idgen.app.demo.common import (
     ASSETS, DemoContext, friendly, model_job, optional, paths, run_and_cancel_buttons, step_progress,
 )
+from idgen.conditioning import draw_kps_many
+from idgen.face import get_face_analyzer
+from idgen.image_io import load_image
 
 
 def draw_faces(photo: np.ndarray, faces) -> np.ndarray:
     """`photo` `[H, W, 3]` with each face's box, index and InstantID keypoints (official colours)."""
     import cv2
 
-    from idgen.conditioning import draw_kps_many
 
     drawn = np.asarray(draw_kps_many((photo.shape[1], photo.shape[0]), [f.kps for f in faces]))
     canvas = np.where(drawn.sum(-1, keepdims=True) > 0, drawn, photo).astype(np.uint8)
@@ -42,8 +44,6 @@ def detect_faces(ctx: DemoContext, files, backend=None) -> tuple[list, list]:
     """The face picker: gallery items `(thumbnail, caption)`, one per usable face of each photo
     (numbered largest first, the order `GenerationRequest.face_index` uses), or the photo with
     the reason when it has none; and the face index of each item (None for those)."""
-    from idgen.face import get_face_analyzer
-    from idgen.image_io import load_image
 
     analyzer = get_face_analyzer(backend)
     items, indices = [], []
@@ -72,7 +72,6 @@ def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, nega
                  seed, identity_scale, control_scale, width, height, scheduler, num_images, identity_start,
                  identity_end, progress=None):
     """One generation; returns (image paths, record, downloadable files)."""
-    from idgen.generate import GenerationRequest, build_pipeline, generate
 
     if method not in METHODS:
         raise IdgenError(f"choose a method among {METHODS}.")
@@ -105,7 +104,6 @@ def _warn_if_several_faces(photos: list[str]) -> None:
     """A toast (not an error) when a photo has several faces and none was picked: the largest is used."""
     import gradio as gr
 
-    from idgen.face import get_face_analyzer
 
     analyzer = get_face_analyzer()  # the one `generate` uses; detections are cached by content
     for path in photos:

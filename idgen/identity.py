@@ -1,18 +1,20 @@
-"""Identity-embedding inputs: turning arrays, tensors and `Face` records into one tensor.
+"""The one identity-input path: photos, arrays, tensors or `Face` records → one `[N, D]` tensor.
 
 Every pipeline accepts `face_embeds` as an array/tensor `[D]` or `[N, D]`, a `Face`, or a list of
-them. N > 1 means N reference photos of the same person; `combine_references` merges them.
+them, or `face_image` (photos analysed with a `FaceAnalyzer`); `resolve_face_embeds` turns either
+into the validated float32 tensor. N > 1 means N reference photos of the same person;
+`combine_references` merges them. `in_window` is the step window in which an identity scale acts.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Sequence, Union
+from typing import Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from .errors import IdgenError
-from .face.types import Face
+from idgen.errors import IdgenError
+from idgen.face import Face, get_face_analyzer
 
 FaceEmbedsInput = Union[np.ndarray, torch.Tensor, Face, Sequence[Union[np.ndarray, torch.Tensor, Face]]]
 ReferenceMode = Literal["mean", "normed_mean", "concat"]
@@ -79,3 +81,46 @@ def combine_references(embeds: torch.Tensor, mode: ReferenceMode = "mean") -> to
         target = embeds.norm(dim=-1).mean()
         return mean / mean.norm(dim=-1, keepdim=True).clamp_min(1e-12) * target
     raise IdgenError(f"reference_mode must be 'mean', 'normed_mean' or 'concat', got {mode!r}.")
+
+
+def resolve_face_embeds(
+    face_embeds: Optional[FaceEmbedsInput],
+    face_image,
+    *,
+    analyzer,
+    dim: int,
+    normalize: bool,
+    reference_mode: ReferenceMode = "mean",
+) -> torch.Tensor:
+    """The identity embeddings of one person, `[N, dim]` float32 on CPU.
+
+    Exactly one of `face_embeds` (arrays/tensors/`Face` records) and `face_image` (one photo or a
+    list of photos, each with one face: the largest is taken) must be given; photos go through
+    `analyzer` (an `idgen.face.FaceAnalyzer`, cached per image). N references are merged by
+    `reference_mode` (see `combine_references`).
+    """
+    if (face_embeds is None) == (face_image is None):
+        raise IdgenError("Give exactly one of `face_embeds` and `face_image`.")
+    if face_image is not None:
+        if analyzer is None:
+            analyzer = get_face_analyzer()
+        photos = face_image if isinstance(face_image, (list, tuple)) else [face_image]
+        face_embeds = [analyzer.get(photo, select="largest") for photo in photos]
+        if analyzer.embedding_dim != dim:
+            raise IdgenError(
+                f"this adapter needs {dim}-d identity embeddings, but the face analyzer "
+                f"{analyzer.name!r} gives {analyzer.embedding_dim}-d ({analyzer.embedding_model}); "
+                "configure an insightface pack (antelopev2) for the official ArcFace embedding."
+            )
+    embeds = face_embeds_to_tensor(face_embeds, dim=dim, normalize=normalize)
+    return combine_references(embeds, reference_mode)
+
+
+def in_window(step_index: int, num_steps: int, start: float, end: float) -> bool:
+    """Whether denoising step `step_index` of `num_steps` lies in the fraction window
+    `[start, end]` (diffusers' `control_guidance_start/end` convention)."""
+    if not 0.0 <= start <= end <= 1.0:
+        raise IdgenError(f"start/end fractions must satisfy 0 <= start <= end <= 1; got {start}, {end}.")
+    lo = step_index / num_steps
+    hi = (step_index + 1) / num_steps
+    return not (lo < start or hi > end)

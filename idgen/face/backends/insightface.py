@@ -15,10 +15,10 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import ModelNotFoundError
-from .align import align_face
-from .analyzer import FaceAnalyzer
-from .types import Face
+from idgen.errors import ModelNotFoundError
+from idgen.face.align import align_face
+from idgen.face.analyzer import FaceAnalyzer
+from idgen.face.types import Face
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,10 @@ import threading
 
 from idgen.errors import IdgenError, ModelNotFoundError
 
-from .common import DemoContext, model_job, paths, run_and_cancel_buttons
+from idgen.app.demo.common import DemoContext, model_job, paths, run_and_cancel_buttons
+from idgen.models import resolve_component
+from idgen.train.loop import TrainingArgs, run_training
+from idgen.train.lora import LoRAOptions, LoRATask
 
 
 class TrainingCancelled(IdgenError):
@@ -19,7 +22,6 @@ def _base(ctx: DemoContext) -> tuple[str, int]:
     """The base model and resolution: configured SD1.5, else the tiny default at 32 px."""
     if ctx.tiny:
         return "tiny-sd15", 32
-    from idgen.models import resolve_component
 
     try:
         return str(resolve_component("sd15").path), 512
@@ -32,8 +34,6 @@ def _base(ctx: DemoContext) -> tuple[str, int]:
 def run_train(ctx: DemoContext, files, instance_prompt, steps, rank, learning_rate):
     """Generator of `(status, loss points, files)`: one update per optimizer step, then the
     LoRA file. Closing the generator (Gradio's cancel) stops the training at the next step."""
-    from idgen.train.loop import TrainingArgs, run_training
-    from idgen.train.lora import LoRAOptions, LoRATask
 
     photos = paths(files)
     if not photos:

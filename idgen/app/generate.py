@@ -16,7 +16,13 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import IdgenError
+from idgen.errors import IdgenError
+from idgen.conditioning import draw_kps, resize_kps
+from idgen.face import align_face, get_face_analyzer
+from idgen.image_io import load_image
+from idgen.models import build_or_embedded, load_pipeline, resolve_component
+from idgen.pipelines import Arc2FacePipeline, FaceIDPipeline, InstantIDPipeline, load_arc2face_pipeline
+from idgen.testing import EMBEDDED_DEFAULT_NOTE, TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, tiny_clip_vision_encoder, tiny_controlnet, tiny_sd15_components, tiny_sdxl_components
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +66,6 @@ class GenerationRequest:
 
 def _tiny_pipeline(method: str):
     """The embedded default: tiny random models + a random adapter in the official layout."""
-    from .pipelines import Arc2FacePipeline, FaceIDPipeline, InstantIDPipeline
-    from .testing import (
-        TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, tiny_clip_vision_encoder,
-        tiny_controlnet, tiny_sd15_components, tiny_sdxl_components,
-    )
 
     if method == "instantid":
         components = tiny_sdxl_components(0)
@@ -92,7 +93,6 @@ def load_instantid_pipeline(cls, base_name: str, base: Optional[str], adapter: O
     `ip-adapter.bin`. Raises ModelNotFoundError naming what is missing."""
     from diffusers import ControlNetModel
 
-    from .models import load_pipeline, resolve_component
 
     resolved = resolve_component(base_name, config=config, override=base)
     identitynet = resolve_component("instantid_identitynet", config=config)
@@ -107,12 +107,9 @@ def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], con
     """Pipelines on configured weights. Raises ModelNotFoundError naming what is missing."""
     import torch
 
-    from .models import load_pipeline, resolve_component
-    from .pipelines import FaceIDPipeline, InstantIDPipeline
 
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
     if method == "arc2face":
-        from .adapters.arc2face import load_arc2face_pipeline
 
         sd15 = resolve_component("sd15", config=config, override=base)
         unet = resolve_component("arc2face_unet", config=config, override=adapter)
@@ -146,7 +143,6 @@ def build_pipeline(method: str, *, base: Optional[str] = None, adapter: Optional
     tiny embedded default when none of the method's weights are configured at all; a partial
     configuration is an error (it names the missing file) rather than a silent fallback.
     """
-    from .models import build_or_embedded
 
     if method not in METHODS:
         raise IdgenError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
@@ -200,10 +196,6 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
     """
     import torch
 
-    from .conditioning import draw_kps, resize_kps
-    from .face import align_face, get_face_analyzer
-    from .image_io import load_image
-    from .testing import EMBEDDED_DEFAULT_NOTE
 
     if not request.faces:
         raise IdgenError("give at least one face photo.")

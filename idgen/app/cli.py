@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import IdgenError, ModelNotFoundError
+from idgen.errors import IdgenError, ModelNotFoundError
 
 logger = logging.getLogger("idgen")
 
@@ -21,7 +21,7 @@ EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_MISSING_MODEL = 0, 1,
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .models.doctor import doctor_report, format_doctor_report
+    from idgen.models.doctor import doctor_report, format_doctor_report
 
     report = doctor_report()
     print(json.dumps(report, indent=2) if args.json else format_doctor_report(report))
@@ -36,9 +36,9 @@ def _cmd_faces(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from .conditioning import draw_kps, face_mask
-    from .face import align_face, get_face_analyzer
-    from .image_io import load_image
+    from idgen.conditioning import draw_kps, face_mask
+    from idgen.face import align_face, get_face_analyzer
+    from idgen.image_io import load_image
 
     image = load_image(args.image)
     analyzer = get_face_analyzer(args.backend)
@@ -72,7 +72,7 @@ def _cmd_faces(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import GenerationRequest, generate
+    from idgen.app.generate import GenerationRequest, generate
 
     request = GenerationRequest(
         method=args.method, faces=args.face, prompt=args.prompt, negative_prompt=args.negative_prompt,
@@ -142,11 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
     gen.set_defaults(func=_cmd_generate)
 
-    from .demo.cli import add_parser as add_demo_parser
-    from .face_edit import add_parsers as add_face_edit_parsers
-    from .restore import add_parsers as add_restore_parsers
-    from .train.cli import add_parser as add_train_parser
-    from .train.prepare_data import add_parser as add_prepare_data_parser
+    from idgen.app.demo.cli import add_parser as add_demo_parser
+    from idgen.app.edit import add_parsers as add_face_edit_parsers
+    from idgen.app.restore import add_parsers as add_restore_parsers
+    from idgen.train.cli import add_parser as add_train_parser
+    from idgen.train.prepare_data import add_parser as add_prepare_data_parser
 
     add_face_edit_parsers(sub)
     add_restore_parsers(sub)

@@ -15,7 +15,9 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from .errors import IdgenError
+from idgen.errors import IdgenError
+from idgen.face import get_face_analyzer, identity_similarity as cosine
+from idgen.face.tracking import box_iou
 
 #: SSIM constants of Wang et al. 2004: an 11 x 11 Gaussian window of σ = 1.5, K1 = 0.01, K2 = 0.03.
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
@@ -81,7 +83,6 @@ def ssim(a: np.ndarray, b: np.ndarray, *, channels: str = "rgb") -> float:
 def _default_analyzer(analyzer):
     if analyzer is not None:
         return analyzer
-    from .face import get_face_analyzer
 
     return get_face_analyzer("dlib")
 
@@ -89,7 +90,6 @@ def _default_analyzer(analyzer):
 def _corresponding_faces(a: np.ndarray, b: np.ndarray, analyzer):
     """`a`'s largest face and the face of `b` overlapping it most (any size), or None, None when
     either image has no face (or no face of `b` overlaps `a`'s)."""
-    from .face.tracking import box_iou
 
     a, b = _pair(a, b)
     analyzer = _default_analyzer(analyzer)
@@ -110,7 +110,6 @@ def identity_similarity(a: np.ndarray, b: np.ndarray, analyzer=None) -> float:
     network independent of the ArcFace embeddings the restorers are conditioned on. NaN when
     either image has no face or the analyzer gives no embedding.
     """
-    from .face import identity_similarity as cosine
 
     fa, fb = _corresponding_faces(a, b, analyzer)
     if fa is None or fa.embedding is None or fb.embedding is None:
