@@ -85,9 +85,9 @@ class StubArcFace:
 
 
 def test_identity_training_updates_and_ships_the_projection(tmp_path, monkeypatch):
-    import idgen.face
+    import idgen.train.svfr
 
-    monkeypatch.setattr(idgen.face, "get_face_analyzer", lambda name: StubArcFace())
+    monkeypatch.setattr(idgen.train.svfr, "get_face_analyzer", lambda name: StubArcFace())
     videos = clip_folder(tmp_path / "videos", videos=1)
     options = SVFROptions(base="tiny-svd", data=str(videos), num_frames=3, resolution=32,
                           identity_backend="insightface", reference_dropout=0.0, identity_dropout=0.0)
@@ -110,7 +110,7 @@ def test_identity_training_updates_and_ships_the_projection(tmp_path, monkeypatc
     class Dlib128(StubArcFace):
         embedding_dim = 128
 
-    monkeypatch.setattr(idgen.face, "get_face_analyzer", lambda name: Dlib128())
+    monkeypatch.setattr(idgen.train.svfr, "get_face_analyzer", lambda name: Dlib128())
     with pytest.raises(IdgenError, match="512-d"):
         SVFRTask(options, args).setup(SimpleNamespace(device=torch.device("cpu")), torch.float32)
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from idgen.errors import IdgenError, ModelNotFoundError
+from idgen.models.resolve import load_pipeline, resolve_path
+from idgen.testing import tiny_sd15_components, tiny_sdxl_components
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +37,9 @@ def load_base(pipeline_classes: tuple, base: str, *, tiny_text_width: int = 32, 
     9-channel inpainting UNet) whose SD1.5
     text encoder is `tiny_text_width` wide.
     """
-    from idgen.models.resolve import load_pipeline, resolve_path
 
     sd15_cls, sdxl_cls = pipeline_classes
     if base in TINY_BASES:
-        from idgen.testing import tiny_sd15_components, tiny_sdxl_components
 
         in_channels = 9 if base.endswith("-inpaint") else 4
         if TINY_BASES[base] == "sdxl":

@@ -11,7 +11,9 @@ import torch
 
 from idgen.errors import DatasetError, ImageReadError
 
-from idgen.train.prepare_data import list_photos
+from idgen.image_io import list_photos
+from idgen.image_io import load_image
+from idgen.train.records import open_dataset
 
 
 def image_to_tensor(image, resolution: int) -> torch.Tensor:
@@ -44,7 +46,6 @@ class PhotoFolder(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: Path, resolution: int, caption: str):
-        from idgen.image_io import load_image
 
         self.root, self.resolution, self.caption = Path(root), resolution, caption
         self.files = list_photos(self.root)
@@ -63,7 +64,6 @@ class PhotoFolder(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         from PIL import Image
 
-        from idgen.image_io import load_image
 
         try:
             image = Image.fromarray(load_image(self.files[i]))
@@ -83,7 +83,6 @@ class FaceExamples(torch.utils.data.Dataset):
 
     def __init__(self, source, resolution: int, *, normalize: bool = False, caption: Optional[str] = None):
         if isinstance(source, (str, Path)):
-            from idgen.train.records import open_dataset
 
             source = open_dataset(source)
         self.records = source

@@ -22,8 +22,10 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from idgen.errors import DatasetError
-from idgen.image_io import IMAGE_SUFFIXES, list_photos
+from idgen.errors import DatasetError, ImageReadError
+from idgen.face import align_face, get_face_analyzer, transform_points
+from idgen.image_io import list_photos, load_image
+from idgen.train.records import DatasetWriter, FaceRecord, check_out_dir, dataset_info, open_dataset, partial_dir, publish
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +84,7 @@ def analyse_photo(path: Path, root: Path, index: int, analyzer, *, size: int, ca
     """
     from PIL import Image
 
-    from idgen.errors import ImageReadError
-    from idgen.face import align_face, transform_points
-    from idgen.image_io import load_image
 
-    from idgen.train.records import FaceRecord
 
     try:
         image = load_image(path)
@@ -149,9 +147,7 @@ def prepare_dataset(photos_dir: PathLike, out_dir: PathLike, *, size: int = 512,
     """
     from tqdm.auto import tqdm
 
-    from idgen.face import get_face_analyzer
 
-    from idgen.train.records import DatasetWriter
 
     check_caption(caption)
     if not 0 <= shard_index < num_shards:
@@ -202,7 +198,6 @@ def merge_datasets(parts: Sequence[PathLike], out_dir: PathLike, *, overwrite: b
     """
     from collections import Counter
 
-    from idgen.train.records import check_out_dir, dataset_info, open_dataset, partial_dir, publish
 
     parts = [Path(p) for p in parts]
     if not parts:
@@ -278,7 +273,6 @@ def prepare_parallel(photos_dir: PathLike, out_dir: PathLike, *, num_workers: in
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from idgen.train.records import check_out_dir
 
     check_out_dir(out_dir, overwrite)
     check_caption(caption)
@@ -322,7 +316,6 @@ def prepare_distributed(photos_dir: PathLike, out_dir: PathLike, *, overwrite: b
     failure on one process is raised on all of them."""
     from accelerate import PartialState
 
-    from idgen.train.records import check_out_dir
 
     # cpu=True: the processes only exchange a few small objects (gloo, under any launcher); without
     # it, on a machine without CUDA every process would think it is the only one.

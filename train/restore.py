@@ -23,6 +23,8 @@ from idgen.errors import IdgenError
 from idgen.train.diffusion import diffusion_loss, encode_captions, encode_latents, freeze_base, is_sdxl, load_base, noise_and_timesteps, training_target
 from idgen.train.examples import FaceExamples, PhotoFolder, collate, is_prepared_dataset
 from idgen.train.loop import TrainingArgs, TrainingTask
+from idgen.media.degrade import PRESETS, TASKS, degrade
+from idgen.pipelines.pipeline_face_restore import FaceRestorePipeline
 
 
 @dataclass
@@ -40,7 +42,6 @@ class RestoreOptions:
     validation_inference_steps: int = field(default=25, metadata={"help": "denoising steps of validation images"})
 
     def __post_init__(self):
-        from idgen.media.degrade import PRESETS, TASKS
 
         if self.preset not in PRESETS:
             raise IdgenError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}.")
@@ -64,7 +65,6 @@ class RestoreTask(TrainingTask):
     def setup(self, accelerator, weight_dtype) -> None:
         from diffusers import ControlNetModel, DDPMScheduler, StableDiffusionPipeline
 
-        from idgen.pipelines.pipeline_face_restore import FaceRestorePipeline
 
         o = self.opts
         self.data = (FaceExamples(o.data, o.resolution, caption=o.caption)
@@ -100,7 +100,6 @@ class RestoreTask(TrainingTask):
     def degraded(self, pixel_values: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Degraded copies `[B, 3, R, R]` in [0, 1] (ControlNet's condition range) of clean images in
         [-1, 1], one draw each, seeded from `generator`."""
-        from idgen.media.degrade import degrade
 
         clean = ((pixel_values.permute(0, 2, 3, 1).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
         seeds = torch.randint(0, 2**31 - 1, (len(clean),), generator=generator).tolist()

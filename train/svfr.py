@@ -42,6 +42,11 @@ import torch
 from idgen.errors import DatasetError, FaceNotFoundError, FaceTooSmallError, IdgenError
 
 from idgen.train.loop import TrainingArgs, TrainingTask
+from idgen.adapters.svfr import IDProjection, check_task_conditioning, task_vector, widen_conv_in
+from idgen.face import get_face_analyzer
+from idgen.media.degrade import PRESETS, apply_mask, degrade
+from idgen.media.video import probe_video, read_frames
+from idgen.testing import tiny_svd_components
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 IDENTITY_BACKENDS = ("none", "insightface")
@@ -72,7 +77,6 @@ class SVFROptions:
     landmark_weight: float = field(default=0.0, metadata={"help": "weight of the facial landmark prior loss (0: off)"})
 
     def __post_init__(self):
-        from idgen.media.degrade import PRESETS
 
         for name in ("task_prob", "reference_dropout", "identity_dropout"):
             if not 0 <= getattr(self, name) <= 1:
@@ -93,7 +97,6 @@ class ClipFolder(torch.utils.data.Dataset):
     `{"frames": [F, H, W, 3] uint8, "index": int}` resized to `resolution` squares."""
 
     def __init__(self, root: Path, num_frames: int, resolution: int):
-        from idgen.media.video import probe_video
 
         self.root, self.num_frames, self.resolution = Path(root), num_frames, resolution
         videos = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES) if self.root.is_dir() else []
@@ -109,7 +112,6 @@ class ClipFolder(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         import cv2
 
-        from idgen.media.video import read_frames
 
         video, start = self.clips[i]
         frames = [cv2.resize(f, (self.resolution,) * 2, interpolation=cv2.INTER_AREA)
@@ -155,11 +157,9 @@ class SVFRTask(TrainingTask):
     # -- models --------------------------------------------------------------------------------
     def _load_base(self):
         """`(vae, unet, id_projection or None)` of the base."""
-        from idgen.adapters.svfr import IDProjection
 
         o = self.opts
         if o.base == "tiny-svd":
-            from idgen.testing import tiny_svd_components
 
             parts = tiny_svd_components(0)
             return parts["vae"], parts["unet"], None
@@ -174,7 +174,6 @@ class SVFRTask(TrainingTask):
                 UNetSpatioTemporalConditionModel.from_pretrained(base / "unet", local_files_only=True), projection)
 
     def setup(self, accelerator, weight_dtype) -> None:
-        from idgen.adapters.svfr import IDProjection, check_task_conditioning, widen_conv_in
 
         o = self.opts
         if self.args.snr_gamma is not None or self.args.noise_offset:
@@ -188,7 +187,6 @@ class SVFRTask(TrainingTask):
         self.save_projection = self.trained_identity or projection is not None
         self.id_projection = projection or IDProjection(ARCFACE_DIM, self.unet.config.cross_attention_dim)
         if self.trained_identity:
-            from idgen.face import get_face_analyzer
 
             self.identity_analyzer = get_face_analyzer(o.identity_backend)
             dim = getattr(self.identity_analyzer, "embedding_dim", None)
@@ -197,7 +195,6 @@ class SVFRTask(TrainingTask):
                                  f"{o.identity_backend} backend gives {dim}-d ones.")
         self.landmark_head = None
         if o.landmark_weight > 0:
-            from idgen.face import get_face_analyzer
 
             self.landmark_analyzer = get_face_analyzer("dlib")
             width = self.unet.config.block_out_channels[-1]
@@ -234,7 +231,6 @@ class SVFRTask(TrainingTask):
     def degraded(self, clip: np.ndarray, tasks, seed: int) -> np.ndarray:
         """The model's input clip `[F, H, W, 3]` uint8: `degrade` for `tasks`, the inpainting region
         white (the official inference's convention)."""
-        from idgen.media.degrade import apply_mask, degrade
 
         out = degrade(clip, self.opts.preset, seed=seed, tasks=tasks)
         if out.mask is None:
@@ -283,7 +279,6 @@ class SVFRTask(TrainingTask):
 
     # -- the loss ------------------------------------------------------------------------------
     def loss(self, batch, generator, modules):
-        from idgen.adapters.svfr import task_vector
 
         o = self.opts
         unet, device = modules[0], self.unet.device
