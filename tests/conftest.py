@@ -41,3 +41,22 @@ def parity_dir() -> Path:
 @pytest.fixture(scope="session")
 def layouts_dir() -> Path:
     return _require(SHARED / "layouts")
+
+
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch) -> Path:
+    """An idgen home and a user home with nothing configured, offline, no face backend chosen:
+    what a fresh machine looks like (the embedded default is what resolves)."""
+    monkeypatch.setenv("IDGEN_HOME", str(tmp_path / "idgen-home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("IDGEN_FACE_BACKEND", raising=False)
+    return tmp_path / "idgen-home"
+
+
+@pytest.fixture(scope="session")
+def dlib_analyzer():
+    """The real offline face analyzer (dlib + face-recognition-models: 128-d embeddings)."""
+    from idgen.face import get_face_analyzer
+
+    return get_face_analyzer("dlib")

@@ -5,15 +5,10 @@ import pytest
 from PIL import Image
 
 from idgen.errors import FaceNotFoundError, FaceTooSmallError, IdgenError, ImageReadError, MultipleFacesError
-from idgen.face import align_face, get_face_analyzer, identity_distance
+from idgen.face import align_face, identity_distance
 from idgen.image_io import load_image
 
 PORTRAITS = ["portrait_glasses.jpg", "portrait_smile.jpg", "portrait_older.jpg", "portrait_small.png"]
-
-
-@pytest.fixture(scope="module")
-def analyzer():
-    return get_face_analyzer("dlib")
 
 
 def _check_geometry(face):
@@ -29,88 +24,88 @@ def _check_geometry(face):
 
 
 @pytest.mark.parametrize("name", PORTRAITS + ["pose_fullbody_a.jpg", "pose_fullbody_b.jpg"])
-def test_finds_one_face_with_ordered_keypoints(analyzer, faces_dir, name):
-    face = analyzer.get(faces_dir / name, select="one")
+def test_finds_one_face_with_ordered_keypoints(dlib_analyzer, faces_dir, name):
+    face = dlib_analyzer.get(faces_dir / name, select="one")
     _check_geometry(face)
     assert face.image_size == Image.open(faces_dir / name).size
     assert face.landmarks.shape == (68, 2) and face.embedding.shape == (128,)
     assert face.embedding_model == "dlib_resnet_v1" and face.embedding_dim == 128
 
 
-def test_astronaut_from_skimage(analyzer):
+def test_astronaut_from_skimage(dlib_analyzer):
     skimage_data = pytest.importorskip("skimage.data")
-    face = analyzer.get(skimage_data.astronaut(), select="one")
+    face = dlib_analyzer.get(skimage_data.astronaut(), select="one")
     _check_geometry(face)
 
 
-def test_group_photo_selection(analyzer):
+def test_group_photo_selection(dlib_analyzer):
     import importlib.util
     from pathlib import Path
 
     t1 = Path(importlib.util.find_spec("insightface").submodule_search_locations[0]) / "data/images/t1.jpg"
-    faces = analyzer.get(t1, select="all")
+    faces = dlib_analyzer.get(t1, select="all")
     assert len(faces) >= 4
     areas = [f.area for f in faces]
     assert areas == sorted(areas, reverse=True), "documented order: largest first"
-    assert analyzer.get(t1, select="largest").area == areas[0]
-    assert np.array_equal(analyzer.get(t1, select=2).bbox, faces[2].bbox)
-    picked = analyzer.get(t1, select="reference", reference=faces[3])
+    assert dlib_analyzer.get(t1, select="largest").area == areas[0]
+    assert np.array_equal(dlib_analyzer.get(t1, select=2).bbox, faces[2].bbox)
+    picked = dlib_analyzer.get(t1, select="reference", reference=faces[3])
     assert np.array_equal(picked.bbox, faces[3].bbox)
     with pytest.raises(MultipleFacesError, match="faces were detected"):
-        analyzer.get(t1, select="one")
+        dlib_analyzer.get(t1, select="one")
     with pytest.raises(IdgenError, match="out of range"):
-        analyzer.get(t1, select=99)
+        dlib_analyzer.get(t1, select=99)
 
 
-def test_same_person_closer_than_different_people(analyzer, faces_dir):
+def test_same_person_closer_than_different_people(dlib_analyzer, faces_dir):
     image = load_image(faces_dir / "portrait_smile.jpg")
     resized = np.asarray(Image.fromarray(image).resize((image.shape[1] // 2, image.shape[0] // 2)))
-    a = analyzer.get(image).embedding
-    b = analyzer.get(resized).embedding
-    others = [analyzer.get(faces_dir / n).embedding for n in ("portrait_glasses.jpg", "portrait_older.jpg")]
+    a = dlib_analyzer.get(image).embedding
+    b = dlib_analyzer.get(resized).embedding
+    others = [dlib_analyzer.get(faces_dir / n).embedding for n in ("portrait_glasses.jpg", "portrait_older.jpg")]
     assert identity_distance(a, b) < 0.1
     assert min(np.linalg.norm(a - o) for o in others) > 0.6
 
 
-def test_alignment_lands_eyes_on_template(analyzer, faces_dir):
+def test_alignment_lands_eyes_on_template(dlib_analyzer, faces_dir):
     from idgen.face import template_for
 
     image = load_image(faces_dir / "portrait_older.jpg")
-    face = analyzer.get(image)
+    face = dlib_analyzer.get(image)
     for size in (112, 224, 512):
         aligned = align_face(image, face.kps, size=size)
-        realigned = analyzer.get(aligned.image, min_size=10) if size >= 224 else None
+        realigned = dlib_analyzer.get(aligned.image, min_size=10) if size >= 224 else None
         if realigned is not None:  # detect again in the crop: eyes near the template eyes
             assert np.abs(realigned.kps[:2] - template_for(size)[:2]).max() < 0.04 * size
 
 
-def test_no_face_and_too_small(analyzer):
+def test_no_face_and_too_small(dlib_analyzer):
     with pytest.raises(FaceNotFoundError):
-        analyzer.get(np.full((256, 256, 3), 127, np.uint8))
+        dlib_analyzer.get(np.full((256, 256, 3), 127, np.uint8))
     with pytest.raises(FaceTooSmallError, match="below the minimum"):
-        analyzer.get(load_image(__import__("skimage.data", fromlist=["astronaut"]).astronaut()), min_size=400)
+        dlib_analyzer.get(load_image(__import__("skimage.data", fromlist=["astronaut"]).astronaut()), min_size=400)
 
 
-def test_unreadable_files(analyzer, tmp_path):
+def test_unreadable_files(dlib_analyzer, tmp_path):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
     for path in (empty, corrupt, tmp_path / "missing.png"):
         with pytest.raises(ImageReadError):
-            analyzer.get(path)
+            dlib_analyzer.get(path)
 
 
 def test_cache_runs_the_detector_once(faces_dir):
     from idgen.face.backends.dlib import DlibFaceAnalyzer
 
-    analyzer = DlibFaceAnalyzer()
+    dlib_analyzer = DlibFaceAnalyzer()
     calls = []
-    original = analyzer._detect
-    analyzer._detect = lambda image: calls.append(1) or original(image)
-    first = analyzer.get(faces_dir / "portrait_glasses.jpg")
-    second = analyzer.get(faces_dir / "portrait_glasses.jpg")
+    original = dlib_analyzer._detect
+    dlib_analyzer._detect = lambda image: calls.append(1) or original(image)
+    first = dlib_analyzer.get(faces_dir / "portrait_glasses.jpg")
+    second = dlib_analyzer.get(faces_dir / "portrait_glasses.jpg")
     assert len(calls) == 1
     np.testing.assert_array_equal(first.embedding, second.embedding)
     second.kps[:] = 0  # callers get copies: mutating a result does not poison the cache
-    assert analyzer.get(faces_dir / "portrait_glasses.jpg").kps.any()
+    assert dlib_analyzer.get(faces_dir / "portrait_glasses.jpg").kps.any()

@@ -9,7 +9,6 @@ import pytest
 
 from idgen.media.degrade import degrade, draw_params
 from idgen.errors import IdgenError
-from idgen.face import get_face_analyzer
 from idgen.image_io import load_image
 from idgen.media.metrics import identity_similarity, landmark_distance, psnr, ssim, temporal_consistency
 
@@ -18,11 +17,6 @@ from conftest import SHARED
 
 def face(name="portrait_glasses.jpg", size=320):
     return cv2.resize(load_image(SHARED / "faces" / name), (size, size), interpolation=cv2.INTER_AREA)
-
-
-@pytest.fixture(scope="module")
-def analyzer():
-    return get_face_analyzer("dlib")
 
 
 def test_psnr_is_inf_for_identical_images_and_follows_the_formula():
@@ -65,32 +59,32 @@ def test_bad_metric_input_gets_clear_errors():
         temporal_consistency(image)
 
 
-def test_identity_similarity_keeps_a_lightly_degraded_copy_above_another_person(analyzer):
+def test_identity_similarity_keeps_a_lightly_degraded_copy_above_another_person(dlib_analyzer):
     photo, other, older = face(), face("portrait_smile.jpg"), face("portrait_older.jpg")
     # the first gfpgan draw that is light: little blur and downsampling, colour kept
     seed = next(s for s in range(500) if (p := draw_params("gfpgan", np.random.default_rng(s))).sigma_x < 2
                 and p.sigma_y < 2 and p.downsample < 2 and not p.gray)
     light = degrade(photo, "gfpgan", seed=seed).image
-    same = identity_similarity(photo, light, analyzer)
+    same = identity_similarity(photo, light, dlib_analyzer)
     assert same > 0.95
-    assert same > identity_similarity(photo, other, analyzer) and same > identity_similarity(photo, older, analyzer)
-    assert identity_similarity(photo, photo, analyzer) == pytest.approx(1.0)
+    assert same > identity_similarity(photo, other, dlib_analyzer) and same > identity_similarity(photo, older, dlib_analyzer)
+    assert identity_similarity(photo, photo, dlib_analyzer) == pytest.approx(1.0)
 
 
-def test_landmark_distance(analyzer):
+def test_landmark_distance(dlib_analyzer):
     photo = face()
-    assert landmark_distance(photo, photo, analyzer) == 0.0
-    detected = analyzer.detect(photo)[0]
+    assert landmark_distance(photo, photo, dlib_analyzer) == 0.0
+    detected = dlib_analyzer.detect(photo)[0]
     ocular = float(np.linalg.norm(detected.kps[0] - detected.kps[1]))
     shifted = np.zeros_like(photo)
     shifted[:, 8:] = photo[:, :-8]  # the face moved 8 px to the right
-    assert landmark_distance(photo, shifted, analyzer) == pytest.approx(8 / ocular, rel=0.15)
+    assert landmark_distance(photo, shifted, dlib_analyzer) == pytest.approx(8 / ocular, rel=0.15)
 
 
-def test_no_face_gives_nan_not_an_error(analyzer):
+def test_no_face_gives_nan_not_an_error(dlib_analyzer):
     photo, blank = face(size=160), np.full((160, 160, 3), 127, np.uint8)
     for metric in (identity_similarity, landmark_distance):
-        assert math.isnan(metric(photo, blank, analyzer)) and math.isnan(metric(blank, photo, analyzer))
+        assert math.isnan(metric(photo, blank, dlib_analyzer)) and math.isnan(metric(blank, photo, dlib_analyzer))
 
 
 def test_temporal_consistency():
