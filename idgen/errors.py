@@ -28,6 +28,13 @@ class ModelNotFoundError(IdgenError, FileNotFoundError):
     The message lists every place that was looked at and the files that were expected."""
 
 
+class ConfiguredModelError(ModelNotFoundError):
+    """A model location the user configured (`IDGEN_<NAME>` or `config.json`) does not resolve.
+
+    Never a reason to fall back to the embedded default: the message names the variable or the
+    config key and the value that failed."""
+
+
 class CheckpointError(IdgenError, ValueError):
     """A checkpoint file is of the wrong kind, truncated, or has unexpected keys or shapes.
 

@@ -45,12 +45,19 @@ def layouts_dir() -> Path:
 
 @pytest.fixture
 def empty_home(tmp_path, monkeypatch) -> Path:
-    """An idgen home and a user home with nothing configured, offline, no face backend chosen:
-    what a fresh machine looks like (the embedded default is what resolves)."""
+    """An idgen home, a user home and a Hugging Face cache with nothing configured, offline, no
+    face backend chosen: what a fresh machine looks like (the embedded default is what resolves)."""
+    from idgen.models import REGISTRY, env_var
+
     monkeypatch.setenv("IDGEN_HOME", str(tmp_path / "idgen-home"))
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("IDGEN_FACE_BACKEND", raising=False)
+    for name in REGISTRY:
+        monkeypatch.delenv(env_var(name), raising=False)
+    (tmp_path / "idgen-home").mkdir(exist_ok=True)
     return tmp_path / "idgen-home"
 
 

@@ -9,12 +9,7 @@ from PIL import Image
 from idgen.app.cli import EXIT_BAD_INPUT, EXIT_MISSING_MODEL, EXIT_OK, main
 
 
-@pytest.fixture(autouse=True)
-def empty_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("IDGEN_HOME", str(tmp_path / "idgen-home"))
-    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("IDGEN_FACE_BACKEND", raising=False)
+pytestmark = pytest.mark.usefixtures("empty_home")  # a fresh machine: nothing configured
 
 
 def test_faces_json_and_drawing(faces_dir, tmp_path, capsys):
@@ -84,3 +79,14 @@ def test_knobs_a_method_lacks_are_refused(faces_dir, tmp_path, capsys):
     assert main(base + ["--method", "arc2face", "--identity-scale", "0.5"]) == EXIT_BAD_INPUT
     assert main(base + ["--method", "faceid", "--control-scale", "0.5"]) == EXIT_BAD_INPUT
     assert "IdentityNet" in capsys.readouterr().err
+
+
+def test_configured_weights_that_do_not_resolve_exit_4_naming_the_value(faces_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("IDGEN_SDXL", str(tmp_path / "missing"))
+    code = main(["generate", "--method", "instantid", "--face", str(faces_dir / "portrait_glasses.jpg"),
+                 "--out", str(tmp_path / "o"), "--backend", "dlib"])
+    assert code == EXIT_MISSING_MODEL
+    assert f"IDGEN_SDXL={tmp_path / 'missing'} does not resolve" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*.png"))
+    assert main(["doctor"]) == EXIT_OK
+    assert f"IDGEN_SDXL={tmp_path / 'missing'}" in capsys.readouterr().out

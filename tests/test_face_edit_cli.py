@@ -13,11 +13,7 @@ from idgen.media.video import probe_video
 from test_video import face_frames, make_video
 
 
-@pytest.fixture(autouse=True)
-def empty_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("IDGEN_HOME", str(tmp_path / "idgen-home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("IDGEN_FACE_BACKEND", raising=False)
+pytestmark = pytest.mark.usefixtures("empty_home")  # a fresh machine: nothing configured
 
 
 @pytest.mark.parametrize("method", ["pva", "faceid", "instantid"])

@@ -6,21 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from idgen.errors import IdgenError, ModelNotFoundError
-from idgen.models import REGISTRY, doctor_report, format_doctor_report, load_config, load_pipeline, resolve_component
+from idgen.errors import ConfiguredModelError, IdgenError, ModelNotFoundError
+from idgen.models import (REGISTRY, any_configured, build_or_embedded, doctor_report, format_doctor_report, load_config,
+                          load_pipeline, resolve_component)
 from idgen.testing import tiny_pipeline
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("IDGEN_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for name in REGISTRY:
-        monkeypatch.delenv("IDGEN_" + name.upper(), raising=False)
-    (tmp_path / "home").mkdir()
-    return tmp_path / "home"
+def home(empty_home):
+    return empty_home
 
 
 def _save_tiny_sd15(folder):
@@ -117,3 +111,28 @@ def test_doctor_report_present_and_missing(home):
     assert report["packages"]["torch"] and report["device"] in ("cpu",) or report["device"].startswith(("cuda", "mps"))
     text = format_doctor_report(report)
     assert "[ok]      faceid_sd15" in text and "[missing] sdxl" in text
+
+
+def test_a_configured_location_that_does_not_resolve_is_an_error_naming_it(home, tmp_path, monkeypatch):
+    _save_tiny_sd15(home / "models" / "sd15")  # the default place holds a model: never used instead
+    monkeypatch.setenv("IDGEN_SD15", str(tmp_path / "missing"))
+    with pytest.raises(ConfiguredModelError, match=f"IDGEN_SD15={tmp_path / 'missing'} does not resolve"):
+        resolve_component("sd15")
+    monkeypatch.delenv("IDGEN_SD15")
+    (home / "config.json").write_text(json.dumps({"models": {"sdxl": str(tmp_path / "elsewhere")}}))
+    with pytest.raises(ConfiguredModelError) as err:
+        resolve_component("sdxl")
+    assert f'"sdxl": "{tmp_path / "elsewhere"}"' in str(err.value) and str(home / "config.json") in str(err.value)
+    report = doctor_report()
+    assert report["models"]["sdxl"]["configured"].startswith('"models": {"sdxl"')
+    assert report["models"]["sd15"]["present"] is True
+    assert "[broken]  sdxl" in format_doctor_report(report)
+
+
+def test_a_configured_location_never_falls_back_to_the_embedded_default(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("IDGEN_SDXL", str(tmp_path / "missing"))
+    tiny = []
+    with pytest.raises(ConfiguredModelError, match="IDGEN_SDXL"):
+        build_or_embedded("instantid", ["sdxl"], lambda config: resolve_component("sdxl", config=config),
+                          lambda: tiny.append(1))
+    assert not tiny and any_configured(["sdxl"])

@@ -13,10 +13,7 @@ from idgen.media.video import probe_video
 from test_video import face_frames, make_video
 
 
-@pytest.fixture(autouse=True)
-def empty_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("IDGEN_HOME", str(tmp_path / "idgen-home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("empty_home")  # a fresh machine: nothing configured
 
 
 def test_restore_a_photo_and_a_video(faces_dir, tmp_path, capsys):

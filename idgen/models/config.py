@@ -41,6 +41,15 @@ class ModelConfig:
         """The configured location of `component` (env var first, then the config file), or None."""
         return os.environ.get(env_var(component)) or self.models.get(component)
 
+    def configured_by(self, component: str) -> Optional[str]:
+        """Where `component`'s location was set, for messages: `IDGEN_SDXL=/data/sdxl` or
+        `"models": {"sdxl": "/data/sdxl"} in /home/me/.idgen/config.json`; None when not set."""
+        if os.environ.get(env_var(component)):
+            return f"{env_var(component)}={os.environ[env_var(component)]}"
+        if component in self.models:
+            return f'"models": {{"{component}": "{self.models[component]}"}} in {self.home / "config.json"}'
+        return None
+
 
 def load_config(home: Optional[os.PathLike] = None) -> ModelConfig:
     """Read `$IDGEN_HOME/config.json` if present.

@@ -34,7 +34,8 @@ def _device() -> str:
 
 def doctor_report(config: Optional[ModelConfig] = None) -> dict:
     """A JSON-ready report: `python`, `packages` (name -> version or None), `device`, `home`,
-    and `models`: name -> {present, path, source} or {present: False, expected, put_at, env, error}."""
+    and `models`: name -> {present, path, source} or {present: False, configured (the env var or
+    config key and value that failed, or None), put_at, env, source, error}."""
     config = config or load_config()
     models = {}
     for name, component in REGISTRY.items():
@@ -43,7 +44,7 @@ def doctor_report(config: Optional[ModelConfig] = None) -> dict:
             models[name] = {"present": True, "path": str(found.path), "source": found.source,
                             "description": component.description}
         except ModelNotFoundError as e:
-            models[name] = {"present": False, "description": component.description,
+            models[name] = {"present": False, "configured": config.configured_by(name), "description": component.description,
                             "put_at": str(config.home / component.default), "env": env_var(name),
                             "source": component.source, "error": str(e)}
     return {"python": platform.python_version(), "packages": {p: _version(p) for p in PACKAGES},
@@ -58,6 +59,8 @@ def format_doctor_report(report: dict) -> str:
     for name, info in report["models"].items():
         if info["present"]:
             lines.append(f"  [ok]      {name:24s} {info['path']} ({info['source']})")
+        elif info["configured"]:
+            lines.append(f"  [broken]  {name:24s} {info['error']}")
         else:
             lines.append(f"  [missing] {name:24s} put it at {info['put_at']} or set {info['env']}  (from {info['source']})")
     present = sum(info["present"] for info in report["models"].values())

@@ -1,13 +1,13 @@
 """The CLI's and the demo's weights rule: configured weights when they are all there; the tiny
 embedded default when none of a capability's weights are configured; an error naming the missing
-file when only some are (never a silent fallback)."""
+file when only some are, or when a configured location does not resolve (never a silent fallback)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Callable, Optional, Sequence
 
-from idgen.errors import ModelNotFoundError
+from idgen.errors import ConfiguredModelError, ModelNotFoundError
 
 from idgen.models.config import load_config
 from idgen.models.resolve import resolve_component
@@ -16,11 +16,14 @@ logger = logging.getLogger(__name__)
 
 
 def any_configured(names: Sequence[str], config=None) -> bool:
-    """Whether any of the registry components `names` is found."""
+    """Whether any of the registry components `names` is found or configured (a configured
+    location that does not resolve counts: it is an error, not a reason for the default)."""
     config = config or load_config()
     for name in names:
         try:
             resolve_component(name, config=config)
+            return True
+        except ConfiguredModelError:
             return True
         except ModelNotFoundError:
             continue
@@ -44,6 +47,8 @@ def build_or_embedded(what: str, names: Sequence[str], build_real: Callable, bui
     config = load_config()
     try:
         return build_real(config), False
+    except ConfiguredModelError:
+        raise
     except ModelNotFoundError:
         if embedded_default is False or explicit or any_configured(names, config):
             raise

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from idgen.errors import IdgenError, ModelNotFoundError
+from idgen.errors import ConfiguredModelError, IdgenError, ModelNotFoundError
 from idgen.models.config import ModelConfig, env_var, load_config
 from idgen.models.registry import REGISTRY, Component, FileSpec
 
@@ -89,6 +89,7 @@ def resolve_component(name: str, *, config: Optional[ModelConfig] = None, overri
     local Hugging Face cache (never downloaded unless `allow_download`).
 
     Raises:
+        ConfiguredModelError: the configured location (env var or config.json) does not hold it.
         ModelNotFoundError: with every place looked at and the files expected there.
     """
     if name not in REGISTRY:
@@ -106,26 +107,43 @@ def resolve_component(name: str, *, config: Optional[ModelConfig] = None, overri
         candidates.append((component.source, "hf-cache"))  # the official repo, if already cached
     looked = []
     for value, source in candidates:
-        resolved = resolve_path(value, source=source, allow_download=allow_download)
-        if resolved is None:
-            looked.append(f"{value} ({source}): not found")
-            continue
-        if resolved.format == "file" and not component.single_file:
-            if resolved.path.suffix in SINGLE_FILE_SUFFIXES:
-                return resolved  # a single-file checkpoint of a pipeline
-            looked.append(f"{value} ({source}): a file, but a folder is needed")
-            continue
-        missing = missing_files(component, resolved.path)
-        if not missing:
+        resolved, problem = _check_candidate(component, value, source, allow_download)
+        if resolved is not None:
             return resolved
-        looked.append(f"{resolved.path} ({source}): missing {', '.join(missing)}")
+        if source in ("env", "config"):
+            # What the user configured is what they meant: never look further (and never fall
+            # back to the embedded default) past a location that does not resolve.
+            raise ConfiguredModelError(
+                f"{config.configured_by(name)} does not resolve for {component.description} ({name}): {problem}. "
+                f"Expected {_expected(component)}. Fix the path, or unset it to use the default place "
+                f"{config.home / component.default}.")
+        looked.append(f"{value} ({source}): {problem}")
     raise ModelNotFoundError(
         f"{component.description} ({name}) was not found. Looked at:\n  " + "\n  ".join(looked)
-        + f"\nExpected {'the file' if component.single_file else 'a folder with'}: "
-        + ", ".join(_describe(f) for f in component.files)
+        + f"\nExpected {_expected(component)}"
         + f"\nGet it from {component.source} and put it at {config.home / component.default}, or set "
         + f"{env_var(name)} (or \"models\": {{\"{name}\": ...}} in {config.home / 'config.json'})."
     )
+
+
+def _expected(component: Component) -> str:
+    return ("the file " if component.single_file else "a folder with: ") + ", ".join(_describe(f) for f in component.files)
+
+
+def _check_candidate(component: Component, value: str, source: str,
+                     allow_download: bool) -> tuple[Optional[ResolvedModel], str]:
+    """`(resolved, "")` when `value` holds `component`, else `(None, what is wrong)`."""
+    resolved = resolve_path(value, source=source, allow_download=allow_download)
+    if resolved is None:
+        return None, "not found"
+    if resolved.format == "file" and not component.single_file:
+        if resolved.path.suffix in SINGLE_FILE_SUFFIXES:
+            return resolved, ""  # a single-file checkpoint of a pipeline
+        return None, "a file, but a folder is needed"
+    missing = missing_files(component, resolved.path)
+    if missing:
+        return None, f"{resolved.path} is missing {', '.join(missing)}"
+    return resolved, ""
 
 
 def load_pipeline(pipeline_class, resolved: ResolvedModel, *, config_folder: Optional[str] = None, **kwargs):
