@@ -12,6 +12,8 @@ from typing import Mapping, Optional, Union
 
 import torch
 
+from safetensors.torch import load_file
+
 from idgen.errors import CheckpointError, ModelNotFoundError
 
 StateDict = dict[str, torch.Tensor]
@@ -34,8 +36,6 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: str = "cpu") ->
         raise ModelNotFoundError(f"checkpoint {str(path)!r} does not exist.")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             obj = load_file(str(path), device=map_location)
         else:
             obj = torch.load(str(path), map_location=map_location, weights_only=True)

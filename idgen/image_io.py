@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from idgen.errors import DatasetError, ImageReadError
 
@@ -70,7 +70,6 @@ def load_image(
         image = pil
     if isinstance(image, Image.Image):
         _check_pixels(image.width, image.height, max_pixels, what)
-        from PIL import ImageOps
 
         image = ImageOps.exif_transpose(image).convert("RGB")
         return np.asarray(image, dtype=np.uint8).copy()

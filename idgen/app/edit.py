@@ -7,7 +7,6 @@ tiny embedded default when none are configured, images/videos plus `record.json`
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,13 +14,20 @@ from typing import Optional
 
 import numpy as np
 
+import torch
+from PIL import Image
+
 from idgen.errors import IdgenError
+from idgen.app.records import write_json
 from idgen.app.generate import identity_embeddings, load_instantid_pipeline
 from idgen.face import get_face_analyzer
 from idgen.image_io import load_image
 from idgen.models import build_or_embedded, load_pipeline, resolve_component
 from idgen.pipelines import FaceIDInpaintPipeline, FaceSwapPipeline, InstantIDInpaintPipeline, PVAInpaintPipeline
-from idgen.testing import EMBEDDED_DEFAULT_NOTE, TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, seeded, tiny_controlnet, tiny_sd15_components, tiny_sdxl_components
+from idgen.testing import (
+    EMBEDDED_DEFAULT_NOTE, TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, seeded,
+    tiny_controlnet, tiny_sd15_components, tiny_sdxl_components,
+)
 
 
 METHODS = ("pva", "faceid", "instantid")
@@ -53,9 +59,6 @@ def _tiny_pipeline(method: str):
 
 
 def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], config):
-    import torch
-
-
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
     if method == "instantid":
         pipe = load_instantid_pipeline(InstantIDInpaintPipeline, "sdxl_inpaint", base, adapter, config, dtype)
@@ -114,7 +117,6 @@ class EditRequest:
 
 
 def _source_embeddings(request: EditRequest, analyzer, embedded: bool) -> tuple[list[np.ndarray], list[str]]:
-
     embeds, notes = [], []
     for photos in request.sources:
         faces = [analyzer.get(load_image(p), select="largest") for p in photos]
@@ -157,8 +159,6 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
         report = swapper.swap_video(target, output, embeds, progress=True, **common)
         details = {"video": asdict(report), "notes": report.notes}
     else:
-        from PIL import Image
-
         exclude = load_image(request.exclude) if request.exclude else None
         user_mask = load_image(request.mask) if request.mask else None
         result = swapper(target, embeds, user_mask=user_mask, exclude=exclude, targets=request.targets,
@@ -172,7 +172,7 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
         "pipeline": type(pipe).__name__, "crop_size": swapper.crop_size, "face_backend": analyzer.name,
         "output": str(output), "seconds": round(time.perf_counter() - started, 3), **details,
     }
-    (out_dir / "record.json").write_text(json.dumps(record, indent=2, default=str))
+    write_json(out_dir / "record.json", record)
     return record
 
 

@@ -7,7 +7,6 @@ and a JSON record of every parameter.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,13 +15,22 @@ from typing import Optional
 
 import numpy as np
 
+import diffusers
+import torch
+from diffusers import ControlNetModel
+from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
 from idgen.errors import IdgenError
+from idgen.app.records import write_json
 from idgen.conditioning import draw_kps, resize_kps
 from idgen.face import align_face, get_face_analyzer
 from idgen.image_io import load_image
 from idgen.models import build_or_embedded, load_pipeline, resolve_component
 from idgen.pipelines import Arc2FacePipeline, FaceIDPipeline, InstantIDPipeline, load_arc2face_pipeline
-from idgen.testing import EMBEDDED_DEFAULT_NOTE, TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, tiny_clip_vision_encoder, tiny_controlnet, tiny_sd15_components, tiny_sdxl_components
+from idgen.testing import (
+    EMBEDDED_DEFAULT_NOTE, TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict,
+    tiny_clip_vision_encoder, tiny_controlnet, tiny_sd15_components, tiny_sdxl_components,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +99,6 @@ def _tiny_pipeline(method: str):
 def load_instantid_pipeline(cls, base_name: str, base: Optional[str], adapter: Optional[str], config, dtype):
     """An InstantID pipeline `cls` on the configured (or given) base `base_name`, IdentityNet and
     `ip-adapter.bin`. Raises ModelNotFoundError naming what is missing."""
-    from diffusers import ControlNetModel
-
 
     resolved = resolve_component(base_name, config=config, override=base)
     identitynet = resolve_component("instantid_identitynet", config=config)
@@ -105,12 +111,9 @@ def load_instantid_pipeline(cls, base_name: str, base: Optional[str], adapter: O
 
 def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], config):
     """Pipelines on configured weights. Raises ModelNotFoundError naming what is missing."""
-    import torch
-
 
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
     if method == "arc2face":
-
         sd15 = resolve_component("sd15", config=config, override=base)
         unet = resolve_component("arc2face_unet", config=config, override=adapter)
         encoder = resolve_component("arc2face_encoder", config=config)
@@ -124,8 +127,6 @@ def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], con
         pipe = load_pipeline(FaceIDPipeline, sd15, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
         image_encoder = None
         if method == "faceid-plusv2":
-            from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-
             clip = resolve_component("clip_vit_h", config=config)
             image_encoder = CLIPVisionModelWithProjection.from_pretrained(str(clip.path), torch_dtype=dtype)
             pipe.feature_extractor = CLIPImageProcessor()
@@ -173,7 +174,6 @@ def identity_embeddings(faces, analyzer, embedded: bool) -> tuple[np.ndarray, Op
 def _set_scheduler(pipe, name: Optional[str]) -> None:
     """Use scheduler `name` (a key of SCHEDULERS), or the pipeline's own for None (a reused
     pipeline gets its original scheduler back)."""
-    import diffusers
 
     original = pipe.__dict__.setdefault("_idgen_default_scheduler", pipe.scheduler)
     if name is None:
@@ -194,8 +194,6 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
     Returns:
         The record written to `record.json` (parameters, faces, files, timing).
     """
-    import torch
-
 
     if not request.faces:
         raise IdgenError("give at least one face photo.")
@@ -273,5 +271,5 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
         "pipeline": type(pipe).__name__, "scheduler": type(pipe.scheduler).__name__,
         "files": files, "seconds": round(seconds, 3),
     }
-    (out_dir / "record.json").write_text(json.dumps(record, indent=2, default=str))
+    write_json(out_dir / "record.json", record)
     return record

@@ -12,7 +12,15 @@ from typing import Optional
 
 import numpy as np
 
+import cv2
+import torch
+from PIL import Image
+from diffusers import (
+    AutoencoderKLTemporalDecoder, ControlNetModel, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel,
+)
+
 from idgen.errors import IdgenError
+from idgen.app.records import write_json
 from idgen.adapters.svfr import IDProjection, widen_conv_in
 from idgen.checkpoint import first_mismatch, load_checkpoint
 from idgen.face import get_face_analyzer
@@ -31,7 +39,6 @@ NEEDS = {"image": ("sd15", "restore_controlnet"), "video": ("svd", "svfr_unet", 
 
 
 def _tiny(kind: str):
-
     if kind == "video":
         parts = tiny_svd_components(0)
         with seeded(3):
@@ -50,8 +57,6 @@ def _tiny(kind: str):
 def load_svfr_pipeline(svd_folder, unet_file, id_linear_file, *, torch_dtype=None):
     """`SVFRPipeline` from an SVD folder (`stable-video-diffusion-img2vid-xt`) and SVFR's released
     `unet.pth` / `id_linear.pth`, read with `weights_only=True` and checked key by key."""
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
-
 
     folder = Path(svd_folder)
     unet = widen_conv_in(UNetSpatioTemporalConditionModel.from_pretrained(folder / "unet", local_files_only=True))
@@ -69,18 +74,12 @@ def load_svfr_pipeline(svd_folder, unet_file, id_linear_file, *, torch_dtype=Non
 
 
 def _real(kind: str, config):
-    import torch
-
-
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
     if kind == "video":
         svd = resolve_component("svd", config=config)
         pipe = load_svfr_pipeline(svd.path, resolve_component("svfr_unet", config=config).path,
                                   resolve_component("svfr_id_linear", config=config).path, torch_dtype=dtype)
     else:
-        from diffusers import ControlNetModel
-
-
         controlnet = ControlNetModel.from_pretrained(str(resolve_component("restore_controlnet", config=config).path),
                                                      torch_dtype=dtype)
         pipe = load_pipeline(FaceRestorePipeline, resolve_component("sd15", config=config), controlnet=controlnet,
@@ -109,8 +108,6 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
     (self-referred refinement on its first batch) is reused for its later batches, so the identity
     stays the same across batches.
     """
-    import torch
-
 
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     references: dict[int, np.ndarray] = {}
@@ -136,7 +133,6 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
 # --------------------------------------------------------------------------------------------- eval
 def _grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int = 160) -> np.ndarray:
     """Side-by-side rows clean | degraded | restored, each `size` px."""
-    import cv2
 
     return np.concatenate([np.concatenate([cv2.resize(x, (size, size)) for x in row], axis=1) for row in rows], axis=0)
 
@@ -152,10 +148,6 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
     """Degrade clean faces with `preset`, restore them, and report PSNR, SSIM, identity similarity
     and landmark distance (dlib: a face model independent of the restorers), plus the flow-warping
     temporal error for a video. Writes `metrics.json` and `grid.png` to `out_dir`."""
-    import cv2
-    import torch
-    from PIL import Image
-
 
     source = Path(input_path)
     is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
@@ -176,7 +168,6 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
         restored = (restored * 255).round().astype(np.uint8)
         names = [f"frame {i}" for i in range(len(clean))]
     else:
-
         files = list_photos(source)[:max_items] if source.is_dir() else [source]
         if not files:
             raise IdgenError(f"{source}: no photos to evaluate on.")
@@ -204,15 +195,12 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
               "items": per_item, "grid": str(out_dir / "grid.png"),
               "note": "identity similarity and landmark distance use dlib's 128-d model and 68 landmarks; NaN/None "
                       "where no face was found (tiny random models produce noise, so expect None there)"}
-    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
+    write_json(out_dir / "metrics.json", report)
     return report
 
 
 # --------------------------------------------------------------------------------------------- CLI
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from PIL import Image
-
-
     target = Path(args.input)
     kind = "video" if target.suffix.lower() in VIDEO_SUFFIXES else "image"
     pipe, embedded = build_restore_pipeline(kind, embedded_default=True if args.tiny else None)
@@ -230,7 +218,6 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     else:
         if tasks != ("bfr",):
             raise IdgenError("photos are restored with --tasks bfr (colorization/inpainting are the video model's).")
-        import torch
 
         reference = {"face_image": args.reference} if args.reference else {}
         result = pipe.restore_faces(target, analyzer=analyzer, fidelity=args.fidelity, generator=torch.Generator().manual_seed(args.seed),
@@ -242,7 +229,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
               "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "pipeline": type(pipe).__name__, "output": str(output),
               "seconds": round(time.perf_counter() - started, 3), "args": {k: v for k, v in vars(args).items() if k != "func"},
               **details}
-    (out_dir / "record.json").write_text(json.dumps(record, indent=2, default=str))
+    write_json(out_dir / "record.json", record)
     print(output)
     for note in [record["note"], *details["notes"]]:
         if note:

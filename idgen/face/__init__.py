@@ -7,7 +7,10 @@ and alignment.
 - `align_face(image, kps, size, mode)` / `paste_back(...)`: similarity alignment and its inverse.
 """
 
-from idgen.face.align import ARCFACE_TEMPLATE, FFHQ_TEMPLATE_512, AlignedFace, align_face, paste_back, similarity_transform, template_for, transform_points
+from idgen.face.align import (
+    ARCFACE_TEMPLATE, FFHQ_TEMPLATE_512, AlignedFace, align_face, paste_back, similarity_transform, template_for,
+    transform_points,
+)
 from idgen.face.analyzer import DEFAULT_MIN_FACE_SIZE, FaceAnalyzer, identity_distance, identity_similarity
 from idgen.face.factory import get_face_analyzer
 from idgen.face.tracking import FaceTracker, TrackedFace, TrackingResult, track_faces

@@ -147,7 +147,7 @@ class FaceTracker:
 
     def finish(self) -> TrackingResult:
         """Fill each track's short gaps by linear interpolation, smooth it, and list per frame."""
-        from scipy.ndimage import gaussian_filter1d
+        from scipy.ndimage import gaussian_filter1d  # see above
 
         per_frame: list[list[TrackedFace]] = [[] for _ in range(self.num_frames)]
         notes = []

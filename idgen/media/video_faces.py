@@ -22,6 +22,8 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from tqdm.auto import tqdm
+
 from idgen.errors import IdgenError
 from idgen.face import Face, align_face, get_face_analyzer, identity_similarity, paste_back, transform_points
 from idgen.face.tracking import TrackedFace, track_faces
@@ -178,7 +180,6 @@ def process_image_faces(
         (selected) faces comes back unchanged with no jobs.
     """
     if analyzer is None:
-
         analyzer = get_face_analyzer()
     pixels = load_image(image)
     faces = sorted((f for f in analyzer.detect(pixels) if f.width >= min_face_size), key=lambda f: float(f.bbox[0]))
@@ -230,12 +231,10 @@ def process_video(
         crf: x264 quality of the output.
         progress: tqdm bars over the frames of both passes.
     """
-    from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise IdgenError(f"batch_size must be >= 1, got {batch_size}.")
     if analyzer is None:
-
         analyzer = get_face_analyzer()
     info = probe_video(input_path)
     report = VideoReport(fps=float(info.fps), has_audio=info.has_audio)

@@ -23,7 +23,7 @@ def _version(package: str) -> Optional[str]:
 
 
 def _device() -> str:
-    import torch
+    import torch  # deferred: `idgen doctor` answers before torch loads its kernels
 
     if torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from huggingface_hub import snapshot_download
+
 from idgen.errors import ConfiguredModelError, IdgenError, ModelNotFoundError
 from idgen.models.config import ModelConfig, env_var, load_config
 from idgen.models.registry import REGISTRY, Component, FileSpec
@@ -48,8 +50,6 @@ def missing_files(component: Component, path: Path) -> list[str]:
 
 
 def _from_hf_cache(repo_id: str, allow_download: bool) -> Optional[Path]:
-    from huggingface_hub import snapshot_download
-
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     # Read the cache location now, not at huggingface_hub's import time, so HF_HUB_CACHE/HF_HOME
     # set by the caller (or a test) are honoured.

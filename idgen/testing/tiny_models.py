@@ -13,6 +13,16 @@ import inspect
 
 import torch
 
+import diffusers
+from diffusers import (
+    AutoencoderKL, AutoencoderKLTemporalDecoder, ControlNetModel, DDIMScheduler, EulerDiscreteScheduler,
+    UNet2DConditionModel, UNetSpatioTemporalConditionModel,
+)
+from transformers import (
+    CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+
 from idgen.testing.tokenizer import _vocab_and_merges, tiny_clip_tokenizer, tiny_vocab_size
 
 #: Label carried by every output made with the embedded default.
@@ -41,7 +51,6 @@ def _special_ids() -> tuple[int, int]:
 
 def tiny_text_encoder(seed: int = 0, *, with_projection: bool = False, width: int = TEXT_WIDTH):
     """CLIP text tower, 2 layers, hidden size `width` (`CLIPTextModel` or `...WithProjection`)."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     bos, eos = _special_ids()
     config = CLIPTextConfig(
@@ -55,8 +64,6 @@ def tiny_text_encoder(seed: int = 0, *, with_projection: bool = False, width: in
 
 
 def tiny_vae(seed: int = 0):
-    from diffusers import AutoencoderKL
-
     with seeded(seed):
         return AutoencoderKL(
             block_out_channels=[32, 64], in_channels=3, out_channels=3,
@@ -66,8 +73,6 @@ def tiny_vae(seed: int = 0):
 
 
 def _scheduler(xl: bool):
-    from diffusers import DDIMScheduler, EulerDiscreteScheduler
-
     common = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     if xl:
         return EulerDiscreteScheduler(**common, steps_offset=1, timestep_spacing="leading")
@@ -77,7 +82,6 @@ def _scheduler(xl: bool):
 def tiny_unet(seed: int = 0, *, xl: bool = False, in_channels: int = 4, text_width: int = TEXT_WIDTH):
     """`UNet2DConditionModel`: SD1.5-like (cross-attention `text_width`) or SDXL-like
     (cross-attention 2 x 32, `text_time` micro-conditioning: 6 time ids x 8 + pooled text 32 = 80)."""
-    from diffusers import UNet2DConditionModel
 
     common = dict(
         block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=in_channels, out_channels=4,
@@ -128,7 +132,6 @@ def tiny_sdxl_components(seed: int = 0, *, in_channels: int = 4) -> dict:
 def tiny_controlnet(unet, seed: int = 0):
     """A `ControlNetModel` matching `unet` (SD1.5 or SDXL), with random (not zero) output
     convolutions so the control signal changes the result, as in diffusers' tests."""
-    from diffusers import ControlNetModel
 
     config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
     keep = set(inspect.signature(ControlNetModel.__init__).parameters)
@@ -145,7 +148,6 @@ def tiny_controlnet(unet, seed: int = 0):
 def tiny_clip_vision_encoder(seed: int = 0, *, image_size: int = 32):
     """(`CLIPVisionModelWithProjection`, `CLIPImageProcessor`): hidden size 32, 2 layers, 16x16
     patches of `image_size` pixels (SVD resizes its conditioning frame to 224 itself)."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     config = CLIPVisionConfig(
         hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
@@ -160,7 +162,6 @@ def tiny_clip_vision_encoder(seed: int = 0, *, image_size: int = 32):
 def tiny_svd_components(seed: int = 0) -> dict:
     """Components for `StableVideoDiffusionPipeline`: spatio-temporal UNet, temporal VAE, CLIP
     image encoder (diffusers' SVD test sizes)."""
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
 
     with seeded(seed):
         unet = UNetSpatioTemporalConditionModel(
@@ -186,7 +187,6 @@ def tiny_svd_components(seed: int = 0) -> dict:
 
 def tiny_pipeline(kind: str, seed: int = 0):
     """A ready diffusers pipeline on tiny components; `kind` is one of `PIPELINE_KINDS`."""
-    import diffusers
 
     if kind not in PIPELINE_KINDS:
         raise ValueError(f"kind must be one of {PIPELINE_KINDS}, got {kind!r}.")

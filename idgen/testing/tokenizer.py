@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from transformers import CLIPTokenizer
 
 #: Words that become single tokens. Arc2Face's identity prompt "photo of a id person" must
 #: tokenize with "id" as one token.
@@ -54,7 +55,6 @@ def _vocab_and_merges():
 
 def tiny_clip_tokenizer(model_max_length: int = 77):
     """A `transformers.CLIPTokenizer` over the tiny vocabulary (about 560 tokens)."""
-    from transformers import CLIPTokenizer
 
     vocab, merges = _vocab_and_merges()
     return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=model_max_length)

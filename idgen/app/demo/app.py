@@ -32,7 +32,7 @@ def build_app(ctx: Optional[DemoContext] = None, *, concurrency: int = 1, max_qu
     # Uploads land in the app's own folder: Gradio reads GRADIO_TEMP_DIR when the app and its
     # server are created (a value the user set is kept).
     os.environ.setdefault("GRADIO_TEMP_DIR", str(ctx.root / "uploads"))
-    import gradio as gr
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
 
     with gr.Blocks(title="idgen — identity-preserving generation") as demo:
         gr.Markdown("# idgen\nIdentity-preserving generation, inpainting, face swap and training.")

@@ -98,7 +98,7 @@ class DemoContext:
 
 def friendly(fn):
     """Turn idgen's errors into a readable message in the page (`gr.Error`), never a traceback."""
-    import gradio as gr
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
 
     def readable(e: Exception) -> Exception:
         if isinstance(e, gr.Error):
@@ -158,7 +158,7 @@ def optional(value):
 def result_column(with_video: bool = False) -> list:
     """The output side of an editing tab: the result image (and video), its parameters as JSON,
     and the downloadable files. Call inside a `gr.Column`."""
-    import gradio as gr
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
 
     outputs = [gr.Image(label="Result", type="filepath")]
     if with_video:
@@ -168,7 +168,7 @@ def result_column(with_video: bool = False) -> list:
 
 def run_and_cancel_buttons(label: str, elem_id: Optional[str] = None) -> tuple:
     """The primary action button and its Cancel button, side by side."""
-    import gradio as gr
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
 
     with gr.Row():
         return gr.Button(label, variant="primary", elem_id=elem_id), gr.Button("Cancel")

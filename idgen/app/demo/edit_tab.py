@@ -11,7 +11,9 @@ from PIL import Image
 from idgen.errors import IdgenError
 from idgen.app.edit import METHODS, EditRequest, build_edit_pipeline, run_edit
 
-from idgen.app.demo.common import DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons, step_progress
+from idgen.app.demo.common import (
+    DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons, step_progress,
+)
 from idgen.image_io import load_image
 
 
@@ -105,7 +107,7 @@ def _advanced(gr):
 
 
 def build_inpaint_tab(ctx: DemoContext) -> None:
-    import gradio as gr
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
 
     with gr.Tab("Inpaint", id="inpaint"):
         with gr.Row():
@@ -127,7 +129,7 @@ def build_inpaint_tab(ctx: DemoContext) -> None:
 
 
 def build_swap_tab(ctx: DemoContext) -> None:
-    import gradio as gr
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
 
     with gr.Tab("Swap", id="swap"):
         with gr.Row():

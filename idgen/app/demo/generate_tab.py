@@ -5,6 +5,8 @@ from typing import Optional
 
 import numpy as np
 
+import cv2
+
 from idgen.errors import IdgenError
 from idgen.app.generate import GenerationRequest, METHODS, SCHEDULERS, build_pipeline, generate
 
@@ -18,8 +20,6 @@ from idgen.image_io import load_image
 
 def draw_faces(photo: np.ndarray, faces) -> np.ndarray:
     """`photo` `[H, W, 3]` with each face's box, index and InstantID keypoints (official colours)."""
-    import cv2
-
 
     drawn = np.asarray(draw_kps_many((photo.shape[1], photo.shape[0]), [f.kps for f in faces]))
     canvas = np.where(drawn.sum(-1, keepdims=True) > 0, drawn, photo).astype(np.uint8)
@@ -102,8 +102,7 @@ def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, nega
 
 def _warn_if_several_faces(photos: list[str]) -> None:
     """A toast (not an error) when a photo has several faces and none was picked: the largest is used."""
-    import gradio as gr
-
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
 
     analyzer = get_face_analyzer()  # the one `generate` uses; detections are cached by content
     for path in photos:
@@ -117,7 +116,7 @@ def _warn_if_several_faces(photos: list[str]) -> None:
 
 
 def build_generate_tab(ctx: DemoContext) -> None:
-    import gradio as gr
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
 
     with gr.Tab("Generate", id="generate"):
         with gr.Row():

@@ -3,9 +3,12 @@ reference) or video (SVFR: BFR, colorization, inpainting)."""
 
 from __future__ import annotations
 
-import json
+
+import torch
+from PIL import Image
 
 from idgen.errors import IdgenError
+from idgen.app.records import write_json
 
 from idgen.app.demo.common import DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons
 from idgen.app.restore import build_restore_pipeline, restore_video
@@ -14,9 +17,6 @@ from idgen.face import get_face_analyzer
 
 def run_restore(ctx: DemoContext, photo, video, reference, fidelity, tasks, steps, seed):
     """Restore a photo or a video; returns (image or None, video or None, record, files)."""
-    import torch
-    from PIL import Image
-
 
     if (photo is None) == (video is None):
         raise IdgenError("give either a photo or a video to restore.")
@@ -42,13 +42,13 @@ def run_restore(ctx: DemoContext, photo, video, reference, fidelity, tasks, step
         Image.fromarray(result.image).save(output)
         record = {"kind": kind, "fidelity": float(fidelity), "faces": result.faces}
     record.update(embedded_default=embedded, pipeline=type(pipe).__name__, output=str(output))
-    (out / "record.json").write_text(json.dumps(record, indent=2, default=str))
+    write_json(out / "record.json", record)
     files = [str(output), str(out / "record.json")]
     return (None, str(output), record, files) if kind == "video" else (str(output), None, record, files)
 
 
 def build_restore_tab(ctx: DemoContext) -> None:
-    import gradio as gr
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
 
     with gr.Tab("Restore", id="restore"):
         with gr.Row():

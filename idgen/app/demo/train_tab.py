@@ -86,13 +86,13 @@ def run_train(ctx: DemoContext, files, instance_prompt, steps, rank, learning_ra
 
 
 def _frame(points):
-    import pandas as pd
+    import pandas as pd  # gradio's dependency: the demo extra
 
     return pd.DataFrame(points, columns=["step", "loss"])
 
 
 def build_train_tab(ctx: DemoContext) -> None:
-    import gradio as gr
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
 
     with gr.Tab("Train", id="train"):
         with gr.Row():

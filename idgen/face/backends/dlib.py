@@ -70,7 +70,7 @@ class DlibFaceAnalyzer(FaceAnalyzer):
     def __init__(self, upsample: int = 1, hog_threshold: float = 0.3, cnn_fallback: bool = True, cnn_max_side: int = 720,
                  num_jitters: int = 1, cache_size: int = 256):
         super().__init__(cache_size)
-        import dlib
+        import dlib  # native extension, ~1 s to import: only when this backend is built
 
         folder = dlib_model_dir()
         self._dlib = dlib
