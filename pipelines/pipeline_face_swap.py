@@ -32,6 +32,7 @@ from idgen.pipelines.pipeline_faceid import FaceIDInpaintPipeline, FaceIDInpaint
 from idgen.pipelines.pipeline_instantid_inpaint import InstantIDInpaintPipeline, StableDiffusionInstantIDInpaintPipeline
 from idgen.pipelines.pipeline_pva_inpaint import PVAInpaintPipeline, PVAInpaintXLPipeline
 from idgen.image_io import load_image
+from idgen.media.video import probe_video
 from idgen.media.video_faces import process_video
 
 MAPPINGS = ("all", "index", "reference")
@@ -253,6 +254,7 @@ class FaceSwapPipeline:
         region: str = "face",
         dilate: int = 8,
         feather: int = 8,
+        exclude=None,
         min_face_size: int = 32,
         color_match: bool = True,
         seed: int = 0,
@@ -270,9 +272,13 @@ class FaceSwapPipeline:
         smoothed over time; each track keeps one source identity (mapping by the order of first
         appearance, left to right, or by reference) and one seed (`seed + track id`), so its
         initial noise is the same in every frame. The audio is kept; frames without a face pass
-        through unchanged. Other arguments as in `__call__`.
+        through unchanged. `exclude`: an occluder mask of the frame size (white = keep), the same
+        for every frame. Other arguments as in `__call__`.
         """
-
+        exclude_full = None
+        if exclude is not None:
+            info = probe_video(input_path)
+            exclude_full = face_mask((info.width, info.height), region="custom", user_mask=exclude)
         sources = [np.atleast_2d(np.asarray(e, dtype=np.float32)) for e in source_embeds]
         track_source: dict[int, Optional[int]] = {}
         masks: dict[int, np.ndarray] = {}
@@ -290,7 +296,11 @@ class FaceSwapPipeline:
             if id(job) not in masks:
                 face = job.track.face or Face(bbox=job.track.bbox, kps=job.track.kps, score=0.0, image_size=(0, 0))
                 face = dataclasses.replace(face, bbox=job.track.bbox, kps=job.track.kps)
-                masks[id(job)] = self.crop_mask(_face_in_crop(face, job.matrix, self.crop_size), region=region, dilate=dilate)
+                exclude_crop = None
+                if exclude_full is not None:
+                    exclude_crop = cv2.warpAffine(exclude_full, job.matrix, (self.crop_size,) * 2)
+                masks[id(job)] = self.crop_mask(_face_in_crop(face, job.matrix, self.crop_size), region=region,
+                                                dilate=dilate, exclude=exclude_crop)
             return masks[id(job)]
 
         def process_crops(jobs):

@@ -58,6 +58,26 @@ def test_swap_a_video_keeps_frames_and_audio(faces_dir, tmp_path, capsys):
     assert info.num_frames == 4 and info.has_audio and record["video"]["tracks"] == 1
 
 
+def test_swap_a_video_keeps_what_exclude_protects(faces_dir, tmp_path, capsys):
+    from idgen.media.video import read_frames, write_video
+
+    video = make_video(tmp_path / "clip.mp4", face_frames(3, blank=()), audio=None)
+    decoded = list(read_frames(video))
+    keep_all = tmp_path / "keep.png"
+    Image.fromarray(np.full(decoded[0].shape[:2], 255, np.uint8)).save(keep_all)
+    # what an untouched video looks like after the output's lossy re-encoding (crf 18)
+    write_video(tmp_path / "untouched.mp4", decoded, 10)
+    untouched = np.stack(list(read_frames(tmp_path / "untouched.mp4"))).astype(float)
+    changes = {}
+    for name, extra in (("plain", []), ("excluded", ["--exclude", str(keep_all)])):
+        out = tmp_path / name
+        assert main(["swap", str(video), "--source", str(faces_dir / "portrait_smile.jpg"), "--steps", "2",
+                     "--out", str(out), "--backend", "dlib", *extra]) == EXIT_OK, capsys.readouterr().err
+        result = np.stack(list(read_frames(json.loads((out / "record.json").read_text())["output"])))
+        changes[name] = float(np.abs(result.astype(float) - untouched).mean())
+    assert changes["excluded"] < 0.05 and changes["plain"] > 5, changes
+
+
 def test_bad_inputs_get_exit_codes(faces_dir, tmp_path, capsys):
     flat = tmp_path / "flat.png"
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(flat)

@@ -33,17 +33,27 @@ def test_restore_a_photo_and_a_video(faces_dir, tmp_path, capsys):
     assert main(["restore", str(faces_dir / "portrait_glasses.jpg"), "--tasks", "colorize", "--out", str(out)]) == EXIT_BAD_INPUT
 
 
+def _strict_json(path):
+    """Parse like a strict parser (JavaScript, jq): NaN / Infinity are errors."""
+    def refuse(constant):
+        raise AssertionError(f"{path} holds {constant}: not valid JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
 def test_eval_restore_on_photos_and_on_a_video(faces_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["eval", "restore", "--input", str(faces_dir), "--steps", "2", "--max-items", "2", "--out", str(out)]) == EXIT_OK
-    report = json.loads((out / "metrics.json").read_text())
+    report = _strict_json(out / "metrics.json")
+    # noise from the tiny default has no face: the identity metrics are null, not NaN
+    assert report["summary"]["identity_similarity"] is None and report["items"][0]["identity_similarity"] is None
     assert len(report["items"]) == 2 and report["summary"]["psnr"] is not None and (out / "grid.png").is_file()
     assert report["summary"]["psnr_degraded"] < 100
 
     video = make_video(tmp_path / "clip.mp4", face_frames(3, blank=()), audio=False)
     assert main(["eval", "restore", "--input", str(video), "--steps", "2", "--preset", "codeformer",
                  "--tasks", "bfr,colorize", "--out", str(tmp_path / "veval")]) == EXIT_OK
-    report = json.loads((tmp_path / "veval" / "metrics.json").read_text())
+    report = _strict_json(tmp_path / "veval" / "metrics.json")
     assert report["kind"] == "video" and report["summary"]["temporal_error"] is not None and len(report["items"]) == 3
 
 
@@ -71,3 +81,11 @@ def test_official_svfr_files_load_and_bad_files_are_named(tmp_path):
         load_svfr_pipeline(folder, tmp_path / "unet.pth", tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="SVFR UNet"):
         load_svfr_pipeline(folder, tmp_path / "id_linear.pth", tmp_path / "id_linear.pth")
+
+
+def test_records_are_strict_json(tmp_path):
+    from idgen.app.records import write_json
+
+    path = write_json(tmp_path / "r.json", {"nan": float("nan"), "inf": np.float32("inf"), "a": np.arange(2),
+                                            "p": tmp_path, "ok": 0.5})
+    assert _strict_json(path) == {"nan": None, "inf": None, "a": [0, 1], "p": str(tmp_path), "ok": 0.5}

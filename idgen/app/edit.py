@@ -152,14 +152,14 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     target = Path(request.target)
+    exclude = load_image(request.exclude) if request.exclude else None
     if target.suffix.lower() in VIDEO_SUFFIXES:
         if request.mask or request.targets:
             raise IdgenError("--mask and --target are for photos; videos are edited on every tracked face.")
         output = out_dir / f"{target.stem}-{request.method}.mp4"
-        report = swapper.swap_video(target, output, embeds, progress=True, **common)
+        report = swapper.swap_video(target, output, embeds, exclude=exclude, progress=True, **common)
         details = {"video": asdict(report), "notes": report.notes}
     else:
-        exclude = load_image(request.exclude) if request.exclude else None
         user_mask = load_image(request.mask) if request.mask else None
         result = swapper(target, embeds, user_mask=user_mask, exclude=exclude, targets=request.targets,
                          progress=progress, **{**common, "region": "custom" if user_mask is not None else request.region})
