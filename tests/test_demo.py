@@ -116,13 +116,16 @@ def test_restore_endpoint_photo_and_video(served, tmp_path):
 
     _, _, client = served
     image, video, record, files = client.predict(handle_file(FACE), None, None, 0.7, ["bfr"], 2, 0, api_name="/restore")
-    assert video is None and record["faces"][0]["restored"] and record["fidelity"] == 0.7
+    assert video is None and record["faces"][0]["restored"] and record["parameters"]["fidelity"] == 0.7
     clip = make_video(tmp_path / "clip.mp4", face_frames(3, blank=()))
     image, video, record, files = client.predict(None, handle_file(str(clip)), None, 0.5, ["bfr", "colorize"], 2,
                                                  0, api_name="/restore")
-    assert image is None and record["video"]["tracks"] == 1 and record["tasks"] == ["bfr", "colorize"]
+    assert image is None and record["video"]["tracks"] == 1 and record["parameters"]["tasks"] == ["bfr", "colorize"]
     with pytest.raises(Exception, match="either a photo or a video"):
         client.predict(None, None, None, 0.5, ["bfr"], 2, 0, api_name="/restore")
+    image, _, record, _ = client.predict(handle_file(FACE), None, handle_file(OTHER), 0.5, ["bfr"], 2, 0,
+                                         api_name="/restore")
+    assert record["faces"][0]["restored"] and record["request"]["reference"]
 
 
 def test_models_endpoint_and_banner(served):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from idgen.app.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from idgen.errors import CheckpointError
@@ -22,6 +23,7 @@ def test_restore_a_photo_and_a_video(faces_dir, tmp_path, capsys):
                  "--backend", "dlib"]) == EXIT_OK
     record = json.loads((out / "record.json").read_text())
     assert record["embedded_default"] and record["faces"][0]["restored"] and record["pipeline"] == "FaceRestorePipeline"
+    assert record["parameters"] == {"num_inference_steps": 2, "seed": 0, "fidelity": 0.5}
 
     video = make_video(tmp_path / "clip.mp4", face_frames(4, blank=(2,)))
     out = tmp_path / "video"
@@ -39,6 +41,34 @@ def _strict_json(path):
         raise AssertionError(f"{path} holds {constant}: not valid JSON")
 
     return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_restore_a_photo_with_a_reference_of_the_person(faces_dir, tmp_path, capsys):
+    photo = str(faces_dir / "portrait_glasses.jpg")
+    plain, referred = tmp_path / "plain", tmp_path / "referred"
+    assert main(["restore", photo, "--out", str(plain), "--backend", "dlib"]) == EXIT_OK
+    assert main(["restore", photo, "--reference", str(faces_dir / "portrait_smile.jpg"), "--out", str(referred),
+                 "--backend", "dlib"]) == EXIT_OK, capsys.readouterr().err
+    record = json.loads((referred / "record.json").read_text())
+    assert record["faces"][0]["restored"] and record["parameters"]["num_inference_steps"] == 30  # the default, recorded
+    a, b = (np.asarray(Image.open(d / "portrait_glasses-restored.png"), dtype=float) for d in (plain, referred))
+    assert np.abs(a - b).max() > 10, "the reference's identity must change the restored face"
+    no_face = tmp_path / "flat.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(no_face)
+    assert main(["restore", photo, "--reference", str(no_face), "--out", str(tmp_path / "x"), "--backend", "dlib"]) == EXIT_BAD_INPUT
+    assert "no face" in capsys.readouterr().err
+
+
+def test_video_restoration_gives_svfr_the_identity(faces_dir, tmp_path, monkeypatch):
+    from idgen.app.restore import build_restore_pipeline, restore_video
+
+    pipe, embedded = build_restore_pipeline("video", embedded_default=True)
+    seen = []
+    tokens = pipe.identity_tokens
+    monkeypatch.setattr(pipe, "identity_tokens", lambda features, *a: seen.append(features) or tokens(features, *a))
+    video = make_video(tmp_path / "clip.mp4", face_frames(3, blank=()), audio=None)
+    restore_video(pipe, video, tmp_path / "out.mp4", embedded=embedded, num_inference_steps=2, progress=False)
+    assert seen and all(f is not None and np.asarray(f).shape == (512,) for f in seen)
 
 
 def test_eval_restore_on_photos_and_on_a_video(faces_dir, tmp_path, capsys):

@@ -6,6 +6,7 @@ jq, most other languages) reject; a metric that could not be measured is `null` 
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from dataclasses import asdict, is_dataclass
@@ -40,3 +41,17 @@ def write_json(path: Path, data: Any) -> Path:
     path = Path(path)
     path.write_text(json.dumps(to_json_value(data), indent=2, allow_nan=False))
     return path
+
+
+def call_default(pipe, name: str) -> Any:
+    """The default of argument `name` of `pipe.__call__`, looked up the class hierarchy when a
+    class passes it on through `**kwargs` (None when no class declares one): the value a call
+    that omits `name` uses, for the records."""
+    for cls in type(pipe).__mro__:
+        call = cls.__dict__.get("__call__")
+        if call is None:
+            continue
+        parameter = inspect.signature(call).parameters.get(name)
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    return None

@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -19,11 +20,12 @@ from diffusers import (
     AutoencoderKLTemporalDecoder, ControlNetModel, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel,
 )
 
-from idgen.errors import IdgenError
-from idgen.app.records import write_json
 from idgen.adapters.svfr import IDProjection, widen_conv_in
+from idgen.app.generate import identity_embeddings
+from idgen.app.records import call_default, write_json
 from idgen.checkpoint import first_mismatch, load_checkpoint
-from idgen.face import get_face_analyzer
+from idgen.errors import IdgenError
+from idgen.face import align_face, get_face_analyzer
 from idgen.image_io import list_photos, load_image
 from idgen.media.degrade import PRESETS, degrade
 from idgen.media.metrics import identity_similarity, landmark_distance, psnr, ssim, temporal_consistency
@@ -31,14 +33,18 @@ from idgen.media.video import read_frames
 from idgen.media.video_faces import process_video
 from idgen.models import build_or_embedded, load_pipeline, resolve_component
 from idgen.pipelines import FaceRestorePipeline, SVFRPipeline
-from idgen.testing import EMBEDDED_DEFAULT_NOTE, seeded, tiny_controlnet, tiny_sd15_components, tiny_svd_components
+from idgen.testing import (
+    EMBEDDED_DEFAULT_NOTE, random_faceid_state_dict, seeded, tiny_controlnet, tiny_sd15_components, tiny_svd_components,
+)
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 NEEDS = {"image": ("sd15", "restore_controlnet"), "video": ("svd", "svfr_unet", "svfr_id_linear")}
+#: What a photo restoration with a clean reference of the person needs in addition (FaceID).
+REFERENCE_NEEDS = ("faceid_sd15",)
 
 
-def _tiny(kind: str):
+def _tiny(kind: str, reference: bool = False):
     if kind == "video":
         parts = tiny_svd_components(0)
         with seeded(3):
@@ -48,6 +54,8 @@ def _tiny(kind: str):
     else:
         parts = tiny_sd15_components(0)
         pipe = FaceRestorePipeline(**parts, controlnet=tiny_controlnet(parts["unet"], 5))
+        if reference:
+            pipe.load_faceid(random_faceid_state_dict(pipe.unet, "faceid", seed=6), variant="faceid")
     for module in pipe.components.values():
         if hasattr(module, "eval"):
             module.eval()
@@ -73,7 +81,7 @@ def load_svfr_pipeline(svd_folder, unet_file, id_linear_file, *, torch_dtype=Non
     return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
 
 
-def _real(kind: str, config):
+def _real(kind: str, config, reference: bool = False):
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
     if kind == "video":
         svd = resolve_component("svd", config=config)
@@ -84,50 +92,147 @@ def _real(kind: str, config):
                                                      torch_dtype=dtype)
         pipe = load_pipeline(FaceRestorePipeline, resolve_component("sd15", config=config), controlnet=controlnet,
                              torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+        if reference:
+            pipe.load_faceid(resolve_component("faceid_sd15", config=config).path, variant="faceid")
     if torch.cuda.is_available():
         pipe.to("cuda")
     return pipe
 
 
-def build_restore_pipeline(kind: str, *, embedded_default: Optional[bool] = None):
-    """`(pipeline, is_embedded_default)`: `FaceRestorePipeline` ("image") or `SVFRPipeline` ("video")."""
+def build_restore_pipeline(kind: str, *, reference: bool = False, embedded_default: Optional[bool] = None):
+    """`(pipeline, is_embedded_default)`: `FaceRestorePipeline` ("image") or `SVFRPipeline` ("video").
 
+    `reference`: photos restored with a clean reference of the person: IP-Adapter-FaceID is loaded
+    into the restoration pipeline (SVFR takes its identity without extra weights).
+    """
     if kind not in NEEDS:
         raise IdgenError(f"kind must be 'image' or 'video', got {kind!r}.")
-    return build_or_embedded(f"{kind} restoration", NEEDS[kind][1:], lambda config: _real(kind, config),
-                             lambda: _tiny(kind), embedded_default=embedded_default)
+    with_faceid = reference and kind == "image"
+    needs = NEEDS[kind][1:] + (REFERENCE_NEEDS if with_faceid else ())
+    return build_or_embedded(f"{kind} restoration", needs, lambda config: _real(kind, config, with_faceid),
+                             lambda: _tiny(kind, with_faceid), embedded_default=embedded_default)
 
 
-def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",), batch_frames: int = 64,
-                  seed: int = 0, progress: bool = True, **sampling):
+def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",), reference=None,
+                  embedded: bool = False, batch_frames: int = 64, seed: int = 0, progress: bool = True, **sampling):
     """Restore every tracked face of a video with an `SVFRPipeline`; returns the `VideoReport`.
 
     Faces are tracked, aligned to the pipeline's size (any frame size and aspect ratio), restored
     per track `batch_frames` frames at a time (overlapping windows inside a batch), pasted back with
     a feathered seam; frames without a face pass through; the audio is kept. Each track's reference
-    (self-referred refinement on its first batch) is reused for its later batches, so the identity
-    stays the same across batches.
+    (`reference`, a clean photo of the person, else self-referred refinement on its first batch)
+    is reused for its later batches, so the identity stays the same across batches; its identity
+    features (the face's embedding, see `identity_embeddings`) go to SVFR's `id_linear`.
+    `embedded`: the pipeline is the tiny embedded default (a 128-d embedding may stand in).
     """
-
+    analyzer = analyzer or get_face_analyzer()
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     references: dict[int, np.ndarray] = {}
+    given = None
+    if reference is not None:
+        photo = load_image(reference)
+        given = align_face(photo, analyzer.get(photo, select="largest").kps, size=size, mode="ffhq").image
+
+    def features(faces) -> Optional[np.ndarray]:
+        if pipe.id_projection is None or not faces:
+            return None
+        return identity_embeddings([max(faces, key=lambda f: f.width)], analyzer, embedded)[0][0]
 
     def process_crops(jobs):
         out = [None] * len(jobs)
         for track in sorted({j.track.track_id for j in jobs}):
             index = [i for i, j in enumerate(jobs) if j.track.track_id == track]
             clip = np.stack([jobs[i].crop for i in index])
-            result = pipe(clip, tasks=tasks, reference=references.get(track), output_type="np",
-                          generator=torch.Generator().manual_seed(seed + track), **sampling)
+            detected = [jobs[i].face for i in index if jobs[i].face is not None and jobs[i].face.embedding is not None]
+
+            def identity_of(reference_crop: np.ndarray) -> Optional[np.ndarray]:
+                """`[512]` features of the face in the reference crop, else of the track's own
+                detection in the (degraded) frames; None without any face."""
+                found = features(analyzer.detect(reference_crop))
+                return found if found is not None else features(detected)
+
+            result = pipe(clip, tasks=tasks, reference=references.get(track, given), identity_fn=identity_of,
+                          output_type="np", generator=torch.Generator().manual_seed(seed + track), **sampling)
             frames = (result.frames * 255).round().astype(np.uint8)
             if track not in references:
-                references[track] = frames[result.reference_index or 0]
+                references[track] = given if given is not None else frames[result.reference_index or 0]
             for i, frame in zip(index, frames):
                 out[i] = frame
         return out
 
     return process_video(input_path, output_path, process_crops, analyzer=analyzer, crop_size=size,
                          batch_size=batch_frames, progress=progress)
+
+
+@dataclass
+class RestoreRequest:
+    """One restoration, as `idgen restore` and the demo's Restore tab run it.
+
+    `reference`: a clean photo of the person (photos: through IP-Adapter-FaceID; videos: SVFR's
+    reference frame and identity). `fidelity` (photos): 1 = follow the input, 0 = re-draw details.
+    `tasks` (videos): "bfr", "colorize", "inpaint". `steps`: None = the pipeline's default.
+    """
+
+    input: str
+    reference: Optional[str] = None
+    fidelity: float = 0.5
+    tasks: tuple[str, ...] = ("bfr",)
+    steps: Optional[int] = None
+    seed: int = 0
+    face_backend: Optional[str] = None
+    embedded_default: Optional[bool] = None
+
+    @property
+    def kind(self) -> str:
+        return "video" if Path(self.input).suffix.lower() in VIDEO_SUFFIXES else "image"
+
+
+def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: bool = True) -> dict:
+    """Restore `request.input` and write `<stem>-restored.png|mp4` and `record.json` to `out_dir`;
+    returns the record. `pipeline`: a built `(pipeline, is_embedded_default)` to reuse."""
+    kind = request.kind
+    if kind == "image" and tuple(request.tasks) != ("bfr",):
+        raise IdgenError("photos are restored with --tasks bfr (colorization/inpainting are the video model's).")
+    if not request.tasks:
+        raise IdgenError("choose at least one restoration task.")
+    pipe, embedded = pipeline or build_restore_pipeline(kind, reference=bool(request.reference),
+                                                        embedded_default=request.embedded_default)
+    pipe.set_progress_bar_config(disable=True)
+    analyzer = get_face_analyzer(request.face_backend)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = Path(request.input)
+    steps = request.steps or call_default(pipe, "num_inference_steps")
+    started = time.perf_counter()
+    notes = []
+    if kind == "video":
+        output = out_dir / f"{target.stem}-restored.mp4"
+        report = restore_video(pipe, target, output, analyzer=analyzer, tasks=tuple(request.tasks),
+                               reference=request.reference, embedded=embedded, seed=request.seed, progress=progress,
+                               num_inference_steps=steps)
+        details = {"video": vars(report)}
+        notes += report.notes
+    else:
+        identity = {}
+        if request.reference:
+            face = analyzer.get(load_image(request.reference), select="largest")
+            embeds, note = identity_embeddings([face], analyzer, embedded)
+            identity = {"face_embeds": embeds}
+            notes += [note] if note else []
+        result = pipe.restore_faces(target, analyzer=analyzer, fidelity=request.fidelity, num_inference_steps=steps,
+                                    generator=torch.Generator().manual_seed(request.seed), **identity)
+        output = out_dir / f"{target.stem}-restored.png"
+        Image.fromarray(result.image).save(output)
+        details = {"faces": result.faces}
+        notes += [f["note"] for f in result.faces if f["note"]]
+    record = {"request": request, "kind": kind, "embedded_default": embedded,
+              "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "pipeline": type(pipe).__name__,
+              "face_backend": analyzer.name, "parameters": {"num_inference_steps": steps, "seed": request.seed,
+                                                           **({"fidelity": request.fidelity} if kind == "image" else
+                                                              {"tasks": list(request.tasks)})},
+              "output": str(output), "seconds": round(time.perf_counter() - started, 3), **details, "notes": notes}
+    write_json(out_dir / "record.json", record)
+    return record
 
 
 # --------------------------------------------------------------------------------------------- eval
@@ -201,37 +306,12 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
 
 # --------------------------------------------------------------------------------------------- CLI
 def _cmd_restore(args: argparse.Namespace) -> int:
-    target = Path(args.input)
-    kind = "video" if target.suffix.lower() in VIDEO_SUFFIXES else "image"
-    pipe, embedded = build_restore_pipeline(kind, embedded_default=True if args.tiny else None)
-    pipe.set_progress_bar_config(disable=True)
-    analyzer = get_face_analyzer(args.backend)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    steps = {"num_inference_steps": args.steps} if args.steps else {}
-    tasks = tuple(args.tasks.split(","))
-    if kind == "video":
-        output = out_dir / f"{target.stem}-restored.mp4"
-        report = restore_video(pipe, target, output, analyzer=analyzer, tasks=tasks, seed=args.seed, **steps)
-        details = {"video": {k: v for k, v in vars(report).items()}, "notes": report.notes}
-    else:
-        if tasks != ("bfr",):
-            raise IdgenError("photos are restored with --tasks bfr (colorization/inpainting are the video model's).")
-
-        reference = {"face_image": args.reference} if args.reference else {}
-        result = pipe.restore_faces(target, analyzer=analyzer, fidelity=args.fidelity, generator=torch.Generator().manual_seed(args.seed),
-                                    **reference, **steps)
-        output = out_dir / f"{target.stem}-restored.png"
-        Image.fromarray(result.image).save(output)
-        details = {"faces": result.faces, "notes": [f["note"] for f in result.faces if f["note"]]}
-    record = {"input": str(target), "kind": kind, "embedded_default": embedded,
-              "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "pipeline": type(pipe).__name__, "output": str(output),
-              "seconds": round(time.perf_counter() - started, 3), "args": {k: v for k, v in vars(args).items() if k != "func"},
-              **details}
-    write_json(out_dir / "record.json", record)
-    print(output)
-    for note in [record["note"], *details["notes"]]:
+    request = RestoreRequest(input=args.input, reference=args.reference, fidelity=args.fidelity,
+                             tasks=tuple(args.tasks.split(",")), steps=args.steps, seed=args.seed,
+                             face_backend=args.backend, embedded_default=True if args.tiny else None)
+    record = run_restore(request, Path(args.out))
+    print(record["output"])
+    for note in [record["note"], *record["notes"]]:
         if note:
             print(f"note: {note}")
     return 0
@@ -251,7 +331,8 @@ def add_parsers(sub) -> None:
 
     restore = sub.add_parser("restore", help="restore the faces of a damaged photo or video")
     restore.add_argument("input", help="photo or video")
-    restore.add_argument("--reference", metavar="PHOTO", help="photos: a clean photo of the person (needs FaceID weights)")
+    restore.add_argument("--reference", metavar="PHOTO",
+                         help="a clean photo of the person (photos: needs IP-Adapter-FaceID weights; videos: SVFR's reference)")
     restore.add_argument("--fidelity", type=float, default=0.5, help="photos: 1 = follow the input, 0 = re-draw details")
     restore.add_argument("--tasks", default="bfr", help="videos: comma-separated bfr,colorize,inpaint")
     restore.add_argument("--steps", type=int, default=None)
