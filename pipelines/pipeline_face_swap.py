@@ -50,14 +50,16 @@ class SwappedFace:
 
 @dataclass
 class FaceSwapOutput:
-    """`image` `[H, W, 3]` uint8 and one `SwappedFace` per detected target face."""
+    """`image` `[H, W, 3]` uint8, one `SwappedFace` per detected target face, and `warnings` about
+    the whole image (e.g. a painted mask partly outside every face crop)."""
 
     image: np.ndarray
     faces: list[SwappedFace] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
-        return [f"face {f.index}: {f.note}" for f in self.faces if f.note]
+        return [f"face {f.index}: {f.note}" for f in self.faces if f.note] + self.warnings
 
 
 def assign_sources(faces: Sequence[Face], num_sources: int, mapping: str,
@@ -211,6 +213,7 @@ class FaceSwapPipeline:
         if targets is not None and any(not 0 <= t < len(faces) for t in targets):
             raise IdgenError(f"targets {list(targets)} out of range: {len(faces)} face(s) found.")
         result, report = photo.copy(), []
+        covered = np.zeros((height, width), bool)  # the pixels some edited face crop reaches
         for i, (face, (source, note)) in enumerate(zip(faces, plan)):
             entry = SwappedFace(index=i, bbox=[float(v) for v in face.bbox], source=source, note=note)
             report.append(entry)
@@ -236,12 +239,31 @@ class FaceSwapPipeline:
             swapped = self.swap_crop(aligned.image, mask, sources[source], in_crop.kps, seed=seed + i,
                                      color_match=color_match, identity_scale=identity_scale, prompt=prompt, **generation)
             result = paste_back(result, swapped, aligned.inverse, mask=mask, feather=feather)
+            if user_full is not None:
+                covered |= cv2.warpAffine(np.ones((self.crop_size,) * 2, np.uint8), aligned.inverse, (width, height)) > 0
             if exclude_full is not None:  # the warp back blurs the mask edge by a pixel: keep occluders exact
                 keep = exclude_full > 0.5
                 result[keep] = photo[keep]
             if progress is not None:
                 progress(i + 1, len(faces))
-        return FaceSwapOutput(image=result, faces=report)
+        return FaceSwapOutput(image=result, faces=report, warnings=self._mask_outside(user_full, covered))
+
+    @staticmethod
+    def _mask_outside(user_full: Optional[np.ndarray], covered: np.ndarray) -> list[str]:
+        """A warning when part of the user's mask `[H, W]` lies outside every edited crop (those
+        pixels cannot be repainted: only the aligned crop around a face is); an error when all of it does."""
+        if user_full is None:
+            return []
+        painted = user_full > 0.5
+        outside = painted & ~covered
+        if not outside.any():
+            return []
+        if not (painted & covered).any():
+            raise IdgenError("the painted mask does not reach any face: only the area around a detected face "
+                             "(its aligned crop) is repainted. Paint over the face to edit it.")
+        share = 100.0 * outside.sum() / painted.sum()
+        return [f"{share:.0f}% of the painted mask lies outside the face crop(s) and was left as it was: only "
+                "the area around each detected face (its aligned crop) is repainted."]
 
     def swap_video(
         self,

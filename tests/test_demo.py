@@ -211,6 +211,20 @@ def test_inpaint_handler_repaints_only_the_painted_area(served):
         run_inpaint(ctx, None, [OTHER], "pva", "photo", 2, None, 0, None, 1.0, 0, 8, "face")
 
 
+def test_inpaint_strokes_outside_the_face_crop_are_reported(served):
+    ctx = served[0]
+    photo = np.asarray(Image.open(FACE).convert("RGB"))
+    layer = np.zeros((*photo.shape[:2], 4), np.uint8)
+    layer[260:380, 220:380, 3] = 255  # on the face
+    layer[:12, :12, 3] = 255  # a far corner: no face crop reaches it
+    value = {"background": photo, "layers": [layer], "composite": photo}
+    _, record, _ = run_inpaint(ctx, value, [OTHER], "pva", "photo", 2, None, 0, None, 1.0, 0, 8, "face")
+    assert any("outside the face crop" in note for note in record["notes"])
+    layer[12:, :, 3] = 0  # only the corner stroke is left
+    with pytest.raises(IdgenError, match="does not reach any face"):
+        run_inpaint(ctx, value, [OTHER], "pva", "photo", 2, None, 0, None, 1.0, 0, 8, "face")
+
+
 def test_train_streams_the_loss_and_cancel_stops_it(served):
     ctx = served[0]
     updates = list(run_train(ctx, [FACE, OTHER], "a photo of sks person", 3, 4, 1e-3))

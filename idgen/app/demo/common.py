@@ -150,6 +150,15 @@ def step_progress(progress, label: str) -> Callable[[int, int], None]:
     return report
 
 
+def show_notes(notes) -> None:
+    """Each note of a job's record (faces skipped, mask partly ignored, ...) as a toast in the page."""
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
+
+    for note in notes:
+        if note:
+            gr.Warning(note)
+
+
 def optional(value):
     """Gradio's empty numbers/strings as None."""
     return None if value in ("", None) else value

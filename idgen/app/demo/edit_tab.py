@@ -12,7 +12,7 @@ from idgen.errors import IdgenError
 from idgen.app.edit import METHODS, EditRequest, build_edit_pipeline, run_edit
 
 from idgen.app.demo.common import (
-    DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons, step_progress,
+    DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons, show_notes, step_progress,
 )
 from idgen.image_io import load_image
 
@@ -38,6 +38,7 @@ def _edit(ctx: DemoContext, request: EditRequest, progress):
     built = ctx.pipeline(("edit", request.method), lambda: build_edit_pipeline(request.method, embedded_default=ctx.tiny))
     out = Path(request.target).parent
     record = run_edit(request, out, pipeline=built, progress=step_progress(progress, "faces"))
+    show_notes(record["notes"])
     return record, [record["output"], str(out / "record.json")]
 
 
