@@ -10,47 +10,40 @@ from __future__ import annotations
 import argparse
 import json
 
+from idgen.train.adapter import AdapterOptions, adapter_task
+from idgen.train.loop import TrainingArgs, add_dataclass_arguments, dataclass_from_namespace, run_training
+from idgen.train.lora import LoRAOptions, LoRATask
+from idgen.train.restore import RestoreOptions, RestoreTask
+from idgen.train.svfr import SVFROptions, SVFRTask
+
+
+def _trainers() -> dict:
+    """`name -> (help, options dataclass, argument group, task factory)` of each trainer."""
+    return {
+        "lora": ("DreamBooth-LoRA of one person from a few photos (SD1.5 / SDXL)", LoRAOptions, "LoRA", LoRATask),
+        "adapter": ("identity adapter (faceid, instantid, arc2face) on a prepared dataset", AdapterOptions, "adapter",
+                    adapter_task),
+        "restore": ("restoration ControlNet of FaceRestorePipeline on degraded pairs (SD1.5)", RestoreOptions,
+                    "restoration", RestoreTask),
+        "svfr": ("SVFR video face restoration UNet on degraded face videos (SVD base)", SVFROptions, "SVFR", SVFRTask),
+    }
+
 
 def add_parser(subparsers) -> None:
-    """Register `train` with its `lora` and `adapter` subcommands on idgen's CLI."""
-    from idgen.train.adapter import AdapterOptions
-    from idgen.train.loop import TrainingArgs, add_dataclass_arguments
-    from idgen.train.lora import LoRAOptions
-    from idgen.train.restore import RestoreOptions
-    from idgen.train.svfr import SVFROptions
-
+    """Register `train` with its `lora`, `adapter`, `restore` and `svfr` subcommands on idgen's CLI."""
     train = subparsers.add_parser("train", help="train a LoRA of a person or an identity adapter")
     kinds = train.add_subparsers(dest="trainer", required=True)
-    lora = kinds.add_parser("lora", help="DreamBooth-LoRA of one person from a few photos (SD1.5 / SDXL)")
-    add_dataclass_arguments(lora, LoRAOptions, "LoRA")
-    add_dataclass_arguments(lora, TrainingArgs, "training")
-    lora.set_defaults(func=_run, options_class=LoRAOptions)
-    adapter = kinds.add_parser("adapter", help="identity adapter (faceid, instantid, arc2face) on a prepared dataset")
-    add_dataclass_arguments(adapter, AdapterOptions, "adapter")
-    add_dataclass_arguments(adapter, TrainingArgs, "training")
-    adapter.set_defaults(func=_run, options_class=AdapterOptions)
-    restore = kinds.add_parser("restore", help="restoration ControlNet of FaceRestorePipeline on degraded pairs (SD1.5)")
-    add_dataclass_arguments(restore, RestoreOptions, "restoration")
-    add_dataclass_arguments(restore, TrainingArgs, "training")
-    restore.set_defaults(func=_run, options_class=RestoreOptions)
-    svfr = kinds.add_parser("svfr", help="SVFR video face restoration UNet on degraded face videos (SVD base)")
-    add_dataclass_arguments(svfr, SVFROptions, "SVFR")
-    add_dataclass_arguments(svfr, TrainingArgs, "training")
-    svfr.set_defaults(func=_run, options_class=SVFROptions)
+    for name, (help_text, options_class, group, _) in _trainers().items():
+        parser = kinds.add_parser(name, help=help_text)
+        add_dataclass_arguments(parser, options_class, group)
+        add_dataclass_arguments(parser, TrainingArgs, "training")
+        parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from idgen.train.adapter import AdapterOptions, adapter_task
-    from idgen.train.loop import TrainingArgs, dataclass_from_namespace, run_training
-    from idgen.train.lora import LoRAOptions, LoRATask
-    from idgen.train.restore import RestoreOptions, RestoreTask
-    from idgen.train.svfr import SVFROptions, SVFRTask
-
+    _, options_class, _, factory = _trainers()[args.trainer]
     training = dataclass_from_namespace(TrainingArgs, args)
-    options = dataclass_from_namespace(args.options_class, args)
-    factory = {AdapterOptions: adapter_task, LoRAOptions: LoRATask, RestoreOptions: RestoreTask,
-               SVFROptions: SVFRTask}[args.options_class]
-    task = factory(options, training)
+    task = factory(dataclass_from_namespace(options_class, args), training)
     summary = run_training(task, training)
     print(f"trained {task.name}: {summary.steps} steps in {summary.seconds:.1f} s, final loss {summary.final_loss:.4f}")
     for path in summary.weights:

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from idgen.errors import IdgenError
+from idgen.app.options import PromptOptions
 from idgen.app.records import write_json
 from idgen.app.generate import identity_embeddings, load_instantid_pipeline
 from idgen.face import get_face_analyzer
@@ -88,8 +89,9 @@ def build_edit_pipeline(method: str, *, base: Optional[str] = None, adapter: Opt
 
 
 @dataclass
-class EditRequest:
-    """One `idgen inpaint` / `idgen swap` run. `sources`: one list of photos per source person."""
+class EditRequest(PromptOptions):
+    """One `idgen inpaint` / `idgen swap` run (and `PromptOptions`). `sources`: one list of photos
+    per source person."""
 
     target: str
     sources: list[list[str]]
@@ -102,18 +104,8 @@ class EditRequest:
     targets: Optional[list[int]] = None
     dilate: int = 8
     feather: int = 8
-    prompt: str = "photo of a person"
-    negative_prompt: Optional[str] = None
-    base: Optional[str] = None
-    adapter: Optional[str] = None
-    seed: int = 0
-    steps: Optional[int] = None
-    guidance_scale: Optional[float] = None
-    identity_scale: Optional[float] = None
     strength: float = 1.0
     color_match: bool = True
-    face_backend: Optional[str] = None
-    embedded_default: Optional[bool] = None
 
 
 def _source_embeddings(request: EditRequest, analyzer, embedded: bool) -> tuple[list[np.ndarray], list[str]]:

@@ -21,6 +21,7 @@ from diffusers import ControlNetModel
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from idgen.errors import IdgenError
+from idgen.app.options import PromptOptions
 from idgen.app.records import write_json
 from idgen.conditioning import draw_kps, resize_kps
 from idgen.face import align_face, get_face_analyzer
@@ -46,20 +47,13 @@ ARCFACE_DIM = 512
 
 
 @dataclass
-class GenerationRequest:
-    """Everything one generation needs. `None` fields take the method's official default."""
+class GenerationRequest(PromptOptions):
+    """Everything one generation needs (and `PromptOptions`). `None` fields take the method's
+    official default."""
 
     method: str
     faces: list[str]
-    prompt: str = "photo of a person"
-    negative_prompt: Optional[str] = None
     pose: Optional[str] = None
-    base: Optional[str] = None
-    adapter: Optional[str] = None
-    seed: int = 0
-    steps: Optional[int] = None
-    guidance_scale: Optional[float] = None
-    identity_scale: Optional[float] = None
     control_scale: Optional[float] = None
     width: Optional[int] = None
     height: Optional[int] = None
@@ -67,8 +61,6 @@ class GenerationRequest:
     reference_mode: str = "mean"
     face_index: Optional[int] = None  # which face of each photo (largest first); None: the largest
     scheduler: Optional[str] = None  # a key of SCHEDULERS; None: the pipeline's own
-    face_backend: Optional[str] = None
-    embedded_default: Optional[bool] = None  # None: use it only when no weights are configured
     extra: dict = field(default_factory=dict)
 
 

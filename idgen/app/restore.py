@@ -22,6 +22,7 @@ from diffusers import (
 
 from idgen.adapters.svfr import IDProjection, widen_conv_in
 from idgen.app.generate import identity_embeddings
+from idgen.app.options import RunOptions
 from idgen.app.records import call_default, write_json
 from idgen.checkpoint import first_mismatch, load_checkpoint
 from idgen.errors import IdgenError
@@ -165,22 +166,18 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
 
 
 @dataclass
-class RestoreRequest:
+class RestoreRequest(RunOptions):
     """One restoration, as `idgen restore` and the demo's Restore tab run it.
 
     `reference`: a clean photo of the person (photos: through IP-Adapter-FaceID; videos: SVFR's
     reference frame and identity). `fidelity` (photos): 1 = follow the input, 0 = re-draw details.
-    `tasks` (videos): "bfr", "colorize", "inpaint". `steps`: None = the pipeline's default.
+    `tasks` (videos): "bfr", "colorize", "inpaint"; and `RunOptions`.
     """
 
     input: str
     reference: Optional[str] = None
     fidelity: float = 0.5
     tasks: tuple[str, ...] = ("bfr",)
-    steps: Optional[int] = None
-    seed: int = 0
-    face_backend: Optional[str] = None
-    embedded_default: Optional[bool] = None
 
     @property
     def kind(self) -> str:

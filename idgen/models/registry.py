@@ -33,6 +33,12 @@ def _sd_pipeline(name, description, default, source, xl=False) -> Component:
     return Component(name, description, default, tuple(files), source=source)
 
 
+def _faceid(name, description, filename) -> Component:
+    """One of h94/IP-Adapter-FaceID's files, kept under its released name."""
+    return Component(name, description, f"models/IP-Adapter-FaceID/{filename}", (filename,), single_file=True,
+                     source="h94/IP-Adapter-FaceID")
+
+
 REGISTRY: dict[str, Component] = {c.name: c for c in (
     _sd_pipeline("sd15", "Stable Diffusion 1.5 (diffusers folder; a single .safetensors file also works)",
                  "models/sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
@@ -61,13 +67,9 @@ REGISTRY: dict[str, Component] = {c.name: c for c in (
               ("config.json", WEIGHTS), source="FoivosPar/Arc2Face: arc2face/"),
     Component("arc2face_encoder", "Arc2Face fine-tuned CLIP text encoder", "models/Arc2Face/encoder",
               ("config.json", TEXT_WEIGHTS), source="FoivosPar/Arc2Face: encoder/"),
-    Component("faceid_sd15", "IP-Adapter-FaceID for SD1.5", "models/IP-Adapter-FaceID/ip-adapter-faceid_sd15.bin",
-              ("ip-adapter-faceid_sd15.bin",), single_file=True, source="h94/IP-Adapter-FaceID"),
-    Component("faceid_plusv2_sd15", "IP-Adapter-FaceID-Plus v2 for SD1.5",
-              "models/IP-Adapter-FaceID/ip-adapter-faceid-plusv2_sd15.bin", ("ip-adapter-faceid-plusv2_sd15.bin",),
-              single_file=True, source="h94/IP-Adapter-FaceID"),
-    Component("faceid_sdxl", "IP-Adapter-FaceID for SDXL", "models/IP-Adapter-FaceID/ip-adapter-faceid_sdxl.bin",
-              ("ip-adapter-faceid_sdxl.bin",), single_file=True, source="h94/IP-Adapter-FaceID"),
+    _faceid("faceid_sd15", "IP-Adapter-FaceID for SD1.5", "ip-adapter-faceid_sd15.bin"),
+    _faceid("faceid_plusv2_sd15", "IP-Adapter-FaceID-Plus v2 for SD1.5", "ip-adapter-faceid-plusv2_sd15.bin"),
+    _faceid("faceid_sdxl", "IP-Adapter-FaceID for SDXL", "ip-adapter-faceid_sdxl.bin"),
     Component("clip_vit_h", "CLIP ViT-H/14 image encoder (FaceID-Plus v2)", "models/CLIP-ViT-H-14",
               ("config.json", TEXT_WEIGHTS), source="laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
     Component("insightface_antelopev2", "insightface antelopev2 pack (SCRFD + glintr100 ArcFace)",

@@ -150,6 +150,23 @@ def step_progress(progress, label: str) -> Callable[[int, int], None]:
     return report
 
 
+def photo_or_video(gr, photo_label: str):
+    """A photo input and a video input side by side (one of them is used); returns both."""
+    with gr.Row():
+        photo = gr.Image(label=photo_label, type="filepath")
+        video = gr.Video(label="or video (audio is kept)")
+    return photo, video
+
+
+def sampling_controls(gr, steps_label: str = "Steps (empty = default)"):
+    """The steps, CFG scale and seed inputs, in one row; returns the three."""
+    with gr.Row():
+        steps = gr.Number(label=steps_label, value=None, precision=0)
+        guidance = gr.Number(label="CFG scale (empty = default)", value=None)
+        seed = gr.Number(label="Seed", value=0, precision=0)
+    return steps, guidance, seed
+
+
 def show_notes(notes) -> None:
     """Each note of a job's record (faces skipped, mask partly ignored, ...) as a toast in the page."""
     import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it

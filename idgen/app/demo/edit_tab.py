@@ -12,7 +12,8 @@ from idgen.errors import IdgenError
 from idgen.app.edit import METHODS, EditRequest, build_edit_pipeline, run_edit
 
 from idgen.app.demo.common import (
-    DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons, show_notes, step_progress,
+    DemoContext, model_job, optional, paths, photo_or_video, result_column, run_and_cancel_buttons, sampling_controls,
+    show_notes, step_progress,
 )
 from idgen.image_io import load_image
 
@@ -93,10 +94,7 @@ def run_swap(ctx: DemoContext, photo, video, source_1, source_2, mapping, refere
 
 def _advanced(gr):
     with gr.Accordion("Advanced", open=False):
-        with gr.Row():
-            steps = gr.Number(label="Steps (empty = default)", value=None, precision=0)
-            guidance = gr.Number(label="CFG scale (empty = default)", value=None)
-            seed = gr.Number(label="Seed", value=0, precision=0)
+        steps, guidance, seed = sampling_controls(gr)
         with gr.Row():
             identity_scale = gr.Number(label="Identity scale (empty = default)", value=None)
             strength = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="Strength (1 = repaint from noise)")
@@ -135,9 +133,7 @@ def build_swap_tab(ctx: DemoContext) -> None:
     with gr.Tab("Swap", id="swap"):
         with gr.Row():
             with gr.Column():
-                with gr.Row():
-                    photo = gr.Image(label="Photo", type="filepath")
-                    video = gr.Video(label="or video (audio is kept)")
+                photo, video = photo_or_video(gr, "Photo")
                 source_1 = gr.File(label="Source person 1: photos", file_count="multiple", file_types=["image"])
                 source_2 = gr.File(label="Source person 2 (optional)", file_count="multiple", file_types=["image"])
                 mapping = gr.Radio(["all", "index", "reference"], value="all",

@@ -11,7 +11,8 @@ from idgen.errors import IdgenError
 from idgen.app.generate import GenerationRequest, METHODS, SCHEDULERS, build_pipeline, generate
 
 from idgen.app.demo.common import (
-    ASSETS, DemoContext, friendly, model_job, optional, paths, run_and_cancel_buttons, step_progress,
+    ASSETS, DemoContext, friendly, model_job, optional, paths, run_and_cancel_buttons, sampling_controls,
+    step_progress,
 )
 from idgen.conditioning import draw_kps_many
 from idgen.face import get_face_analyzer
@@ -133,10 +134,7 @@ def build_generate_tab(ctx: DemoContext) -> None:
                 prompt = gr.Textbox(label="Prompt", value="photo of a person in a garden", elem_id="gen-prompt")
                 negative = gr.Textbox(label="Negative prompt", value="")
                 with gr.Accordion("Advanced", open=False):
-                    with gr.Row():
-                        steps = gr.Number(label="Steps (empty = method default)", value=None, precision=0)
-                        guidance = gr.Number(label="CFG scale (empty = default)", value=None)
-                        seed = gr.Number(label="Seed", value=0, precision=0)
+                    steps, guidance, seed = sampling_controls(gr, "Steps (empty = method default)")
                     with gr.Row():
                         identity_scale = gr.Number(label="Identity scale (empty = default)", value=None)
                         control_scale = gr.Number(label="IdentityNet scale (InstantID)", value=None)

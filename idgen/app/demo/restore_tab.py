@@ -3,7 +3,9 @@ reference) or video (SVFR: BFR, colorization, inpainting)."""
 
 from __future__ import annotations
 
-from idgen.app.demo.common import DemoContext, model_job, optional, paths, result_column, run_and_cancel_buttons
+from idgen.app.demo.common import (
+    DemoContext, model_job, optional, paths, photo_or_video, result_column, run_and_cancel_buttons,
+)
 from idgen.app.restore import RestoreRequest, build_restore_pipeline, run_restore
 from idgen.errors import IdgenError
 
@@ -33,9 +35,7 @@ def build_restore_tab(ctx: DemoContext) -> None:
     with gr.Tab("Restore", id="restore"):
         with gr.Row():
             with gr.Column():
-                with gr.Row():
-                    photo = gr.Image(label="Damaged photo", type="filepath")
-                    video = gr.Video(label="or video (audio is kept)")
+                photo, video = photo_or_video(gr, "Damaged photo")
                 reference = gr.File(label="Clean reference photo of the person (photos; optional, needs FaceID weights)",
                                     file_count="single", file_types=["image"])
                 fidelity = gr.Slider(0, 1, value=0.5, step=0.05, label="Fidelity (1 = follow the input, 0 = re-draw details)")
