@@ -109,3 +109,14 @@ def test_cache_runs_the_detector_once(faces_dir):
     np.testing.assert_array_equal(first.embedding, second.embedding)
     second.kps[:] = 0  # callers get copies: mutating a result does not poison the cache
     assert dlib_analyzer.get(faces_dir / "portrait_glasses.jpg").kps.any()
+
+
+def test_align_face_reads_paths_and_refuses_bad_input(faces_dir, dlib_analyzer, tmp_path):
+    path = faces_dir / "portrait_glasses.jpg"
+    face = dlib_analyzer.get(path)
+    np.testing.assert_array_equal(align_face(str(path), face.kps, size=224).image,
+                                  align_face(load_image(path), face.kps, size=224).image)
+    with pytest.raises(ImageReadError):
+        align_face(str(tmp_path / "missing.jpg"), face.kps)
+    with pytest.raises(IdgenError, match="5 finite"):
+        align_face(path, np.zeros((3, 2)))

@@ -13,6 +13,9 @@ from typing import Literal, Optional
 import cv2
 import numpy as np
 
+from idgen.errors import IdgenError
+from idgen.image_io import ImageInput, load_image
+
 #: ArcFace 112x112 template, `[5, 2]` pixels, InsightFace keypoint order.
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
@@ -75,17 +78,25 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
 
 
 def align_face(
-    image: np.ndarray,
+    image: ImageInput,
     kps: np.ndarray,
     size: int = 112,
     mode: Literal["arcface", "ffhq"] = "arcface",
     border_value: int = 0,
 ) -> AlignedFace:
-    """Warp `image` (`[H, W, C]` uint8) so the keypoints `kps` `[5, 2]` land on the template.
+    """Warp `image` (a path, PIL image or `[H, W, 3]` uint8 array, see `load_image`) so the
+    keypoints `kps` `[5, 2]` (pixels) land on the template.
 
     Returns the `size` x `size` crop with the forward and inverse matrices (for `paste_back`).
+
+    Raises:
+        ImageReadError: the image cannot be read; IdgenError: `kps` is not 5 finite points.
     """
-    matrix = similarity_transform(np.asarray(kps).reshape(5, 2), template_for(size, mode))
+    image = image if isinstance(image, np.ndarray) and image.ndim == 3 and image.dtype == np.uint8 else load_image(image)
+    points = np.asarray(kps, dtype=np.float64)
+    if points.size != 10 or not np.isfinite(points).all():
+        raise IdgenError(f"kps must be 5 finite (x, y) points [5, 2], got shape {points.shape}.")
+    matrix = similarity_transform(points.reshape(5, 2), template_for(size, mode))
     crop = cv2.warpAffine(image, matrix, (size, size), borderValue=(border_value,) * 3)
     return AlignedFace(image=crop, matrix=matrix, inverse=invert_affine(matrix))
 
