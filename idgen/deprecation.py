@@ -28,3 +28,21 @@ def take_renamed(kwargs: dict, old: str, new: str, value: Any, default: Any = No
         raise IdgenError(f"`{old}` is the old name of `{new}`; give only `{new}`.")
     warnings.warn(f"`{old}` is deprecated and will be removed in {REMOVAL}; use `{new}`.", FutureWarning, stacklevel=3)
     return old_value
+
+
+def renamed_attributes(module_name: str, namespace: dict, renamed: dict[str, str]):
+    """A module `__getattr__` serving the old names in `renamed` (`old -> new`) of the objects in
+    `namespace` (the module's `globals()`) with a `FutureWarning`, for one release.
+
+    The old name gives the very same object (a class keeps its identity, so `isinstance`, pickles
+    and diffusers' `model_index.json` class names are unaffected).
+    """
+
+    def __getattr__(name: str):
+        if name in renamed:
+            warnings.warn(f"`{module_name}.{name}` is deprecated and will be removed in {REMOVAL}; use "
+                          f"`{renamed[name]}`.", FutureWarning, stacklevel=2)
+            return namespace[renamed[name]]
+        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -1,8 +1,11 @@
-"""Renamed arguments warn once and keep working; old and new names together are refused."""
+"""Renamed arguments and module attributes warn and keep working; old and new argument names
+together are refused."""
+
+import types
 
 import pytest
 
-from idgen.deprecation import take_renamed
+from idgen.deprecation import renamed_attributes, take_renamed
 from idgen.errors import IdgenError
 
 
@@ -21,3 +24,13 @@ def test_new_name_alone_is_silent(recwarn):
 def test_both_names_are_refused():
     with pytest.raises(IdgenError, match="give only `identity_scale`"):
         take_renamed({"ip_adapter_scale": 0.3}, "ip_adapter_scale", "identity_scale", 0.5)
+
+
+def test_renamed_module_attributes_warn_and_are_the_same_object():
+    module = types.ModuleType("demo")
+    module.New = type("New", (), {})
+    module.__getattr__ = renamed_attributes("demo", vars(module), {"Old": "New"})
+    with pytest.warns(FutureWarning, match="`demo.Old` is deprecated.*use `New`"):
+        assert module.Old is module.New
+    with pytest.raises(AttributeError):
+        module.Missing
