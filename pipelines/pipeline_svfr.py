@@ -26,7 +26,9 @@ Input: aligned face crops of any length (`idgen.media.video_faces` makes them fr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -36,8 +38,9 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from idgen.adapters.svfr import (IDProjection, SVFR_IN_CHANNELS, check_task_conditioning, frame_weight_sums,
-                                 task_vector, triangle_weights, window_shift, window_starts)
+from idgen.adapters.svfr import (IDProjection, SVFR_IN_CHANNELS, SVFRConfig, check_task_conditioning,
+                                 frame_weight_sums, load_id_projection, load_svfr_unet, task_vector, triangle_weights,
+                                 window_shift, window_starts)
 from idgen.errors import IdgenError
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
@@ -319,3 +322,17 @@ class SVFRPipeline(DiffusionPipeline):
         if not return_dict:
             return (out, reference_index)
         return SVFRPipelineOutput(frames=out, reference_index=reference_index)
+
+
+def load_svfr_pipeline(svd_folder: os.PathLike, unet_file: os.PathLike, id_linear_file: os.PathLike, *,
+                       torch_dtype: Optional[torch.dtype] = None) -> SVFRPipeline:
+    """`SVFRPipeline` from an SVD folder (`stable-video-diffusion-img2vid-xt`: its `vae/`, `unet/`
+    and `scheduler/`) and SVFR's released `unet.pth` / `id_linear.pth`, read with
+    `weights_only=True` and checked key by key (a wrong file names its first bad key)."""
+    folder = Path(svd_folder)
+    unet = load_svfr_unet(UNetSpatioTemporalConditionModel.from_pretrained(folder / "unet", local_files_only=True),
+                          unet_file)
+    pipe = SVFRPipeline(vae=AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae", local_files_only=True),
+                        unet=unet, id_projection=load_id_projection(id_linear_file, SVFRConfig.for_unet(unet)),
+                        scheduler=EulerDiscreteScheduler.from_pretrained(folder / "scheduler", local_files_only=True))
+    return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe

@@ -1,10 +1,13 @@
 """insightface backend offline: a pack of tiny ONNX models exported here runs through the real
-loading code (pack discovery, insightface's model router, SCRFD decoding, ArcFace embedding)."""
+loading code (pack discovery, insightface's model router, SCRFD decoding, ArcFace embedding,
+106-point landmarks)."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
+from idgen.conditioning import face_mask
 from idgen.errors import FaceNotFoundError, ModelNotFoundError
 from idgen.face.backends.insightface import InsightFaceAnalyzer, find_pack
 
@@ -13,6 +16,11 @@ STRIDES = (8, 16, 32)
 FACE_CENTER = (320, 320)  # the anchor that fires, in detector-input pixels
 BOX_HALF = 100.0
 KPS_OFFSETS = [(-35, -25), (35, -25), (0, 5), (-30, 45), (30, 45)]
+LMK = 192
+# 106 points on a triangle, in the landmark model's [-1, 1] crop units, relative to a bright dot.
+_corners = np.array([(-0.5, -0.4), (0.5, -0.4), (0.0, 0.6), (-0.5, -0.4)])
+_t = np.linspace(0, 3, 106, endpoint=False)
+LMK_OFFSETS = (_corners[_t.astype(int)] + (_t % 1)[:, None] * (_corners[_t.astype(int) + 1] - _corners[_t.astype(int)])).astype(np.float32)
 
 
 class TinySCRFD(torch.nn.Module):
@@ -54,16 +62,49 @@ class TinyArcFace(torch.nn.Module):
         return self.proj(torch.nn.functional.adaptive_avg_pool2d(x, 16).flatten(1))
 
 
+class TinyLandmark106(torch.nn.Module):
+    """2d106det's signature (`[1, 3, 192, 192]` → `[1, 212]`): 106 points at LMK_OFFSETS around
+    the centroid of the crop's bright pixels, in [-1, 1] crop units, so where the points land in the
+    image shows how the backend cropped and mapped back."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("offsets", torch.from_numpy(LMK_OFFSETS))
+        self.register_buffer("grid", torch.arange(LMK, dtype=torch.float32))
+
+    def forward(self, x):
+        weight = torch.relu(x.mean(1)[0] - 0.5)  # only near-white pixels (input is (v - 127.5) / 128)
+        total = weight.sum() + 1e-6
+        centroid = torch.stack([(weight.sum(0) * self.grid).sum(), (weight.sum(1) * self.grid).sum()]) / total
+        return (centroid / (LMK / 2) - 1 + self.offsets).reshape(1, -1)
+
+
+def _export_pack(folder, landmarks: bool):
+    folder.mkdir(parents=True)
+    torch.onnx.export(TinySCRFD(), torch.zeros(1, 3, DET, DET), folder / "det_tiny.onnx", dynamo=False,
+                      input_names=["input.1"], output_names=[f"o{i}" for i in range(9)])
+    torch.onnx.export(TinyArcFace(), torch.zeros(1, 3, 112, 112), folder / "rec_tiny.onnx", dynamo=False,
+                      input_names=["input.1"], output_names=["embedding"], dynamic_axes={"input.1": {0: "n"}})
+    if landmarks:
+        torch.onnx.export(TinyLandmark106(), torch.zeros(1, 3, LMK, LMK), folder / "2d106det.onnx", dynamo=False,
+                          input_names=["data"], output_names=["fc1"])
+
+
 @pytest.fixture(scope="module")
 def pack_root(tmp_path_factory):
+    """`models/tinypack` (detector + recognizer) and `models/lmkpack` (the same + 2d106det.onnx)."""
     root = tmp_path_factory.mktemp("insightface")
-    pack = root / "models" / "tinypack"
-    pack.mkdir(parents=True)
-    torch.onnx.export(TinySCRFD(), torch.zeros(1, 3, DET, DET), pack / "det_tiny.onnx", dynamo=False,
-                      input_names=["input.1"], output_names=[f"o{i}" for i in range(9)])
-    torch.onnx.export(TinyArcFace(), torch.zeros(1, 3, 112, 112), pack / "rec_tiny.onnx", dynamo=False,
-                      input_names=["input.1"], output_names=["embedding"], dynamic_axes={"input.1": {0: "n"}})
+    _export_pack(root / "models" / "tinypack", landmarks=False)
+    _export_pack(root / "models" / "lmkpack", landmarks=True)
     return root
+
+
+def _dot_image(dot=(300, 350)) -> np.ndarray:
+    """640x640 (no letterbox): a dark checkerboard (contrast for TinySCRFD) with one white 5x5 dot."""
+    yy, xx = np.mgrid[:DET, :DET]
+    image = np.repeat((((xx // 8 + yy // 8) % 2) * 100).astype(np.uint8)[..., None], 3, axis=2)
+    image[dot[1] - 2:dot[1] + 3, dot[0] - 2:dot[0] + 3] = 255
+    return image
 
 
 def test_missing_pack_names_files_and_places(tmp_path, monkeypatch):
@@ -94,6 +135,7 @@ def test_detects_and_embeds_with_local_pack(pack_root, faces_dir):
     np.testing.assert_allclose(face.bbox, np.array([220, 220, 420, 420]) * scale, atol=1.0)
     np.testing.assert_allclose(face.kps, (np.array(FACE_CENTER) + np.array(KPS_OFFSETS)) * scale, atol=1.0)
     assert face.embedding.shape == (512,) and np.isfinite(face.embedding).all()
+    assert face.landmarks is None  # no 2d106det.onnx in the pack: no landmarks, no error
     np.testing.assert_allclose(np.linalg.norm(face.normed_embedding), 1.0, atol=1e-5)
     other = analyzer.get(image[::-1].copy())  # different pixels in the aligned crop → different embedding
     assert np.abs(other.embedding - face.embedding).max() > 1e-3
@@ -115,3 +157,38 @@ def test_auto_backend_prefers_a_local_pack(pack_root, monkeypatch):
     monkeypatch.setenv("IDGEN_HOME", str(pack_root / "nothing-here"))
     monkeypatch.setenv("HOME", str(pack_root / "nothing-here"))
     assert get_face_analyzer().name == "dlib"
+
+
+def test_landmarks_106_land_in_image_pixels(pack_root):
+    from insightface.app.common import Face as InsightFace
+
+    analyzer = InsightFaceAnalyzer(pack="lmkpack", root=pack_root)
+    dot = np.array([300.0, 350.0])
+    image = _dot_image(tuple(int(v) for v in dot))
+    face = analyzer.get(image, select="one")
+    np.testing.assert_allclose(face.bbox, [220, 220, 420, 420], atol=1.0)
+    # Crop: 1.5 x the box's longer side (200 px) around its centre, so one [-1, 1] unit is 150 px.
+    assert face.landmarks.shape == (106, 2)
+    np.testing.assert_allclose(face.landmarks, dot + LMK_OFFSETS * 150.0, atol=1.5)
+    assert "landmarks" in face.to_dict()
+    # Same points as insightface's own Landmark.get (BGR input) on the same box.
+    theirs = analyzer.landmarker.get(np.ascontiguousarray(image[:, :, ::-1]), InsightFace(bbox=face.bbox))
+    np.testing.assert_allclose(face.landmarks, theirs, atol=1e-3)
+
+
+def test_landmark_hull_mask_is_the_hull_not_the_box_ellipse(pack_root):
+    import dataclasses
+
+    face = InsightFaceAnalyzer(pack="lmkpack", root=pack_root).get(_dot_image(), select="one")
+    mask = face_mask((DET, DET), face) > 0.5
+    hull = np.zeros((DET, DET), np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(face.landmarks).astype(np.int32)), 1)
+    ellipse = face_mask((DET, DET), dataclasses.replace(face, landmarks=None)) > 0.5
+
+    def iou(a, b):
+        return (a & b).sum() / (a | b).sum()
+
+    assert iou(mask, hull.astype(bool)) > 0.99
+    assert iou(mask, ellipse) < 0.7
+    hair = face_mask((DET, DET), face, region="face_hair") > 0.5
+    assert hair.sum() > mask.sum() and (hair | mask).sum() == hair.sum()  # reaches above the hull

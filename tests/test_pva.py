@@ -1,6 +1,8 @@
 """PVA identity inpainting (tiny models, CPU): the joint-softmax processor, the identity encoder,
 official-layout loading, and the SD / SDXL inpainting pipelines."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -13,14 +15,20 @@ from idgen.adapters.pva import (
     PVAAttnProcessor,
     PVAIdentityEncoder,
     PVAInputs,
+    convert_official_state_dict,
     joint_attention,
     official_state_dict,
 )
 from idgen.errors import CheckpointError, IdgenError
-from idgen.pipelines import PVAInpaintPipeline, PVAInpaintXLPipeline
+from idgen.pipelines import (
+    PVAInpaintPipeline,
+    PVAInpaintXLPipeline,
+    StableDiffusionPVAInpaintPipeline,
+    StableDiffusionXLPVAInpaintPipeline,
+)
 from idgen.testing import seeded, tiny_sd15_components, tiny_sdxl_components
 
-from pipeline_checks import PipelineChecks
+from pipeline_checks import TEXT_CALL_ARGUMENTS, PipelineChecks
 
 ENCODER = dict(num_tokens=4, num_layers=1, num_heads=2, feedforward_dim=32)
 FACE_A = np.random.default_rng(1).normal(size=(3, 512)).astype(np.float32)
@@ -80,7 +88,7 @@ def test_processor_without_visual_tokens_is_plain_cross_attention():
         plain = AttnProcessor2_0()(attn, x, text)
         no_inputs = PVAAttnProcessor(0)(attn, x, text)
         other_layer = PVAAttnProcessor(5)(attn, x, text, ip_hidden_states=_visual_inputs(attn, torch.randn(1, 3, 16)))
-        scale_zero = PVAAttnProcessor(0)(attn, x, text, ip_hidden_states=_visual_inputs(attn, torch.randn(1, 3, 16), scale=0.0))
+        scale_zero = PVAAttnProcessor(0)(attn, x, text, ip_hidden_states=_visual_inputs(attn, torch.randn(1, 3, 16), identity_scale=0.0))
     for out in (no_inputs, other_layer, scale_zero):
         torch.testing.assert_close(out, plain, rtol=0, atol=0)
 
@@ -123,7 +131,7 @@ def test_identity_scale_weights_the_visual_attention():
     x, text, tokens = torch.randn(1, 10, 24), torch.randn(1, 7, 16), torch.randn(1, 3, 16)
     with torch.no_grad():
         plain = AttnProcessor2_0()(attn, x, text)
-        gaps = [(PVAAttnProcessor(0)(attn, x, text, ip_hidden_states=_visual_inputs(attn, tokens, scale=s)) - plain)
+        gaps = [(PVAAttnProcessor(0)(attn, x, text, ip_hidden_states=_visual_inputs(attn, tokens, identity_scale=s)) - plain)
                 .abs().mean().item() for s in (0.1, 1.0, 10.0)]
     assert gaps[0] < gaps[1] < gaps[2]
 
@@ -244,11 +252,16 @@ def test_bad_call_inputs():
         pipe(**inputs, face_embeds=np.zeros((1, 128), np.float32))
 
 
-def test_sdxl_inpainting():
-    pipe = PVAInpaintXLPipeline(**_eval(tiny_sdxl_components(0, in_channels=9)))
+def sdxl_pipeline() -> StableDiffusionXLPVAInpaintPipeline:
+    pipe = StableDiffusionXLPVAInpaintPipeline(**_eval(tiny_sdxl_components(0, in_channels=9)))
     pipe.set_progress_bar_config(disable=True)
     with seeded(3):
         _perturb(pipe.init_pva(**ENCODER)).eval()
+    return pipe
+
+
+def test_sdxl_inpainting():
+    pipe = sdxl_pipeline()
     image, mask = _image_and_mask()
     inputs = dict(prompt="photo of a person", image=image, mask_image=mask, num_inference_steps=2, height=64,
                   width=64, output_type="np")
@@ -261,3 +274,57 @@ def test_sdxl_inpainting():
     expected = base(**inputs, generator=torch.Generator("cpu").manual_seed(0), guidance_scale=7.5).images
     np.testing.assert_array_equal(run(face_embeds=FACE_A, identity_scale=0.0), expected)
     assert np.abs(run(face_embeds=FACE_A) - run(face_embeds=FACE_B)).max() > 1e-3
+
+
+def test_sdxl_from_pipe_keeps_the_identity_and_the_signature_is_explicit():
+    pipe = sdxl_pipeline()
+    parameters = inspect.signature(StableDiffusionXLPVAInpaintPipeline.__call__).parameters
+    assert not [name for name in TEXT_CALL_ARGUMENTS if name not in parameters]
+    image, mask = _image_and_mask()
+    inputs = dict(prompt="photo of a person", image=image, mask_image=mask, face_embeds=FACE_A, num_inference_steps=2,
+                  height=64, width=64, output_type="np")
+    before = pipe(**inputs, generator=torch.Generator("cpu").manual_seed(0)).images
+    moved = StableDiffusionXLPVAInpaintPipeline.from_pipe(pipe)
+    moved.set_progress_bar_config(disable=True)
+    assert moved.pva_adapter is pipe.pva_adapter
+    np.testing.assert_allclose(moved(**inputs, generator=torch.Generator("cpu").manual_seed(0)).images, before, atol=1e-5)
+
+
+def test_names_old_module_and_default_scale(tmp_path):
+    from idgen.pipelines import pipeline_pva_inpaint
+
+    assert PVAInpaintPipeline is StableDiffusionPVAInpaintPipeline is pipeline_pva_inpaint.PVAInpaintPipeline
+    assert PVAInpaintXLPipeline is StableDiffusionXLPVAInpaintPipeline is pipeline_pva_inpaint.PVAInpaintXLPipeline
+    pipe = sd15_pipeline()
+    check = TestPVAInpaintPipeline()
+    half = check.run(pipe, identity_scale=0.5)
+    pipe.set_identity_scale(0.5)
+    np.testing.assert_array_equal(check.run(pipe), half)
+    assert StableDiffusionPVAInpaintPipeline.from_pipe(pipe).config.identity_scale == 0.5
+    pipe.save_pretrained(tmp_path)
+    assert StableDiffusionPVAInpaintPipeline.from_pretrained(tmp_path).config.identity_scale == 0.5
+    with pytest.raises(IdgenError, match=">= 0"):
+        pipe.set_identity_scale(float("nan"))
+
+
+def test_adapter_inputs_old_scale_name_and_token_width():
+    pipe = sd15_pipeline()
+    tokens = torch.zeros(1, 4, 32)
+    with pytest.warns(FutureWarning, match="use `identity_scale`"):
+        assert pipe.pva_adapter.inputs(tokens, scale=0.5).identity_scale == 0.5
+    with pytest.raises(IdgenError, match="give only `identity_scale`"):
+        pipe.pva_adapter.inputs(tokens, scale=0.5, identity_scale=0.5)
+    with pytest.raises(IdgenError, match=r"\[B, T, 32\]"):
+        pipe(**TestPVAInpaintPipeline().get_inputs() | {"face_embeds": None, "identity_tokens": torch.zeros(1, 4, 7)})
+    with pytest.raises(IdgenError, match="unknown PVA encoder settings"):
+        sd15_pipeline(with_adapter=False).init_pva(heads=2)
+
+
+def test_official_key_map_round_trips():
+    unet = tiny_sd15_components(0, in_channels=9)["unet"]
+    with seeded(4):
+        adapter = PVAAdapter.for_unet(unet, num_tokens=0, num_layers=1, num_heads=2, feedforward_dim=32)
+    converted = convert_official_state_dict(official_state_dict(adapter), adapter)
+    own = adapter.state_dict()
+    assert converted.keys() == own.keys() and all(torch.equal(converted[k], own[k]) for k in own)
+    assert "transform_network" in official_state_dict(adapter) and "0.weight" in official_state_dict(adapter)["transform_network"]

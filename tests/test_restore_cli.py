@@ -88,7 +88,8 @@ def test_eval_restore_on_photos_and_on_a_video(faces_dir, tmp_path, capsys):
 
 
 def test_official_svfr_files_load_and_bad_files_are_named(tmp_path):
-    from idgen.app.restore import _tiny, load_svfr_pipeline
+    from idgen.app.restore import _tiny
+    from idgen.pipelines import load_svfr_pipeline
     from idgen.testing import tiny_svd_components
 
     folder = tmp_path / "svd"

@@ -1,14 +1,15 @@
 """SVFR-style video face restoration (tiny SVD models): widened UNet, window schedule, task code,
-identity tokens and guidance, per-window scheduler steps, self-referred refinement, save/load, bad
-input. Training: test_train_svfr.py."""
+identity tokens and guidance, per-window scheduler steps, self-referred refinement, save/load, the
+released weights' loader, bad input. Training: test_train_svfr.py."""
 
 import numpy as np
 import pytest
 import torch
 
-from idgen.adapters.svfr import (IDProjection, frame_weight_sums, task_vector, triangle_weights, widen_conv_in,
+from idgen.adapters.svfr import (IDProjection, SVFRConfig, frame_weight_sums, init_svfr, load_id_projection,
+                                 load_svfr_unet, official_state_dict, task_vector, triangle_weights, widen_conv_in,
                                  window_shift, window_starts)
-from idgen.errors import IdgenError
+from idgen.errors import CheckpointError, IdgenError
 from idgen.pipelines import SVFRPipeline
 from idgen.pipelines.pipeline_svfr import sharpest_frame
 from idgen.testing import seeded, tiny_svd_components
@@ -192,3 +193,32 @@ def test_bad_inputs():
     no_projection = SVFRPipeline(vae=pipe.vae, unet=pipe.unet, scheduler=pipe.scheduler)
     with pytest.raises(IdgenError, match="id_projection"):
         run(no_projection, identity_features=FEATURES)
+
+
+def test_released_weights_load_checked_and_give_the_same_frames(tmp_path):
+    pipe = pipeline()
+    expected = run(pipe, identity_features=FEATURES, reference=VIDEO[1])
+    torch.save(official_state_dict(pipe.id_projection), tmp_path / "id_linear.pth")
+    torch.save(pipe.unet.state_dict(), tmp_path / "unet.pth")
+    parts = tiny_svd_components(0)
+    unet = load_svfr_unet(parts["unet"].eval(), tmp_path / "unet.pth")
+    projection = load_id_projection(tmp_path / "id_linear.pth", SVFRConfig.for_unet(unet))
+    assert unet.config.in_channels == 12 and not projection.training
+    loaded = SVFRPipeline(vae=pipe.vae, unet=unet, scheduler=pipe.scheduler, id_projection=projection)
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(run(loaded, identity_features=FEATURES, reference=VIDEO[1]), expected)
+
+    good = official_state_dict(pipe.id_projection)
+    with pytest.raises(CheckpointError, match="missing key 'final_norm.bias'"):
+        load_id_projection({k: v for k, v in good.items() if k != "final_norm.bias"}, SVFRConfig.for_unet(unet))
+    with pytest.raises(CheckpointError, match="project1024.weight"):
+        load_id_projection(good, SVFRConfig(cross_attention_dim=64))
+    with pytest.raises(CheckpointError, match="SVFR UNet"):
+        load_svfr_unet(tiny_svd_components(0)["unet"], {"conv_in.weight": torch.zeros(1)})
+
+
+def test_training_starts_from_the_widened_svd_unet():
+    unet = tiny_svd_components(0)["unet"]
+    projection = init_svfr(unet)
+    assert unet.config.in_channels == 12 and unet.conv_in.weight[:, 8:].abs().max() == 0
+    assert projection(torch.zeros(1, 512)).shape == (1, 1, 32)

@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from idgen.adapters.attention import AttentionState, attention_epilogue, attention_prologue
+
 
 @dataclass
 class IdentityAttentionInputs:
@@ -83,7 +85,7 @@ class InstantIDAttnProcessor:
     Holds only its layer index in the official checkpoint numbering (`index`, the k of
     `ip_adapter.{k}.to_k_ip.weight`) and a default `scale`; the identity keys/values and per-call
     scales come in through `ip_hidden_states` (`IdentityAttentionInputs`). Without them it is
-    exactly diffusers' `AttnProcessor2_0`.
+    exactly diffusers' `AttnProcessor2_0` (its prologue and epilogue: `idgen.adapters.attention`).
     """
 
     def __init__(self, index: int, scale: float = 1.0):
@@ -101,70 +103,30 @@ class InstantIDAttnProcessor:
         temb: Optional[torch.Tensor] = None,
         ip_hidden_states: Optional[IdentityAttentionInputs] = None,
     ) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch_size, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-
-        batch_size, sequence_length, _ = (
-            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
-        )
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
-            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
-
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-
-        query = attn.to_q(hidden_states)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-
-        inner_dim = key.shape[-1]
-        head_dim = inner_dim // attn.heads
-        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-
+        state = attention_prologue(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         hidden_states = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+            state.query, state.key, state.value, attn_mask=state.attention_mask, dropout_p=0.0, is_causal=False
         )
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
-        hidden_states = hidden_states.to(query.dtype)
-
+        hidden_states = state.merge_heads(hidden_states)
         if ip_hidden_states is not None:
-            hidden_states = self._add_identity(ip_hidden_states, hidden_states, query, attn.heads, head_dim)
+            hidden_states = self._add_identity(ip_hidden_states, hidden_states, state)
+        return attention_epilogue(attn, state, hidden_states)
 
-        hidden_states = attn.to_out[0](hidden_states)
-        hidden_states = attn.to_out[1](hidden_states)
-
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
-
-    def _add_identity(self, inputs: IdentityAttentionInputs, hidden_states, query, heads: int, head_dim: int):
+    def _add_identity(self, inputs: IdentityAttentionInputs, hidden_states: torch.Tensor,
+                      state: AttentionState) -> torch.Tensor:
+        """`hidden_states` `[B, L, inner_dim]` plus each identity's scaled (and masked) attention
+        over its keys/values."""
         layer_kv = inputs.kv.get(self.index)
         if layer_kv is None:
             return hidden_states
         scales = inputs.scales.get(self.index, [self.scale] * len(layer_kv))
-        batch_size, num_queries = hidden_states.shape[0], hidden_states.shape[1]
+        num_queries = hidden_states.shape[1]
         for i, ((ip_key, ip_value), scale) in enumerate(zip(layer_kv, scales)):
             if scale == 0:  # skipped, so scale 0 is exactly the plain UNet
                 continue
-            ip_key = ip_key.view(batch_size, -1, heads, head_dim).transpose(1, 2)
-            ip_value = ip_value.view(batch_size, -1, heads, head_dim).transpose(1, 2)
-            ip_out = F.scaled_dot_product_attention(query, ip_key, ip_value, attn_mask=None, dropout_p=0.0, is_causal=False)
-            ip_out = ip_out.transpose(1, 2).reshape(batch_size, -1, heads * head_dim).to(query.dtype)
+            ip_out = F.scaled_dot_product_attention(state.query, state.split_heads(ip_key), state.split_heads(ip_value),
+                                                    attn_mask=None, dropout_p=0.0, is_causal=False)
+            ip_out = state.merge_heads(ip_out)
             mask = inputs.mask(i, num_queries, ip_out.device, ip_out.dtype)
             if mask is not None:
                 ip_out = ip_out * mask

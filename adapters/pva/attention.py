@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from idgen.adapters.attention import AttentionState, attention_epilogue, attention_prologue
+
 
 @dataclass
 class PVAInputs:
@@ -38,7 +40,7 @@ class PVAInputs:
         visual_q: `{layer index: to_visual_q Linear}` (applied to the hidden states every step).
         kv: `{layer index: (key, value)}`, each `[1 or B, T, inner_dim]`: the identity tokens through
             `to_visual_k/v`, computed once per call.
-        scale: identity scale s >= 0 (see the module docstring).
+        identity_scale: s >= 0 (see the module docstring).
         negative_half_without_identity: with classifier-free guidance the batch is
             `[negative; positive]`; True masks the identity tokens out of the negative half (the
             official default, `extra_feat_neg=False`).
@@ -48,19 +50,19 @@ class PVAInputs:
 
     visual_q: dict[int, nn.Linear]
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]]
-    scale: float = 1.0
+    identity_scale: float = 1.0
     negative_half_without_identity: bool = False
     dropped: Optional[torch.Tensor] = None
     _bias_cache: dict = field(default_factory=dict, repr=False)
 
     def score_bias(self, batch_size: int, num_tokens: int, device, dtype) -> Optional[torch.Tensor]:
-        """Additive bias on the visual scores `[B, 1, 1, T]`: log(scale), and -inf on the negative
-        half when it has no identity. None when it would be all zeros."""
-        if self.scale == 1.0 and not self.negative_half_without_identity and self.dropped is None:
+        """Additive bias on the visual scores `[B, 1, 1, T]`: log(identity_scale), and -inf on the
+        negative half when it has no identity. None when it would be all zeros."""
+        if self.identity_scale == 1.0 and not self.negative_half_without_identity and self.dropped is None:
             return None
         key = (batch_size, num_tokens, device, dtype)
         if key not in self._bias_cache:
-            bias = torch.full((batch_size, 1, 1, num_tokens), math.log(self.scale), device=device, dtype=dtype)
+            bias = torch.full((batch_size, 1, 1, num_tokens), math.log(self.identity_scale), device=device, dtype=dtype)
             if self.negative_half_without_identity:
                 bias[: batch_size // 2] = float("-inf")
             if self.dropped is not None:
@@ -91,7 +93,8 @@ class PVAAttnProcessor:
 
     Holds only its layer `index` (into `PVAAdapter.config.layer_names`); the visual projections and
     identity keys/values arrive through `ip_hidden_states` (`PVAInputs`). Without them, or at scale
-    0, it is exactly diffusers' `AttnProcessor2_0`.
+    0, it is exactly diffusers' `AttnProcessor2_0` (its prologue and epilogue:
+    `idgen.adapters.attention`).
     """
 
     def __init__(self, index: int):
@@ -100,58 +103,21 @@ class PVAAttnProcessor:
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: Optional[torch.Tensor] = None,
                  attention_mask: Optional[torch.Tensor] = None, temb: Optional[torch.Tensor] = None,
                  ip_hidden_states: Optional[PVAInputs] = None) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch_size, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-        batch_size = hidden_states.shape[0]
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, encoder_hidden_states.shape[1], batch_size)
-            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
-
-        heads = attn.heads
-        query = attn.to_q(hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-        head_dim = key.shape[-1] // heads
-
-        def split(x):
-            return x.view(x.shape[0], -1, heads, head_dim).transpose(1, 2)
-
-        query, key, value = split(query), split(key), split(value)
+        state = attention_prologue(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         visual = None if ip_hidden_states is None else ip_hidden_states.kv.get(self.index)
-        if visual is None or ip_hidden_states.scale == 0:
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+        if visual is None or ip_hidden_states.identity_scale == 0:
+            out = F.scaled_dot_product_attention(state.query, state.key, state.value, attn_mask=state.attention_mask)
         else:
-            out = self._joint(ip_hidden_states, hidden_states, query, key, value, visual, attention_mask,
-                              heads, head_dim, attn.scale)
-        out = out.transpose(1, 2).reshape(batch_size, -1, heads * head_dim).to(query.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(batch_size, channel, height, width)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+            out = self._joint(ip_hidden_states, state, visual, attn.scale)
+        return attention_epilogue(attn, state, state.merge_heads(out))
 
-    def _joint(self, inputs: PVAInputs, hidden_states, query, key, value, visual, attention_mask,
-               heads: int, head_dim: int, scale: float) -> torch.Tensor:
-        batch_size = query.shape[0]
-        visual_key, visual_value = (t.expand(batch_size, -1, -1) for t in visual)
-        visual_query = inputs.visual_q[self.index](hidden_states)
-
-        def split(x):
-            return x.reshape(batch_size, -1, heads, head_dim).transpose(1, 2)
-
-        visual_query, visual_key, visual_value = split(visual_query), split(visual_key), split(visual_value)
+    def _joint(self, inputs: PVAInputs, state: AttentionState, visual: tuple[torch.Tensor, torch.Tensor],
+               scale: float) -> torch.Tensor:
+        """The joint text + visual attention `[B, heads, L, head_dim]` in one SDPA call."""
+        query, key, value, attention_mask = state.query, state.key, state.value, state.attention_mask
+        batch_size = state.batch_size
+        visual_key, visual_value = (state.split_heads(t.expand(batch_size, -1, -1)) for t in visual)
+        visual_query = state.split_heads(inputs.visual_q[self.index](state.hidden_states))
         num_visual = visual_key.shape[2]
         # Block layout so one SDPA call computes [q_t k_t^T | q_v k_v^T] (see the module docstring).
         joint_query = torch.cat([query, visual_query], dim=-1)

@@ -5,8 +5,8 @@ The official PVA code (`TransformNetwork(mode="trans")`) is `Linear(512 -> d)` f
 the references: one token per reference. The paper's released configuration asks for a fixed
 number of tokens instead (10 of the text width), which we get with learned queries prepended to
 the projected references (as in Perceiver/Q-Former); their outputs are the tokens.
-`num_tokens=0` is exactly the official module (same state-dict keys after
-`official_encoder_key_map`), so official checkpoints load unchanged.
+`num_tokens=0` is exactly the official module (the same state dict under
+`idgen.adapters.pva.loader.official_key_map`), so official checkpoints load unchanged.
 """
 
 from __future__ import annotations
@@ -63,7 +63,3 @@ class PVAIdentityEncoder(nn.Module):
         queries = self.queries.to(x.dtype).expand(x.shape[0], -1, -1)
         return self.transformer(torch.cat([queries, x], dim=1))[:, : self.num_tokens]
 
-
-def official_encoder_key_map(prefix: str = "identity_encoder.") -> dict[str, str]:
-    """Official `transform_network` key prefixes -> ours (`0.` is the Linear, `1.` the encoder)."""
-    return {"0.": f"{prefix}proj.", "1.": f"{prefix}transformer."}

@@ -4,29 +4,76 @@ Official layout (`PVADiffusion.simple_state_dict`): `{"transform_network": {"0.w
 "1.layers.{i}.self_attn.in_proj_weight", ..., "1.norm.weight"}, "unet": {"<attn2 path>.to_visual_
 {q,k,v}.weight"}}` (other entries such as `modifier_vec` are ignored), nested or flattened with those
 two prefixes. The encoder hyperparameters are read off the shapes (heads are not stored: official 8).
+
+Layers, as diffusers' loaders: `official_key_map` / `convert_official_state_dict` (file -> the
+`PVAAdapter` state dict, checked key by key) and its inverse `official_state_dict`;
+`load_pva_adapter` (file or folder -> module); `PVALoaderMixin` for pipelines (`load_pva`,
+`set_identity_scale`, `unload_pva`, `init_pva` for training).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Iterator, Mapping, Optional
 
 import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
 
-from idgen.checkpoint import check_state_dict, resolve_state_dict, split_prefixed
+from idgen.checkpoint import PathOrStateDict, check_state_dict, resolve_state_dict, split_prefixed
 from idgen.errors import CheckpointError, IdgenError
 
 from idgen.adapters.pva.attention import PVAAttnProcessor
-from idgen.adapters.pva.model import PVAAdapter, match_unet, pva_layers
+from idgen.adapters.pva.config import OFFICIAL_NUM_HEADS, check_identity_scale
+from idgen.adapters.pva.model import PVAAdapter, match_unet
 
-PathOrStateDict = Union[str, os.PathLike, Mapping[str, object]]
 OFFICIAL_PARTS = ("transform_network", "unet")
-VISUAL = ("to_visual_q", "to_visual_k", "to_visual_v")
+#: Official `transform_network.{0,1}` (the input Linear, the TransformerEncoder) -> our encoder's names.
+ENCODER_PARTS = {"0": "proj", "1": "transformer"}
+
+
+def official_key_map(adapter: PVAAdapter) -> dict[str, str]:
+    """`{official key: adapter state-dict key}`, official keys flat: `transform_network.<key>` and
+    `unet.<attn2 path>.to_visual_{q,k,v}.<weight|bias>`. The learned queries of `num_tokens > 0`
+    have no official counterpart and are not in the map."""
+    encoder_parts = {ours: official for official, ours in ENCODER_PARTS.items()}
+    mapping = {}
+    for key in adapter.state_dict():
+        group, _, rest = key.partition(".")
+        head, _, tail = rest.partition(".")
+        if group == "identity_encoder" and head in encoder_parts:
+            mapping[f"transform_network.{encoder_parts[head]}.{tail}"] = key
+        elif group == "visual":
+            mapping[f"unet.{adapter.config.layer_names[int(head)]}.{tail}"] = key
+    return mapping
+
+
+def official_state_dict(adapter: PVAAdapter) -> dict[str, dict[str, torch.Tensor]]:
+    """The inverse of `convert_official_state_dict`: the adapter in the official nested layout
+    (`transform_network` + `unet`). Only adapters with `num_tokens=0` have one."""
+    if adapter.config.num_tokens:
+        raise IdgenError("only PVA adapters with num_tokens=0 (one token per reference) have the official layout.")
+    own = adapter.state_dict()
+    out: dict[str, dict[str, torch.Tensor]] = {part: {} for part in OFFICIAL_PARTS}
+    for official, ours in official_key_map(adapter).items():
+        part, _, key = official.partition(".")
+        out[part][key] = own[ours]
+    return out
+
+
+def _official_parts(state_dict: Mapping[str, object], what: str) -> dict[str, dict]:
+    parts = split_prefixed(state_dict, OFFICIAL_PARTS)
+    if not all(parts.values()):
+        raise CheckpointError(
+            f"{what}: expected PVA's `transform_network` and `unet` (to_visual_q/k/v) entries; found keys "
+            f"{sorted(state_dict)[:4]}. Is this an official PVA file (FPIP.bin)?"
+        )
+    return parts
 
 
 def _encoder_config(encoder: Mapping[str, torch.Tensor], what: str) -> dict:
-    """PVAIdentityEncoder hyperparameters from official `transform_network` shapes."""
+    """`PVAConfig` settings read off official `transform_network` shapes (one token per reference)."""
     if "0.weight" not in encoder:
         raise CheckpointError(f"{what}: `transform_network` has no `0.weight` (its input Linear).")
     width, embedding_dim = encoder["0.weight"].shape
@@ -36,40 +83,29 @@ def _encoder_config(encoder: Mapping[str, torch.Tensor], what: str) -> dict:
                 feedforward_dim=int(ff.shape[0]) if ff is not None else 2048, num_tokens=0)
 
 
-def convert_official_state_dict(state_dict: Mapping[str, object], unet, *, num_heads: int = 8,
-                                what: str = "PVA checkpoint") -> PVAAdapter:
-    """An adapter for `unet` holding the official checkpoint's weights (shapes checked)."""
-    parts = split_prefixed(state_dict, OFFICIAL_PARTS)
-    encoder, visual = parts["transform_network"], parts["unet"]
-    if not encoder or not visual:
-        raise CheckpointError(
-            f"{what}: expected PVA's `transform_network` and `unet` (to_visual_q/k/v) entries; found keys "
-            f"{sorted(state_dict)[:4]}. Is this an official PVA file (FPIP.bin)?"
-        )
-    adapter = PVAAdapter.for_unet(unet, init_from_text=False, num_heads=num_heads, **_encoder_config(encoder, what))
-    ours = {}
-    for key, value in encoder.items():
-        head, _, rest = key.partition(".")
-        ours[f"identity_encoder.{ {'0': 'proj', '1': 'transformer'}.get(head, head) }.{rest}"] = value
-    for i, layer in enumerate(adapter.config.layer_names):
-        for name in VISUAL:
-            for suffix in ("weight", "bias"):
-                key = f"{layer}.{name}.{suffix}"
-                if key in visual:
-                    ours[f"visual.{i}.{name}.{suffix}"] = visual[key]
-    expected = {k: tuple(v.shape) for k, v in adapter.state_dict().items()}
-    check_state_dict(ours, expected, what=what)
-    extra = sorted(set(visual) - {f"{layer}.{n}.{s}" for layer in adapter.config.layer_names for n in VISUAL
-                                  for s in ("weight", "bias")})
-    if extra:
-        raise CheckpointError(f"{what}: unexpected UNet key {extra[0]!r}; the file was made for another UNet.")
-    adapter.load_state_dict({k: v.to(device=adapter.device, dtype=adapter.dtype) for k, v in ours.items()})
-    return adapter
+def convert_official_state_dict(state_dict: Mapping[str, object], adapter: PVAAdapter, *,
+                                what: str = "PVA checkpoint") -> dict[str, torch.Tensor]:
+    """Official checkpoint dict -> `adapter` state dict, checking every key and shape.
+
+    Raises:
+        CheckpointError: no PVA parts, a UNet layer the adapter does not have (another UNet), or
+            the first missing / misshaped / unexpected key, named as in the file.
+    """
+    parts = _official_parts(state_dict, what)
+    flat = {f"{part}.{k}": v for part in OFFICIAL_PARTS for k, v in parts[part].items()}
+    mapping = official_key_map(adapter)
+    stray = sorted(k for k in flat if k.startswith("unet.") and k not in mapping)
+    if stray:
+        raise CheckpointError(f"{what}: unexpected UNet key {stray[0][len('unet.'):]!r}; the file was made for "
+                              "another UNet.")
+    target = adapter.state_dict()
+    check_state_dict(flat, {official: tuple(target[ours].shape) for official, ours in mapping.items()}, what=what)
+    return {ours: flat[official] for official, ours in mapping.items()}
 
 
-def load_pva_adapter(source: PathOrStateDict, unet, *, num_heads: int = 8) -> PVAAdapter:
-    """A `PVAAdapter` for `unet` from a saved `pva_adapter/` folder, an official `.bin`/`.safetensors`
-    file, or the dict such a file holds.
+def load_pva_adapter(source: PathOrStateDict, unet, *, num_heads: int = OFFICIAL_NUM_HEADS) -> PVAAdapter:
+    """A `PVAAdapter` for `unet` (on its device and dtype, eval mode) from a saved `pva_adapter/`
+    folder, an official `.bin`/`.safetensors` file, or the dict such a file holds.
 
     Raises:
         ModelNotFoundError: the path does not exist.
@@ -82,45 +118,66 @@ def load_pva_adapter(source: PathOrStateDict, unet, *, num_heads: int = 8) -> PV
         adapter.check_unet(unet, what=f"PVA adapter {str(source)!r}")
     else:
         what = f"PVA checkpoint {str(source)!r}" if not isinstance(source, Mapping) else "PVA state dict"
-        adapter = convert_official_state_dict(resolve_state_dict(source), unet, num_heads=num_heads, what=what)
+        state_dict = resolve_state_dict(source)
+        encoder = _official_parts(state_dict, what)["transform_network"]
+        adapter = PVAAdapter.for_unet(unet, init_from_text=False, num_heads=num_heads, **_encoder_config(encoder, what))
+        adapter.load_state_dict(convert_official_state_dict(state_dict, adapter, what=what))
     return match_unet(adapter, unet).eval()
 
 
-def official_state_dict(adapter: PVAAdapter) -> dict[str, dict[str, torch.Tensor]]:
-    """The adapter in the official nested layout (`transform_network` + `unet`), for tools that expect
-    it. Only adapters with `num_tokens=0` have an exact official counterpart."""
-    if adapter.config.num_tokens:
-        raise IdgenError("only PVA adapters with num_tokens=0 (one token per reference) have the official layout.")
-    state = adapter.state_dict()
-    encoder = {}
-    for key, value in state.items():
-        if key.startswith("identity_encoder."):
-            rest = key[len("identity_encoder."):]
-            head, _, tail = rest.partition(".")
-            encoder[f"{ {'proj': '0', 'transformer': '1'}[head] }.{tail}"] = value
-    unet = {}
-    for i, layer in enumerate(adapter.config.layer_names):
-        for key, value in adapter.visual[i].state_dict().items():
-            unet[f"{layer}.{key}"] = value
-    return {"transform_network": encoder, "unet": unet}
-
-
 class PVALoaderMixin:
-    """Pipeline mixin: the `pva_adapter` component and PVA processors in the UNet."""
+    """Pipeline mixin: the `pva_adapter` component, PVA processors in the UNet, and the default
+    identity scale (`identity_scale` in the pipeline config)."""
 
     pva_adapter: Optional[PVAAdapter]
 
-    def load_pva(self, source: PathOrStateDict, *, num_heads: int = 8) -> None:
+    def _register_pva(self, pva_adapter: Optional[PVAAdapter], identity_scale: float) -> None:
+        """The pipeline `__init__`'s part: the component, its processors, the default scale."""
+        self.register_modules(pva_adapter=pva_adapter)
+        self.set_identity_scale(identity_scale)
+        if pva_adapter is not None:
+            self._install_pva_processors()
+
+    def load_pva(self, source: PathOrStateDict, *, num_heads: int = OFFICIAL_NUM_HEADS) -> None:
         """Load PVA weights (see `load_pva_adapter`) and install the processors."""
         self.register_modules(pva_adapter=load_pva_adapter(source, self.unet, num_heads=num_heads))
         self._install_pva_processors()
 
     def init_pva(self, **encoder_config) -> PVAAdapter:
         """A fresh adapter for this UNet (visual projections copied from the text ones; random
-        encoder), installed; the starting point of training."""
+        encoder; `encoder_config`: `PVAConfig` settings), installed; the starting point of training."""
         self.register_modules(pva_adapter=PVAAdapter.for_unet(self.unet, **encoder_config))
         self._install_pva_processors()
         return self.pva_adapter
+
+    def set_identity_scale(self, scale: float) -> None:
+        """Set the default identity scale s >= 0 (1 = official; 0 = the base pipeline). Stored in
+        the pipeline config, so it survives `save_pretrained` / `from_pretrained` / `from_pipe`."""
+        self.register_to_config(identity_scale=check_identity_scale(scale))
+
+    def unload_pva(self) -> None:
+        """Remove the PVA branch: plain SDPA processors and no `pva_adapter`."""
+        self.unet.set_attn_processor({
+            name: AttnProcessor2_0() if isinstance(p, PVAAttnProcessor) else p
+            for name, p in self.unet.attn_processors.items()
+        })
+        self.register_modules(pva_adapter=None)
+
+    def _require_pva(self) -> PVAAdapter:
+        if getattr(self, "pva_adapter", None) is None:
+            raise IdgenError("no PVA adapter is loaded: call `pipe.load_pva(path)` (or `init_pva()` to train one).")
+        return self.pva_adapter
+
+    @contextlib.contextmanager
+    def pva_processors_installed(self) -> Iterator[None]:
+        """The PVA processors on the adapter's layers for one call, whatever replaced them since
+        loading (e.g. `enable_attention_slicing`); the UNet's processors are restored after."""
+        saved = self.unet.attn_processors
+        self._install_pva_processors()
+        try:
+            yield
+        finally:
+            self.unet.set_attn_processor(saved)
 
     def _install_pva_processors(self) -> None:
         adapter = self.pva_adapter
@@ -131,16 +188,3 @@ class PVALoaderMixin:
             layer = name[: -len(".processor")]
             processors[name] = PVAAttnProcessor(index[layer]) if layer in index else proc
         self.unet.set_attn_processor(processors)
-
-    def unload_pva(self) -> None:
-        """Remove the PVA branch: plain SDPA processors and no `pva_adapter`."""
-        from diffusers.models.attention_processor import AttnProcessor2_0
-
-        self.unet.set_attn_processor({
-            name: AttnProcessor2_0() if isinstance(p, PVAAttnProcessor) else p
-            for name, p in self.unet.attn_processors.items()
-        })
-        self.register_modules(pva_adapter=None)
-
-
-__all__ = ["PVALoaderMixin", "convert_official_state_dict", "load_pva_adapter", "official_state_dict", "pva_layers"]

@@ -18,9 +18,11 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from idgen.deprecation import take_renamed
 from idgen.errors import IdgenError
 
 from idgen.adapters.pva.attention import PVAInputs
+from idgen.adapters.pva.config import DEFAULT_IDENTITY_SCALE, OFFICIAL_NUM_HEADS, PVAConfig, check_identity_scale
 from idgen.adapters.pva.encoder import PVAIdentityEncoder
 
 
@@ -55,29 +57,18 @@ class PVAAdapter(ModelMixin, ConfigMixin):
     Args:
         layer_names: module paths of the UNet cross-attentions (`pva_layers(unet)`).
         query_dims / inner_dims: per layer, the query width and the attention inner width.
-        cross_attention_dim: the text (and identity token) width.
-        embedding_dim, num_tokens, num_layers, num_heads, feedforward_dim, dropout: see
-            `PVAIdentityEncoder`.
+        cross_attention_dim, embedding_dim, num_tokens, num_layers, num_heads, feedforward_dim,
+            dropout: the identity encoder (`PVAConfig`, flattened so `config.json` holds them).
         bias: whether the projections have biases (as the UNet's `to_q`; False for SD).
     """
 
     config_name = "config.json"
 
     @register_to_config
-    def __init__(
-        self,
-        layer_names: Sequence[str] = (),
-        query_dims: Sequence[int] = (),
-        inner_dims: Sequence[int] = (),
-        cross_attention_dim: int = 768,
-        embedding_dim: int = 512,
-        num_tokens: int = 10,
-        num_layers: int = 4,
-        num_heads: int = 8,
-        feedforward_dim: int = 2048,
-        dropout: float = 0.1,
-        bias: bool = False,
-    ):
+    def __init__(self, layer_names: Sequence[str] = (), query_dims: Sequence[int] = (), inner_dims: Sequence[int] = (),
+                 cross_attention_dim: int = 768, embedding_dim: int = 512, num_tokens: int = 10, num_layers: int = 4,
+                 num_heads: int = OFFICIAL_NUM_HEADS, feedforward_dim: int = 2048, dropout: float = 0.1,
+                 bias: bool = False):
         super().__init__()
         if not len(layer_names) == len(query_dims) == len(inner_dims):
             raise IdgenError("PVAAdapter: layer_names, query_dims and inner_dims must have the same length.")
@@ -89,18 +80,19 @@ class PVAAdapter(ModelMixin, ConfigMixin):
 
     @classmethod
     def for_unet(cls, unet, *, init_from_text: bool = True, **encoder_config) -> "PVAAdapter":
-        """An adapter shaped for `unet`; with `init_from_text` the visual projections start as
-        copies of the text ones (official initialisation)."""
+        """An adapter shaped for `unet`; `encoder_config` overrides `PVAConfig`'s defaults (unknown
+        keys are an `IdgenError`). With `init_from_text` the visual projections start as copies of
+        the text ones (official initialisation)."""
         names = pva_layers(unet)
         modules = dict(unet.named_modules())
         attns = [modules[n] for n in names]
-        encoder_config.setdefault("cross_attention_dim", int(unet.config.cross_attention_dim))
+        config = PVAConfig.from_mapping(encoder_config, cross_attention_dim=int(unet.config.cross_attention_dim))
         adapter = cls(
             layer_names=names,
             query_dims=[a.to_q.in_features for a in attns],
             inner_dims=[a.to_q.out_features for a in attns],
             bias=attns[0].to_q.bias is not None,
-            **encoder_config,
+            **config.to_dict(),
         )
         if init_from_text:
             with torch.no_grad():
@@ -118,14 +110,27 @@ class PVAAdapter(ModelMixin, ConfigMixin):
         """Identity tokens `[B, T, cross_attention_dim]` from embeddings `[B, N, embedding_dim]`."""
         return self.identity_encoder(embeds.to(device=self.device, dtype=self.dtype))
 
-    def inputs(self, tokens: torch.Tensor, *, scale: float = 1.0, negative_half_without_identity: bool = False,
-               dropped: Optional[torch.Tensor] = None) -> PVAInputs:
-        """The per-call `PVAInputs` for identity `tokens` `[1 or B, T, C]` (`dropped`: `[B]` bool
-        rows without identity)."""
+    def inputs(self, tokens: torch.Tensor, *, identity_scale: Optional[float] = None,
+               negative_half_without_identity: bool = False, dropped: Optional[torch.Tensor] = None,
+               **renamed) -> PVAInputs:
+        """The per-call `PVAInputs` for identity `tokens` `[1 or B, T, cross_attention_dim]`.
+
+        Args:
+            identity_scale: s >= 0 (default 1, the official model; `scale` is its old name).
+            negative_half_without_identity: mask the identity out of the batch's first half (CFG).
+            dropped: `[B]` bool, rows without identity (training's condition dropout).
+        """
+        identity_scale = take_renamed(renamed, "scale", "identity_scale", identity_scale)
+        if renamed:
+            raise IdgenError(f"PVAAdapter.inputs() got unexpected arguments {sorted(renamed)}.")
+        identity_scale = check_identity_scale(DEFAULT_IDENTITY_SCALE if identity_scale is None else identity_scale)
+        width = self.config.cross_attention_dim
+        if tokens.ndim != 3 or tokens.shape[-1] != width:
+            raise IdgenError(f"PVA identity tokens must be [B, T, {width}], got {tuple(tokens.shape)}.")
         return PVAInputs(
             visual_q={i: p.to_visual_q for i, p in enumerate(self.visual)},
             kv={i: (p.to_visual_k(tokens), p.to_visual_v(tokens)) for i, p in enumerate(self.visual)},
-            scale=float(scale),
+            identity_scale=identity_scale,
             negative_half_without_identity=negative_half_without_identity,
             dropped=dropped,
         )

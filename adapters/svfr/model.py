@@ -26,10 +26,7 @@ from torch import nn
 
 from idgen.errors import IdgenError
 
-#: SVFR's task order in the added time ids.
-TASK_ORDER = ("bfr", "colorize", "inpaint")
-SVD_IN_CHANNELS = 8
-SVFR_IN_CHANNELS = 12
+from idgen.adapters.svfr.config import IDENTITY_CHANNELS, SVFR_IN_CHANNELS, TASK_ORDER
 
 
 def task_vector(tasks: Sequence[str]) -> torch.Tensor:
@@ -79,7 +76,7 @@ class IDProjection(ModelMixin, ConfigMixin):
     """
 
     @register_to_config
-    def __init__(self, in_channels: int = 512, out_channels: int = 1024):
+    def __init__(self, in_channels: int = IDENTITY_CHANNELS, out_channels: int = 1024):
         super().__init__()
         self.project1024 = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
         self.final_norm = nn.LayerNorm(out_channels)

@@ -16,15 +16,12 @@ import numpy as np
 import cv2
 import torch
 from PIL import Image
-from diffusers import (
-    AutoencoderKLTemporalDecoder, ControlNetModel, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel,
-)
+from diffusers import ControlNetModel
 
-from idgen.adapters.svfr import IDProjection, widen_conv_in
+from idgen.adapters.svfr import init_svfr
 from idgen.app.generate import identity_embeddings
 from idgen.app.options import RunOptions
 from idgen.app.records import call_default, write_json
-from idgen.checkpoint import first_mismatch, load_checkpoint
 from idgen.errors import IdgenError
 from idgen.face import align_face, get_face_analyzer
 from idgen.image_io import list_photos, load_image
@@ -33,7 +30,7 @@ from idgen.media.metrics import identity_similarity, landmark_distance, psnr, ss
 from idgen.media.video import read_frames
 from idgen.media.video_faces import process_video
 from idgen.models import build_or_embedded, load_pipeline, resolve_component
-from idgen.pipelines import FaceRestorePipeline, SVFRPipeline
+from idgen.pipelines import FaceRestorePipeline, SVFRPipeline, load_svfr_pipeline
 from idgen.testing import (
     EMBEDDED_DEFAULT_NOTE, random_faceid_state_dict, seeded, tiny_controlnet, tiny_sd15_components, tiny_svd_components,
 )
@@ -49,8 +46,8 @@ def _tiny(kind: str, reference: bool = False):
     if kind == "video":
         parts = tiny_svd_components(0)
         with seeded(3):
-            projection = IDProjection(512, parts["unet"].config.cross_attention_dim)
-        pipe = SVFRPipeline(vae=parts["vae"], unet=widen_conv_in(parts["unet"]), scheduler=parts["scheduler"],
+            projection = init_svfr(parts["unet"])  # widens the UNet in place
+        pipe = SVFRPipeline(vae=parts["vae"], unet=parts["unet"], scheduler=parts["scheduler"],
                             id_projection=projection)
     else:
         parts = tiny_sd15_components(0)
@@ -61,25 +58,6 @@ def _tiny(kind: str, reference: bool = False):
         if hasattr(module, "eval"):
             module.eval()
     return pipe
-
-
-def load_svfr_pipeline(svd_folder, unet_file, id_linear_file, *, torch_dtype=None):
-    """`SVFRPipeline` from an SVD folder (`stable-video-diffusion-img2vid-xt`) and SVFR's released
-    `unet.pth` / `id_linear.pth`, read with `weights_only=True` and checked key by key."""
-
-    folder = Path(svd_folder)
-    unet = widen_conv_in(UNetSpatioTemporalConditionModel.from_pretrained(folder / "unet", local_files_only=True))
-    state = load_checkpoint(unet_file)
-    first_mismatch(unet, state, what=f"SVFR UNet {str(unet_file)!r}")
-    unet.load_state_dict(state)
-    projection = IDProjection(512, unet.config.cross_attention_dim)
-    state = load_checkpoint(id_linear_file)
-    first_mismatch(projection, state, what=f"SVFR id_linear {str(id_linear_file)!r}")
-    projection.load_state_dict(state)
-    pipe = SVFRPipeline(vae=AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae", local_files_only=True), unet=unet,
-                        scheduler=EulerDiscreteScheduler.from_pretrained(folder / "scheduler", local_files_only=True),
-                        id_projection=projection)
-    return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
 
 
 def _real(kind: str, config, reference: bool = False):

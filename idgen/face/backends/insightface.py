@@ -1,4 +1,4 @@
-"""insightface backend: SCRFD detection + ArcFace 512-d recognition from a LOCAL ONNX pack.
+"""insightface backend: SCRFD detection + ArcFace 512-d recognition (+ 106 landmarks) from a LOCAL ONNX pack.
 
 The official adapters (InstantID, IP-Adapter-FaceID, Arc2Face) were trained on these ArcFace
 embeddings. Packs are looked up locally only; insightface's own `FaceAnalysis` downloads a
@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 
 from idgen.errors import ModelNotFoundError
@@ -28,6 +29,10 @@ PACK_FILES = {
     "buffalo_l": ["det_10g.onnx", "w600k_r50.onnx", "2d106det.onnx", "1k3d68.onnx", "genderage.onnx"],
 }
 DEFAULT_PACKS = ("antelopev2", "buffalo_l")
+#: insightface's task name for the 2D 106-point landmark model (`2d106det.onnx`).
+LANDMARK_TASK = "landmark_2d_106"
+#: The landmark crop is a square this many times the face box's longer side, around its centre.
+LANDMARK_CROP = 1.5
 
 
 def pack_roots(root: Optional[os.PathLike] = None) -> list[Path]:
@@ -73,8 +78,36 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def dense_landmarks(model, image: np.ndarray, bbox: np.ndarray) -> np.ndarray:
+    """Landmarks `[N, 2]` float32 `(x, y)` in image pixels from insightface's 2D landmark model.
+
+    The model sees a square crop of `LANDMARK_CROP` times the box's longer side around the box
+    centre, resized to its input (192x192), and predicts points in [-1, 1] of that crop.
+
+    Args:
+        model: the pack's routed `insightface.model_zoo.Landmark` (`input_size`, `input_mean`,
+            `input_std`, `session`, `input_name`, `output_names`, `lmk_num`).
+        image: RGB `[H, W, 3]` uint8.
+        bbox: `[4]` `(x1, y1, x2, y2)` in pixels.
+    """
+    size = int(model.input_size[0])
+    x1, y1, x2, y2 = (float(v) for v in bbox[:4])
+    center = np.array([(x1 + x2) / 2, (y1 + y2) / 2], dtype=np.float64)
+    scale = size / (LANDMARK_CROP * max(x2 - x1, y2 - y1, 1.0))
+    # image -> crop: scale about the box centre, then put the centre in the middle of the crop.
+    to_crop = np.array([[scale, 0.0, size / 2 - scale * center[0]], [0.0, scale, size / 2 - scale * center[1]]])
+    crop = cv2.warpAffine(image, to_crop, (size, size), borderValue=0.0)
+    blob = cv2.dnn.blobFromImage(crop, 1.0 / model.input_std, (size, size), (model.input_mean,) * 3, swapRB=False)
+    pred = model.session.run(model.output_names, {model.input_name: blob})[0].reshape(-1, 2)[-model.lmk_num:]
+    # crop pixels = (pred + 1) * size / 2; back to the image by inverting `to_crop`.
+    return (center + pred.astype(np.float64) * (size / 2) / scale).astype(np.float32)
+
+
 class InsightFaceAnalyzer(FaceAnalyzer):
-    """SCRFD detector + ArcFace recognizer from a local pack.
+    """SCRFD detector + ArcFace recognizer (+ the 106-point landmark model if present) from a local pack.
+
+    Faces get `landmarks` `[106, 2]` when the pack holds `2d106det.onnx` (buffalo_l and
+    antelopev2 do), so landmark-hull masks follow the face outline; without it `landmarks` is None.
 
     Args:
         pack: pack name ("antelopev2", "buffalo_l") or a folder of ONNX files; default: the
@@ -99,7 +132,7 @@ class InsightFaceAnalyzer(FaceAnalyzer):
 
         providers = providers or default_providers()
         self.folder = folder
-        self.detector = self.recognizer = None
+        self.detector = self.recognizer = self.landmarker = None
         for onnx_file in sorted(folder.glob("*.onnx")):
             model = model_zoo.get_model(str(onnx_file), providers=providers)
             task = getattr(model, "taskname", None)
@@ -107,6 +140,8 @@ class InsightFaceAnalyzer(FaceAnalyzer):
                 self.detector = model
             elif task == "recognition" and self.recognizer is None:
                 self.recognizer = model
+            elif task == LANDMARK_TASK and self.landmarker is None:
+                self.landmarker = model
             else:
                 logger.debug("insightface pack %s: %s not used (task %s)", folder, onnx_file.name, task)
         missing = [what for what, m in (("detector", self.detector), ("recognizer", self.recognizer)) if m is None]
@@ -128,8 +163,9 @@ class InsightFaceAnalyzer(FaceAnalyzer):
             kps = kpss[i]
             aligned = align_face(bgr, kps, size=size).image
             embedding = self.recognizer.get_feat(aligned).reshape(-1)
+            landmarks = None if self.landmarker is None else dense_landmarks(self.landmarker, image, bboxes[i])
             faces.append(Face(
                 bbox=bboxes[i, :4], score=float(bboxes[i, 4]), kps=kps, image_size=(width, height),
-                embedding=embedding, embedding_model=self.embedding_model,
+                landmarks=landmarks, embedding=embedding, embedding_model=self.embedding_model,
             ))
         return faces
