@@ -67,7 +67,7 @@ def _resize_unet(components: dict, size: str, xl: bool) -> None:
 def build(method: str, size: str, ours: bool):
     import diffusers
 
-    from idgen.pipelines import Arc2FacePipeline, FaceIDPipeline, InstantIDPipeline
+    from idgen.pipelines import Arc2FacePipeline, StableDiffusionFaceIDPipeline, StableDiffusionXLInstantIDPipeline
     from idgen.testing import (TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict,
                                tiny_controlnet, tiny_sd15_components, tiny_sdxl_components)
 
@@ -85,7 +85,7 @@ def build(method: str, size: str, ours: bool):
         _resize_unet(components, size, xl=True)
         if not ours:
             return diffusers.StableDiffusionXLControlNetPipeline(**components)
-        pipe = InstantIDPipeline(**components)
+        pipe = StableDiffusionXLInstantIDPipeline(**components)
         resampler = OFFICIAL_RESAMPLER if size == "full" else TINY_RESAMPLER
         pipe.load_instantid(random_instantid_state_dict(pipe.unet, resampler_config=resampler), resampler_config=resampler)
         return pipe
@@ -94,18 +94,18 @@ def build(method: str, size: str, ours: bool):
     _resize_unet(components, size, xl=False)
     components["requires_safety_checker"] = False
     if method == "pva":
-        from idgen.pipelines import PVAInpaintPipeline
+        from idgen.pipelines import StableDiffusionPVAInpaintPipeline
 
         if not ours:
             return diffusers.StableDiffusionInpaintPipeline(**components)
-        pipe = PVAInpaintPipeline(**components)  # paper's 10 tokens; the official 8-head encoder
+        pipe = StableDiffusionPVAInpaintPipeline(**components)  # paper's 10 tokens; the official 8-head encoder
         pipe.init_pva(num_layers=4 if size == "full" else 1, num_heads=8 if width % 8 == 0 else 2)
         return pipe
     if not ours:
         return diffusers.StableDiffusionPipeline(**components)
     if method == "arc2face":
         return Arc2FacePipeline(**components)
-    pipe = FaceIDPipeline(**components)
+    pipe = StableDiffusionFaceIDPipeline(**components)
     pipe.load_faceid(random_faceid_state_dict(pipe.unet, "faceid", rank=128 if size == "full" else 8), variant="faceid")
     return pipe
 

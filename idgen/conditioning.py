@@ -65,10 +65,33 @@ def draw_kps_many(image_or_size: SizeOrImage, kps_list: Sequence[np.ndarray]) ->
 
 
 def resize_kps(kps: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
-    """Rescale keypoints `[N, 2]` from an image of `(w, h)` = `from_size` to `to_size`."""
+    """Rescale keypoints `[N, 2]` from an image of `(w, h)` = `from_size` to `to_size`, x and y
+    separately: the face is stretched unless both sizes have one aspect ratio (see `fit_kps`)."""
     sx = to_size[0] / from_size[0]
     sy = to_size[1] / from_size[1]
     return np.asarray(kps, dtype=np.float32).reshape(-1, 2) * np.array([sx, sy], dtype=np.float32)
+
+
+def fit_kps(kps: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """Keypoints `[N, 2]` of an image of `(w, h)` = `from_size`, placed where they land when that
+    image is fitted into a `to_size` canvas: one scale for x and y (the face keeps its proportions),
+    centred, the rest padded."""
+    scale = min(to_size[0] / from_size[0], to_size[1] / from_size[1])
+    offset = np.array([to_size[0] - scale * from_size[0], to_size[1] - scale * from_size[1]], dtype=np.float32) / 2
+    return np.asarray(kps, dtype=np.float32).reshape(-1, 2) * np.float32(scale) + offset
+
+
+def output_size_for(photo_size: tuple[int, int], *, min_side: int, max_side: int, base: int) -> tuple[int, int]:
+    """The output `(w, h)` for a photo of `photo_size`, by the rule of the official InstantID demo
+    (at SDXL size: `min_side=1024`, `max_side=1280`, `base=64`): scale the short side to `min_side`,
+    then the long side to `max_side`, and round both sides down to a multiple of `base` (at least
+    `base`). The aspect ratio is kept up to that rounding."""
+    w, h = photo_size
+    ratio = min_side / min(w, h)
+    w, h = round(ratio * w), round(ratio * h)
+    ratio = max_side / max(w, h)
+    w, h = round(ratio * w), round(ratio * h)
+    return max(base, w // base * base), max(base, h // base * base)
 
 
 def _hull_points(face_or_points: Union[Face, np.ndarray], region: str) -> np.ndarray:

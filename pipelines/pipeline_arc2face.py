@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel
 
 from idgen.adapters.arc2face import IDENTITY_PROMPT, check_arc2face_folders, encode_identity
-from idgen.identity import FaceEmbedsInput, ReferenceMode
 from idgen.errors import IdgenError
-from idgen.identity import resolve_face_embeds
+from idgen.identity import FaceEmbedsInput, ReferenceMode, resolve_face_embeds
 
 ARCFACE_DIM = 512
 
@@ -43,26 +42,18 @@ class Arc2FacePipeline(StableDiffusionPipeline):
 
     @torch.no_grad()
     def __call__(
-        self,
-        face_embeds: Optional[FaceEmbedsInput] = None,
-        face_image=None,
-        *,
-        prompt: str = IDENTITY_PROMPT,
-        negative_prompt: Optional[Union[str, list[str]]] = None,
-        reference_mode: ReferenceMode = "mean",
-        num_inference_steps: int = 25,
-        guidance_scale: float = 3.0,
-        height: Optional[int] = None,
-        width: Optional[int] = None,
-        num_images_per_prompt: int = 1,
-        generator: Union[torch.Generator, list[torch.Generator], None] = None,
-        output_type: str = "pil",
-        return_dict: bool = True,
-        callback_on_step_end: Optional[Callable] = None,
+        self, face_embeds: Optional[FaceEmbedsInput] = None, face_image=None, *, prompt: str = IDENTITY_PROMPT,
+        prompt_embeds: Optional[torch.Tensor] = None, reference_mode: ReferenceMode = "mean",
+        negative_prompt: Optional[Union[str, list[str]]] = None, negative_prompt_embeds: Optional[torch.Tensor] = None,
+        height: Optional[int] = None, width: Optional[int] = None, num_inference_steps: int = 25,
+        timesteps: Optional[list[int]] = None, sigmas: Optional[list[float]] = None, guidance_scale: float = 3.0,
+        num_images_per_prompt: int = 1, eta: float = 0.0,
+        generator: Union[torch.Generator, list[torch.Generator], None] = None, latents: Optional[torch.Tensor] = None,
+        output_type: str = "pil", return_dict: bool = True, cross_attention_kwargs: Optional[dict[str, Any]] = None,
+        guidance_rescale: float = 0.0, callback_on_step_end: Optional[Callable] = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
-        **kwargs,
     ):
-        r"""Generate images of the person in `face_embeds` / `face_image`.
+        r"""Generate images of the person in `face_embeds` / `face_image` / `prompt_embeds`.
 
         Args:
             face_embeds: ArcFace embedding(s) `[512]` / `[N, 512]` of one person (L2-normalised
@@ -70,27 +61,29 @@ class Arc2FacePipeline(StableDiffusionPipeline):
                 ("mean" or "normed_mean"; Arc2Face has one identity slot, so "concat" is refused).
             face_image: twin of `face_embeds`: photo(s); the largest face of each is analysed.
             prompt: the identity prompt; must contain "id" once (default: the official one).
-            negative_prompt: default None: the empty prompt, as in the official code.
+            prompt_embeds: twin of both: the identity prompt embeddings `[N, 77, D]` from
+                `encode_identity` (reuse them across calls).
+            negative_prompt / negative_prompt_embeds: default: the empty prompt, as in the official code.
             num_inference_steps, guidance_scale: official demo defaults 25 and 3.0 (with DPM-Solver++).
-            Other arguments as in [`StableDiffusionPipeline`] (`latents`, `timesteps`, ...).
+            Others: as in [`StableDiffusionPipeline`]. There is no `clip_skip`: the identity
+                embedding is the text encoder's last hidden state, as in training.
 
         Returns:
             [`StableDiffusionPipelineOutput`] or a tuple with `return_dict=False`.
         """
-        if "prompt_embeds" in kwargs:
-            raise IdgenError("Arc2FacePipeline computes prompt_embeds from the face; call StableDiffusionPipeline for raw embeddings.")
+        # the base pipeline's arguments by name (as diffusers' pipelines read `locals()` for callbacks)
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__", "face_embeds", "face_image",
+                                                                      "prompt", "reference_mode")}
+        if sum(x is not None for x in (face_embeds, face_image, prompt_embeds)) != 1:
+            raise IdgenError("Give exactly one of `face_embeds`, `face_image` and `prompt_embeds` (the identity "
+                             "prompt embeddings from `encode_identity`).")
         if reference_mode == "concat":
             raise IdgenError("Arc2Face has a single identity token: use reference_mode 'mean' or 'normed_mean'.")
-        embeds = resolve_face_embeds(face_embeds, face_image, analyzer=self.face_analyzer, dim=ARCFACE_DIM,
-                                     normalize=True, reference_mode=reference_mode)
-        prompt_embeds = self.encode_identity(embeds.to(self._execution_device), prompt)
-        return super().__call__(
-            prompt_embeds=prompt_embeds, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale, height=height, width=width, num_images_per_prompt=num_images_per_prompt,
-            generator=generator, output_type=output_type, return_dict=return_dict,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **kwargs,
-        )
+        if prompt_embeds is None:
+            embeds = resolve_face_embeds(face_embeds, face_image, analyzer=self.face_analyzer, dim=ARCFACE_DIM,
+                                         normalize=True, reference_mode=reference_mode)
+            arguments["prompt_embeds"] = self.encode_identity(embeds.to(self._execution_device), prompt)
+        return super().__call__(**arguments)
 
 
 def load_arc2face_pipeline(base_sd15: os.PathLike, arc2face_root: Optional[os.PathLike] = None, *,

@@ -25,14 +25,16 @@ from typing import Optional
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionControlNetImg2ImgPipeline
+from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionControlNetImg2ImgPipeline, UNet2DConditionModel
+from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+from diffusers.schedulers import KarrasDiffusionSchedulers
 from PIL import Image
+from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from idgen.adapters.faceid.loader import FaceIDLoaderMixin
 from idgen.errors import FaceNotFoundError, IdgenError
 from idgen.face import align_face, get_face_analyzer, paste_back
-from idgen.pipelines.pipeline_faceid import FaceIDCallMixin
 from idgen.image_io import load_image
+from idgen.pipelines.faceid_common import FaceIDPipelineMixin
 
 DEFAULT_PROMPT = "a high quality, detailed photo of a face"
 DEFAULT_NEGATIVE = "blurry, low quality, jpeg artifacts, noise, deformed"
@@ -53,45 +55,55 @@ class RestoredPhoto:
     faces: list[dict] = field(default_factory=list)
 
 
-class FaceRestorePipeline(FaceIDLoaderMixin, FaceIDCallMixin, StableDiffusionControlNetImg2ImgPipeline):
+class FaceRestorePipeline(FaceIDPipelineMixin, StableDiffusionControlNetImg2ImgPipeline):
     r"""Blind face restoration of aligned crops with a restoration ControlNet (SD1.5).
 
-    Args: the components of `StableDiffusionControlNetImg2ImgPipeline`; `controlnet` is the
-        restoration ControlNet (trained by `idgen train restore`).
+    Args: the components of [`StableDiffusionControlNetImg2ImgPipeline`] (the safety checker
+        optional, off by default); `controlnet` is the restoration ControlNet (trained by
+        `idgen train restore`).
     """
 
-    _default_guidance_scale = 4.0
-
-    def __init__(self, vae, text_encoder, tokenizer, unet, controlnet, scheduler, safety_checker=None,
-                 feature_extractor=None, image_encoder=None, requires_safety_checker: bool = False):
+    def __init__(
+        self, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, unet: UNet2DConditionModel,
+        controlnet: ControlNetModel, scheduler: KarrasDiffusionSchedulers,
+        safety_checker: Optional[StableDiffusionSafetyChecker] = None,
+        feature_extractor: Optional[CLIPImageProcessor] = None,
+        image_encoder: Optional[CLIPVisionModelWithProjection] = None, requires_safety_checker: bool = False,
+    ):
         super().__init__(vae, text_encoder, tokenizer, unet, controlnet, scheduler, safety_checker, feature_extractor,
                          image_encoder=image_encoder, requires_safety_checker=requires_safety_checker)
 
     @torch.no_grad()
     def __call__(self, image=None, prompt=DEFAULT_PROMPT, *, fidelity: float = 0.5, negative_prompt=DEFAULT_NEGATIVE,
-                 face_embeds=None, face_image=None, controlnet_conditioning_scale: Optional[float] = None,
-                 strength: Optional[float] = None, **kwargs):
+                 face_embeds=None, face_image=None, identity_scale: Optional[float] = None,
+                 controlnet_conditioning_scale: Optional[float] = None, strength: Optional[float] = None,
+                 num_inference_steps: int = 30, guidance_scale: float = 4.0, **kwargs):
         r"""Restore degraded aligned face crop(s) `image` (PIL / array / list; the UNet's size).
 
         Args:
             fidelity: the quality/fidelity knob (module docstring); explicit
                 `controlnet_conditioning_scale` / `strength` override it.
-            face_embeds / face_image: a clean reference of the person (needs `load_faceid`).
-            kwargs: the base pipeline's other arguments (`num_inference_steps`, `guidance_scale`,
-                `generator`, `output_type`, `callback_on_step_end`, `height`, `width`, ...).
+            face_embeds / face_image / identity_scale: a clean reference of the person and its
+                weight (needs `load_faceid`; the other identity arguments of
+                [`FaceIDPipelineMixin`] are accepted too).
+            kwargs: the base pipeline's other arguments (`generator`, `output_type`,
+                `callback_on_step_end`, `height`, `width`, ...).
         """
         if image is None:
             raise IdgenError("give the degraded face crop(s) as `image`.")
-        scale, start = fidelity_to_scales(fidelity)
+        control_scale, start = fidelity_to_scales(fidelity)
+        if controlnet_conditioning_scale is not None:
+            control_scale = controlnet_conditioning_scale
         images = image if isinstance(image, list) else [image]
         if isinstance(prompt, str) and len(images) > 1:
             prompt = [prompt] * len(images)
-        if isinstance(negative_prompt, str) and isinstance(prompt, list):
-            negative_prompt = [negative_prompt] * len(prompt)
-        return super().__call__(
-            prompt, face_embeds, face_image, image=images, control_image=images,
-            controlnet_conditioning_scale=scale if controlnet_conditioning_scale is None else controlnet_conditioning_scale,
-            strength=start if strength is None else strength, negative_prompt=negative_prompt, **kwargs)
+        return self._generate(dict(
+            prompt=prompt, image=images, control_image=images, negative_prompt=negative_prompt,
+            face_embeds=face_embeds, face_image=face_image, identity_scale=identity_scale,
+            controlnet_conditioning_scale=control_scale,
+            strength=start if strength is None else strength, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, **kwargs,
+        ))
 
     def restore_faces(self, photo, *, analyzer=None, crop_size: Optional[int] = None, min_face_size: int = 16,
                       feather: int = 8, **kwargs) -> RestoredPhoto:
@@ -107,9 +119,7 @@ class FaceRestorePipeline(FaceIDLoaderMixin, FaceIDCallMixin, StableDiffusionCon
         Raises:
             FaceNotFoundError: no face in the photo.
         """
-
         if analyzer is None:
-
             analyzer = get_face_analyzer()
         image = load_image(photo)
         faces = sorted(analyzer.detect(image), key=lambda f: float(f.bbox[0]))

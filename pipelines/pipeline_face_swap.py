@@ -1,4 +1,4 @@
-"""Face swap with an identity-inpainting pipeline: `FaceSwapPipeline`.
+"""Face swap with an identity-inpainting pipeline: `FaceSwapper`.
 
 For each target face of a photo (or of a video frame, through `idgen.media.video_faces`): align and crop
 it (FFHQ alignment at the pipeline's resolution, so the swap is not limited to inswapper's 128 px),
@@ -8,14 +8,16 @@ keypoints, colour-match the result to the target (Reinhard, inside the mask), an
 through the inverse transform with a feathered seam. Pixels outside the pasted region are returned
 unchanged, bit for bit.
 
-It composes any of idgen's identity-inpainting pipelines (`PVAInpaintPipeline`,
-`FaceIDInpaintPipeline`, `InstantIDInpaintPipeline` and their SD1.5/SDXL twins); it owns no
-weights, so it is a thin orchestrator rather than a `DiffusionPipeline` of its own.
+It composes any of idgen's identity-inpainting pipelines (PVA, FaceID, InstantID; SD1.5 or SDXL)
+through the arguments they share (`face_embeds`, `identity_scale`, and `target_kps` where there is
+an IdentityNet); it owns no weights, so it is an editor over a pipeline rather than a
+`DiffusionPipeline` of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -28,9 +30,6 @@ from idgen.color import match_color
 from idgen.conditioning import face_mask
 from idgen.errors import FaceNotFoundError, IdgenError
 from idgen.face import Face, align_face, get_face_analyzer, identity_similarity, paste_back, transform_points
-from idgen.pipelines.pipeline_faceid import FaceIDInpaintPipeline, FaceIDInpaintXLPipeline
-from idgen.pipelines.pipeline_instantid_inpaint import InstantIDInpaintPipeline, StableDiffusionInstantIDInpaintPipeline
-from idgen.pipelines.pipeline_pva_inpaint import PVAInpaintPipeline, PVAInpaintXLPipeline
 from idgen.image_io import load_image
 from idgen.media.video import probe_video
 from idgen.media.video_faces import process_video
@@ -101,8 +100,9 @@ def _face_in_crop(face: Face, matrix: np.ndarray, size: int) -> Face:
     return dataclasses.replace(face, kps=kps, landmarks=landmarks, bbox=bbox, image_size=(size, size))
 
 
-class FaceSwapPipeline:
-    """Swap the faces of a photo (or video frame) for source identities.
+class FaceSwapper:
+    """Swap the faces of a photo (or video frame) for source identities: an editor over one
+    identity-inpainting pipeline (not itself a `DiffusionPipeline`; formerly `FaceSwapPipeline`).
 
     Args:
         inpaint_pipeline: an idgen identity-inpainting pipeline (PVA, FaceID or InstantID inpaint).
@@ -112,6 +112,10 @@ class FaceSwapPipeline:
     """
 
     def __init__(self, inpaint_pipeline, face_analyzer=None, crop_size: Optional[int] = None, align_mode: str = "ffhq"):
+        self._call_parameters = inspect.signature(inpaint_pipeline.__call__).parameters
+        if not {"face_embeds", "identity_scale", "mask_image"} <= set(self._call_parameters):
+            raise IdgenError(f"FaceSwapper needs an idgen identity-inpainting pipeline (PVA, FaceID or InstantID "
+                             f"inpainting), got {type(inpaint_pipeline).__name__}.")
         self.pipe = inpaint_pipeline
         self.face_analyzer = face_analyzer
         self.crop_size = crop_size or inpaint_pipeline.unet.config.sample_size * inpaint_pipeline.vae_scale_factor
@@ -124,20 +128,14 @@ class FaceSwapPipeline:
         return self.face_analyzer
 
     def identity_kwargs(self, embeds: np.ndarray, kps_in_crop: np.ndarray, identity_scale: Optional[float]) -> dict:
-        """The identity arguments of the wrapped pipeline's `__call__` for one crop."""
-        pipe = self.pipe
+        """The identity arguments of the wrapped pipeline's `__call__` for one crop: every idgen
+        identity pipeline takes `face_embeds` and `identity_scale`; those with an IdentityNet also
+        take the target face's keypoints (`target_kps`, crop pixels)."""
         kwargs = {"face_embeds": embeds}
-        if isinstance(pipe, (PVAInpaintPipeline, PVAInpaintXLPipeline)):
-            scale_name = "identity_scale"
-        elif isinstance(pipe, (FaceIDInpaintPipeline, FaceIDInpaintXLPipeline)):
-            scale_name = "scale"
-        elif isinstance(pipe, (InstantIDInpaintPipeline, StableDiffusionInstantIDInpaintPipeline)):
-            scale_name = "ip_adapter_scale"
+        if "target_kps" in self._call_parameters:
             kwargs["target_kps"] = kps_in_crop
-        else:
-            raise IdgenError(f"FaceSwapPipeline needs an idgen identity-inpainting pipeline, got {type(pipe).__name__}.")
         if identity_scale is not None:
-            kwargs[scale_name] = identity_scale
+            kwargs["identity_scale"] = identity_scale
         return kwargs
 
     def crop_mask(self, face_in_crop: Face, *, region: str = "face", dilate: int = 0, exclude=None) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Identity-preserving face inpainting with PVA on Stable Diffusion 1.5 / 2:
-`StableDiffusionPVAInpaintPipeline` (alias `PVAInpaintPipeline`).
+`StableDiffusionPVAInpaintPipeline` (formerly `PVAInpaintPipeline`).
 
 diffusers' `StableDiffusionInpaintPipeline` plus a `pva_adapter` component; the call is
 `idgen.pipelines.pva_common.PVAInpaintMixin`'s:
@@ -48,4 +48,3 @@ class StableDiffusionPVAInpaintPipeline(PVAInpaintMixin, StableDiffusionInpaintP
 
 
 #: The name before diffusers' naming scheme; both work.
-PVAInpaintPipeline = StableDiffusionPVAInpaintPipeline

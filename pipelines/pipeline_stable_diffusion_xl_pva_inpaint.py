@@ -1,5 +1,5 @@
 """Identity-preserving face inpainting with PVA on SDXL: `StableDiffusionXLPVAInpaintPipeline`
-(alias `PVAInpaintXLPipeline`).
+(formerly `PVAInpaintXLPipeline`).
 
 diffusers' `StableDiffusionXLInpaintPipeline` plus a `pva_adapter` component; identity tokens
 have the 2048 text width. The call is `idgen.pipelines.pva_common.PVAInpaintMixin`'s.
@@ -43,4 +43,3 @@ class StableDiffusionXLPVAInpaintPipeline(PVAInpaintMixin, StableDiffusionXLInpa
 
 
 #: The name before diffusers' naming scheme; both work.
-PVAInpaintXLPipeline = StableDiffusionXLPVAInpaintPipeline

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from idgen.face import get_face_analyzer
+
 # The suite never touches a model hub: any accidental download fails fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -61,9 +63,13 @@ def empty_home(tmp_path, monkeypatch) -> Path:
     return tmp_path / "idgen-home"
 
 
+def dlib_faces():
+    """The real offline face analyzer (dlib + face-recognition-models: 128-d embeddings), one
+    per process (`get_face_analyzer` keeps it); for helpers outside fixtures."""
+    return get_face_analyzer("dlib")
+
+
 @pytest.fixture(scope="session")
 def dlib_analyzer():
-    """The real offline face analyzer (dlib + face-recognition-models: 128-d embeddings)."""
-    from idgen.face import get_face_analyzer
-
-    return get_face_analyzer("dlib")
+    """`dlib_faces()` as a fixture."""
+    return dlib_faces()

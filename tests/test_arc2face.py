@@ -130,11 +130,26 @@ def test_face_image_goes_through_the_analyzer():
 
 
 class TestArc2FacePipeline(PipelineChecks):
-    def get_pipeline(self):
-        return make_pipeline()
+    get_pipeline = staticmethod(make_pipeline)
+    get_inputs = staticmethod(inputs)
 
-    def get_inputs(self, seed: int = 0) -> dict:
-        return inputs(seed)
+    def test_prompt_embeds_twins_give_the_same_image(self):
+        """Arc2Face's prompt embedding is the identity's (`encode_identity`), not the text's."""
+        pipe = make_pipeline()
+        embeds = pipe.encode_identity(torch.nn.functional.normalize(torch.as_tensor(FACE), dim=-1))
+        negative, _ = pipe.encode_prompt("", "cpu", 1, False)
+        twins = pipe(**inputs(face_embeds=None, prompt_embeds=embeds, negative_prompt_embeds=negative)).images
+        np.testing.assert_array_equal(twins, pipe(**inputs()).images)
+        with pytest.raises(IdgenError, match="exactly one"):
+            pipe(**inputs(prompt_embeds=embeds))
+
+
+def test_from_pipe_of_a_plain_stable_diffusion_pipeline():
+    plain = make_pipeline(StableDiffusionPipeline)
+    pipe = Arc2FacePipeline.from_pipe(plain)
+    assert type(pipe) is Arc2FacePipeline and pipe.unet is plain.unet and pipe.text_encoder is plain.text_encoder
+    pipe.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(pipe(**inputs()).images, make_pipeline()(**inputs()).images)
 
 
 def test_official_folders_load_into_a_pipeline(tmp_path):

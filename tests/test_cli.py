@@ -62,9 +62,17 @@ def test_generate_on_the_embedded_default(method, faces_dir, tmp_path, capsys):
     record = json.loads((out / "record.json").read_text())
     assert record["embedded_default"] is True and "noise" in record["note"]
     assert record["request"]["seed"] == 7 and record["request"]["method"] == method
-    assert Image.open(record["files"][0]).size == (128, 128)
+    size = Image.open(record["files"][0]).size
+    assert (record["width"], record["height"]) == size
+    used = record["parameters"]
+    assert used["num_inference_steps"] == 2 and used["seed"] == 7 and used["guidance_scale"] > 0
     if method == "instantid":
-        assert record["pose_face"] is not None
+        # sized from the portrait pose photo (715x908): its aspect kept, not a square
+        assert record["pose_face"] is not None and abs(size[0] / size[1] - 715 / 908) < 0.05
+        assert used["identity_scale"] == 0.8 and used["controlnet_conditioning_scale"] == 0.8
+        assert used["guidance_scale"] == 5.0
+    elif method != "arc2face":
+        assert used["identity_scale"] == 1.0 and "controlnet_conditioning_scale" not in used
 
 
 def test_generate_with_a_missing_adapter_names_it(faces_dir, tmp_path, capsys):

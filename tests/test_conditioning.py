@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import PIL.Image
 
-from idgen.conditioning import draw_kps, draw_kps_many, face_mask, resize_kps
+from idgen.conditioning import draw_kps, draw_kps_many, face_mask, fit_kps, output_size_for, resize_kps
 from idgen.face import Face, align_face, paste_back, similarity_transform, template_for, transform_points
 
 KPS = np.array([[210.3, 180.7], [300.1, 176.2], [258.9, 240.4], [222.5, 300.8], [292.6, 297.1]])
@@ -53,6 +53,20 @@ def test_draw_kps_many_combines_faces():
 def test_resize_kps():
     out = resize_kps(KPS, (512, 448), (1024, 224))
     np.testing.assert_allclose(out, KPS * np.array([2.0, 0.5]), rtol=1e-6)
+
+
+def test_fit_kps_keeps_proportions_and_centres():
+    out = fit_kps(KPS, (512, 448), (1024, 224))  # scale min(2, 0.5) = 0.5, centred horizontally
+    np.testing.assert_allclose(out, KPS * 0.5 + [(1024 - 256) / 2, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(fit_kps(KPS, (512, 448), (256, 224)), resize_kps(KPS, (512, 448), (256, 224)), rtol=1e-6)
+
+
+def test_output_size_follows_the_official_demo_rule():
+    # SDXL size: long side 1280, short side by the aspect ratio, multiples of 64
+    assert output_size_for((768, 1024), min_side=1024, max_side=1280, base=64) == (960, 1280)
+    assert output_size_for((1000, 891), min_side=1024, max_side=1280, base=64) == (1280, 1088)
+    assert output_size_for((512, 512), min_side=1024, max_side=1280, base=64) == (1280, 1280)
+    assert output_size_for((20, 2000), min_side=1024, max_side=1280, base=64) == (64, 1280)  # never below base
 
 
 def _face_with_landmarks():

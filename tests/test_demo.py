@@ -54,7 +54,10 @@ def test_generate_endpoint(served, method):
     ctx, _, client = served
     images, record, files = client.predict(*generate_args(method), api_name="/generate")
     assert len(images) == 1 and record["embedded_default"] is True and record["request"]["seed"] == 3
-    assert Image.open(images[0]["image"]).size == (128, 128)
+    # the pipeline's default size: the tiny UNet's native 64 px; InstantID sizes from the (square) face
+    # photo by the official rule, long side 5/4 of native (1280 at SDXL's 1024)
+    side = 80 if method == "instantid" else 64
+    assert Image.open(images[0]["image"]).size == (side, side)
     assert any(f.endswith("record.json") for f in files)
 
 
@@ -63,7 +66,7 @@ def test_generate_knobs_scheduler_face_index_and_window(served):
     _, record, _ = client.predict(*generate_args("faceid", scheduler="Euler", face_index=0, identity_start=0.5,
                                                  num_images=2), api_name="/generate")
     assert record["scheduler"] == "EulerDiscreteScheduler" and len(record["files"]) == 2
-    assert record["request"]["extra"] == {"identity_start": 0.5, "identity_end": 1.0}
+    assert (record["request"]["identity_start"], record["request"]["identity_end"]) == (0.5, 1.0)
 
 
 def test_errors_are_readable_messages(served, tmp_path):
@@ -80,7 +83,7 @@ def test_errors_are_readable_messages(served, tmp_path):
     assert "could not be decoded" in str(err.value)
     with pytest.raises(Exception) as err:
         client.predict(*generate_args("arc2face", identity_start=0.5), api_name="/generate")
-    assert "Arc2Face has no identity window" in str(err.value)
+    assert "Arc2Face has no identity scale or window" in str(err.value)
 
 
 def test_face_picker_shows_each_face_and_the_reason_for_none(served, tmp_path):

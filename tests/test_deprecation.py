@@ -5,6 +5,7 @@ import types
 
 import pytest
 
+import idgen.pipelines as pipelines
 from idgen.deprecation import renamed_attributes, take_renamed
 from idgen.errors import IdgenError
 
@@ -34,3 +35,9 @@ def test_renamed_module_attributes_warn_and_are_the_same_object():
         assert module.Old is module.New
     with pytest.raises(AttributeError):
         module.Missing
+
+
+@pytest.mark.parametrize("old", sorted(pipelines.RENAMED))
+def test_old_pipeline_names_warn_and_are_the_new_classes(old):
+    with pytest.warns(FutureWarning, match=f"idgen.pipelines.{old}` is deprecated"):
+        assert getattr(pipelines, old) is getattr(pipelines, pipelines.RENAMED[old])

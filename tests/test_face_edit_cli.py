@@ -25,6 +25,9 @@ def test_swap_a_photo_on_the_embedded_default(method, faces_dir, tmp_path, capsy
     assert code == EXIT_OK, capsys.readouterr().err
     record = json.loads((out / "record.json").read_text())
     assert record["embedded_default"] is True and record["faces"][0]["source"] == 0
+    used = record["parameters"]  # the values the run used, not nulls
+    assert used["num_inference_steps"] == 2 and used["guidance_scale"] > 1 and used["strength"] == 1.0
+    assert used["identity_scale"] == {"pva": 1.0, "faceid": 1.0, "instantid": 0.8}[method]
     result, original = load_image(record["output"]), load_image(target)
     assert result.shape == original.shape and np.any(result != original)
 

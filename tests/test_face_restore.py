@@ -62,8 +62,28 @@ def test_the_degraded_crop_conditions_through_the_controlnet():
 def test_reference_identity_changes_the_restoration():
     pipe = pipeline()
     pipe.load_faceid(random_faceid_state_dict(pipe.unet, "faceid", seed=6), variant="faceid")
-    a, b = (run(pipe, face_embeds=np.random.default_rng(s).normal(size=(1, 512)).astype(np.float32)) for s in (1, 2))
+    face_a, face_b = (np.random.default_rng(s).normal(size=(1, 512)).astype(np.float32) for s in (1, 2))
+    a, b = run(pipe, face_embeds=face_a), run(pipe, face_embeds=face_b)
     assert np.abs(a - b).max() > 1e-3
+    assert np.abs(run(pipe, face_embeds=face_a, identity_scale=0.3) - a).max() > 1e-4
+    with pytest.raises(IdgenError, match="give exactly one"):  # the adapter is loaded: the person is needed
+        run(pipe)
+
+
+def test_from_pipe_and_components_reuse():
+    from diffusers import StableDiffusionPipeline
+
+    parts = components()
+    controlnet = parts.pop("controlnet")
+    plain = StableDiffusionPipeline(**parts, requires_safety_checker=False)
+    pipe = FaceRestorePipeline.from_pipe(plain, controlnet=controlnet)
+    assert type(pipe) is FaceRestorePipeline and pipe.unet is plain.unet and pipe.controlnet is controlnet
+    pipe.set_progress_bar_config(disable=True)
+    reference = run(pipeline())
+    np.testing.assert_array_equal(run(pipe), reference)
+    rebuilt = FaceRestorePipeline(**pipe.components)
+    rebuilt.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(run(rebuilt), reference)
 
 
 def test_whole_photos_with_several_faces():

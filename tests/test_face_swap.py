@@ -8,13 +8,13 @@ import pytest
 
 from idgen.color import match_color
 from idgen.errors import FaceNotFoundError, IdgenError
-from idgen.face import align_face, get_face_analyzer
+from idgen.face import align_face
 from idgen.face.types import Face
 from idgen.image_io import load_image
-from idgen.pipelines import FaceSwapPipeline
+from idgen.pipelines import FaceSwapper
 from idgen.pipelines.pipeline_face_swap import _face_in_crop, assign_sources
 
-from conftest import SHARED
+from conftest import SHARED, dlib_faces
 from test_pva import sd15_pipeline
 
 FACES = SHARED / "faces"
@@ -24,13 +24,8 @@ GEN = dict(num_inference_steps=2)
 
 
 @functools.lru_cache(maxsize=None)
-def _analyzer():
-    return get_face_analyzer("dlib")
-
-
-@functools.lru_cache(maxsize=None)
 def _swapper():
-    return FaceSwapPipeline(sd15_pipeline(), _analyzer())
+    return FaceSwapper(sd15_pipeline(), dlib_faces())
 
 
 def _photo(name="portrait_glasses.jpg"):
@@ -52,7 +47,7 @@ def _paste_region(swapper, photo, face, dilate=8):
 def test_pixels_outside_the_paste_region_are_identical():
     swapper, photo = _swapper(), _photo()
     out = swapper(photo, [SOURCE_A], **GEN)
-    (face,) = _analyzer().get(photo, select="all")
+    (face,) = dlib_faces().get(photo, select="all")
     region = _paste_region(swapper, photo, face)
     changed = np.any(out.image != photo, axis=-1)
     assert changed.sum() > 1000, "the face was not repainted"
@@ -77,7 +72,7 @@ def test_several_faces_by_index_and_by_reference():
     assert not np.any(by_index.image[right] != photo[right]), "the face without a source was touched"
     assert "left as is" in by_index.notes[0]
 
-    analyzer = _analyzer()
+    analyzer = dlib_faces()
     refs = [analyzer.get(_photo(n), select="largest").embedding for n in ("portrait_smile.jpg", "portrait_glasses.jpg")]
     by_reference = swapper(photo, [SOURCE_A, SOURCE_B], mapping="reference", reference_embeds=refs, **GEN)
     assert [f.source for f in by_reference.faces] == [1, 0]  # left face is the glasses portrait
@@ -96,7 +91,7 @@ def test_small_faces_are_skipped_with_a_note_and_no_face_is_an_error():
 
 def test_occluders_in_the_exclude_mask_are_kept():
     swapper, photo = _swapper(), _photo()
-    (face,) = _analyzer().get(photo, select="all")
+    (face,) = dlib_faces().get(photo, select="all")
     x1, y1, x2, y2 = (int(v) for v in face.bbox)
     keep = np.zeros(photo.shape[:2], np.uint8)
     keep[(y1 + y2) // 2:, x1:x2] = 255  # a "hand" over the lower half of the face
@@ -124,3 +119,10 @@ def test_match_color_moves_the_statistics_to_the_reference():
     matched = match_color(image, reference)
     assert abs(matched.mean() - reference.mean()) < abs(image.mean() - reference.mean()) / 4
     np.testing.assert_allclose(match_color(reference, reference).astype(int), reference.astype(int), atol=2)
+
+
+def test_the_swapper_needs_an_identity_inpainting_pipeline():
+    from idgen.testing import tiny_pipeline
+
+    with pytest.raises(IdgenError, match="identity-inpainting pipeline"):
+        FaceSwapper(tiny_pipeline("sd15-inpaint"), dlib_faces())

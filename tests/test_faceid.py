@@ -2,12 +2,14 @@
 official checkpoint layouts at full size (meta device), bad input, and the pipeline's features.
 
 Helpers here (`synthetic_faceid_state_dict`, `reference_tokens`) are also used by
-`test_faceid_xl.py`.
+`test_faceid_xl.py`. The adapter lives in the UNet: pipelines sharing it (components, `from_pipe`,
+another VAE) share the adapter.
 """
 
 import copy
 import functools
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,11 +28,12 @@ from idgen.adapters.faceid import (
     expected_layout,
     load_faceid_into_unet,
 )
+from idgen.adapters.faceid.loader import unet_adapters
 from idgen.checkpoint import load_checkpoint, split_prefixed
 from idgen.errors import CheckpointError, IdgenError
 from idgen.face.types import Face
 from idgen.testing import random_faceid_state_dict
-from idgen.pipelines.pipeline_faceid import FaceIDPipeline
+from idgen.pipelines import StableDiffusionFaceIDInpaintPipeline, StableDiffusionFaceIDPipeline
 
 from conftest import SHARED
 from pipeline_checks import PipelineChecks, parity_parts, parity_sd15_components
@@ -139,7 +142,7 @@ def random_user_lora(unet, targets=("to_q", "to_v"), attention="attn2", rank=4, 
 
 
 def make_pipeline(load=True):
-    pipe = FaceIDPipeline(**sd15_components())
+    pipe = StableDiffusionFaceIDPipeline(**sd15_components())
     if load:
         pipe.load_faceid(CASE_DIR / "ip-adapter-faceid.bin")
     pipe.set_progress_bar_config(disable=True)
@@ -160,6 +163,12 @@ def run(pipe, **overrides):
     return pipe(**inputs(**overrides)).images
 
 
+def people(*entries):
+    """Call arguments for several people: `(face_embeds, mask[, face_crop[, scale]])` per person."""
+    keys = ("face_embeds", "mask", "face_crop", "scale")
+    return {"face_embeds": None, "identities": [dict(zip(keys, entry)) for entry in entries]}
+
+
 # -- 1. acceptance: the official output --------------------------------------------------------
 
 
@@ -168,6 +177,7 @@ def test_parity_with_official_faceid():
     pipe = make_pipeline()
     args = dict(case)
     seed = args.pop("seed")
+    args["identity_scale"] = args.pop("scale")  # the official `generate`'s name
     face = np.load(CASE_DIR / "face_embeds.npy")
     out = pipe(face_embeds=face, generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **args).images
     expected = np.load(CASE_DIR / "expected.npy")
@@ -233,7 +243,7 @@ def test_scale_zero_equals_base_plus_faceid_lora_and_lora_zero_too():
     """Identity scale 0 is exactly diffusers' SD1.5 with the FaceID LoRA loaded by diffusers' own
     converter (`_load_ip_adapter_loras`); with the LoRA weight also 0 it is exactly the base."""
     pipe = make_pipeline()
-    ours = run(pipe, scale=0.0)
+    ours = run(pipe, identity_scale=0.0)
     comps = sd15_components()
     plain = plain_pipeline(comps)
     base = plain(**inputs_without_face()).images
@@ -247,7 +257,7 @@ def test_scale_zero_equals_base_plus_faceid_lora_and_lora_zero_too():
 
 def test_identity_changes_output_and_two_faces_differ():
     pipe = make_pipeline()
-    a, b, none = run(pipe), run(pipe, face_embeds=OTHER_FACE), run(pipe, scale=0.0)
+    a, b, none = run(pipe), run(pipe, face_embeds=OTHER_FACE), run(pipe, identity_scale=0.0)
     assert np.abs(a - none).max() > 1e-3
     assert np.abs(a - b).max() > 1e-3
 
@@ -373,16 +383,19 @@ def test_flat_safetensors_file_loads(tmp_path):
 
 def test_bad_embeddings_and_arguments_are_clear_errors():
     pipe = make_pipeline()
-    with pytest.raises(IdgenError, match=r"shape \(1, 256\)"):
-        run(pipe, face_embeds=np.zeros((1, 256), np.float32))
-    with pytest.raises(IdgenError, match="NaN"):
-        run(pipe, face_embeds=np.full((1, 512), np.nan, np.float32))
+    for bad, message in ((np.zeros((1, 256), np.float32), r"shape \(1, 256\)"), (np.full((1, 512), np.nan), "NaN")):
+        with pytest.raises(IdgenError, match=message):
+            run(pipe, face_embeds=bad)
     with pytest.raises(IdgenError, match="exactly one"):
         run(pipe, face_image="x.jpg")
     with pytest.raises(IdgenError, match="exactly one"):
         run(pipe, face_embeds=None)
-    with pytest.raises(IdgenError, match="one entry per person"):
-        run(pipe, face_masks=[np.ones((64, 64))] * 2)
+    with pytest.raises(IdgenError, match="needs a 'mask'"):
+        run(pipe, face_embeds=None, identities=[{"face_embeds": FACE}, {"face_embeds": OTHER_FACE}])
+    with pytest.raises(IdgenError, match="not both"):
+        run(pipe, identities=[{"face_embeds": FACE}])
+    with pytest.raises(IdgenError, match="keys among"):
+        run(pipe, face_embeds=None, identities=[{"face_embeds": FACE, "kps": None}])
     with pytest.raises(IdgenError, match="start/end"):
         run(pipe, identity_start=0.8, identity_end=0.2)
     with pytest.raises(IdgenError, match="FaceID-Plus"):
@@ -397,19 +410,16 @@ def test_bad_embeddings_and_arguments_are_clear_errors():
 
 
 class TestFaceIDPipeline(PipelineChecks):
-    def get_pipeline(self):
-        return make_pipeline()
-
-    def get_inputs(self, seed: int = 0) -> dict:
-        return inputs(seed)
+    get_pipeline = staticmethod(make_pipeline)
+    get_inputs = staticmethod(inputs)
 
 
 def test_batch_of_prompts_and_scale_restored_after_call():
     pipe = make_pipeline()
     pipe.set_faceid_scale(0.7)
-    images = run(pipe, prompt=["photo of a person", "a person"], num_images_per_prompt=2, scale=0.3)
+    images = run(pipe, prompt=["photo of a person", "a person"], num_images_per_prompt=2, identity_scale=0.3)
     assert images.shape[0] == 4
-    assert set(pipe.get_faceid_scales().values()) == {0.7}
+    assert set(pipe.get_faceid_scales().values()) == {0.7} and pipe.default_identity_scale == 0.7
 
 
 def test_face_records_and_face_image_through_an_analyzer():
@@ -460,19 +470,19 @@ def test_two_people_with_masks():
     left = np.zeros((64, 64), np.float32)
     left[:, :32] = 1.0
     right = 1.0 - left
-    two = run(pipe, face_embeds=[FACE, OTHER_FACE], face_masks=[left, right])
-    swapped = run(pipe, face_embeds=[OTHER_FACE, FACE], face_masks=[left, right])
+    two = run(pipe, **people((FACE, left), (OTHER_FACE, right)))
+    swapped = run(pipe, **people((OTHER_FACE, left), (FACE, right)))
     one = run(pipe, face_embeds=FACE)
     assert two.shape == (1, 64, 64, 3)
     assert np.abs(two - swapped).max() > 1e-4 and np.abs(two - one).max() > 1e-4
     # a full mask for one person and an empty one for the other == that person alone
-    full = run(pipe, face_embeds=[FACE, OTHER_FACE], face_masks=[np.ones((64, 64)), np.zeros((64, 64))])
+    full = run(pipe, **people((FACE, np.ones((64, 64))), (OTHER_FACE, np.zeros((64, 64)))))
     np.testing.assert_allclose(full, one, atol=1e-5)
 
 
 def test_identity_window_and_block_scales():
     pipe = make_pipeline()
-    full, none = run(pipe), run(pipe, scale=0.0)
+    full, none = run(pipe), run(pipe, identity_scale=0.0)
     np.testing.assert_array_equal(run(pipe, identity_start=0.0, identity_end=1.0), full)
     np.testing.assert_array_equal(run(pipe, identity_start=0.0, identity_end=0.0), none)
     half = run(pipe, identity_start=0.5, identity_end=1.0)
@@ -481,16 +491,15 @@ def test_identity_window_and_block_scales():
     run(pipe, identity_end=0.5, callback_on_step_end=lambda p, i, t, kw: seen.append(i) or {})
     assert seen == [0, 1]
     assert set(pipe.get_faceid_scales().values()) == {1.0}
-    blocks = run(pipe, scale={"up": {"block_0": [1.0, 0.0]}})
+    blocks = run(pipe, identity_scale={"up": {"block_0": [1.0, 0.0]}})
     assert np.abs(blocks - full).max() > 1e-5 and np.abs(blocks - none).max() > 1e-5
 
 
 def test_noised_negative_identity():
     pipe = make_pipeline()
-    official = run(pipe)
-    noised = run(pipe, negative_noise=0.5)
+    official, noised = run(pipe), run(pipe, negative_noise=0.5)
     assert np.abs(noised - official).max() > 1e-5
-    np.testing.assert_array_equal(noised, run(pipe, negative_noise=0.5))
+    np.testing.assert_array_equal(run(pipe, negative_noise=0.5), noised)  # seeded from the generator
 
 
 def test_user_lora_next_to_faceid_lora():
@@ -530,9 +539,10 @@ def test_save_pretrained_writes_official_layout_and_keeps_settings(tmp_path):
     assert all(set(saved[p]) == set(raw[p]) for p in raw)
     saved_unet = UNet2DConditionModel.from_pretrained(tmp_path / "unet")  # the base UNet, as before load_faceid
     assert set(saved_unet.state_dict()) == set(parity_parts(CASE_DIR)["unet"].state_dict())
-    reloaded = FaceIDPipeline.from_pretrained(tmp_path)
+    reloaded = StableDiffusionFaceIDPipeline.from_pretrained(tmp_path)
     reloaded.set_progress_bar_config(disable=True)
     assert reloaded.get_faceid_scales() == pipe.get_faceid_scales()
+    assert reloaded.default_identity_scale == pipe.default_identity_scale == {"up": {"block_0": [0.5, 1.0]}}
     np.testing.assert_array_equal(run(reloaded), before)
 
 
@@ -541,7 +551,7 @@ def test_save_pretrained_writes_official_layout_and_keeps_settings(tmp_path):
 
 def make_plus_pipeline(variant="faceid-plusv2", seed=0):
     components, encoder = wide_components()
-    pipe = FaceIDPipeline(**components)
+    pipe = StableDiffusionFaceIDPipeline(**components)
     sd = synthetic_faceid_state_dict(pipe.unet, "faceid-plusv2", clip_dim=encoder.config.hidden_size, seed=seed)
     pipe.load_faceid(sd, variant=variant, image_encoder=encoder)
     pipe.set_progress_bar_config(disable=True)
@@ -594,11 +604,11 @@ def test_plus_multi_reference_multi_person_and_roundtrip(tmp_path):
     assert run(pipe, face_embeds=refs, face_crop=[CROP, other], reference_mode="concat").shape == (1, 64, 64, 3)
     left = np.zeros((64, 64), np.float32)
     left[:, :32] = 1
-    two = run(pipe, face_embeds=[FACE, OTHER_FACE], face_crop=[CROP, other], face_masks=[left, 1 - left])
+    two = run(pipe, **people((FACE, left, CROP), (OTHER_FACE, 1 - left, other)))
     assert np.isfinite(two).all()
     before = run(pipe, face_crop=CROP)
     pipe.save_pretrained(tmp_path)
-    reloaded = FaceIDPipeline.from_pretrained(tmp_path)
+    reloaded = StableDiffusionFaceIDPipeline.from_pretrained(tmp_path)
     reloaded.set_progress_bar_config(disable=True)
     assert reloaded.faceid_spec == pipe.faceid_spec and reloaded.image_encoder is not None
     np.testing.assert_array_equal(run(reloaded, face_crop=CROP), before)
@@ -608,12 +618,12 @@ def test_per_person_scales_and_unload_lora_weights_keeps_faceid():
     pipe = make_pipeline()
     left = np.zeros((64, 64), np.float32)
     left[:, :32] = 1
-    people = dict(face_embeds=[FACE, OTHER_FACE], face_masks=[left, 1 - left])
-    equal = run(pipe, **people)
-    np.testing.assert_array_equal(run(pipe, scale=[1.0, 1.0], **people), equal)
-    assert np.abs(run(pipe, scale=[1.0, 0.0], **people) - equal).max() > 1e-5
+    equal = run(pipe, **people((FACE, left), (OTHER_FACE, 1 - left)))
+    same = run(pipe, **people((FACE, left, None, 1.0), (OTHER_FACE, 1 - left, None, 1.0)))
+    np.testing.assert_array_equal(same, equal)
+    assert np.abs(run(pipe, **people((FACE, left, None, 1.0), (OTHER_FACE, 1 - left, None, 0.0))) - equal).max() > 1e-5
     with pytest.raises(IdgenError, match="one scale per person"):
-        run(pipe, scale=[1.0, 0.5])
+        run(pipe, identity_scale=[1.0, 0.5])
     reference = run(pipe)
     user = random_user_lora(pipe.unet, targets=("to_q",), attention="attn1", rank=2, seed=5)
     pipe.load_lora_weights(user, adapter_name="user")
@@ -624,7 +634,7 @@ def test_per_person_scales_and_unload_lora_weights_keeps_faceid():
 
 
 def test_plus_face_image_is_cropped_from_the_keypoints(monkeypatch):
-    import idgen.pipelines.pipeline_faceid
+    import idgen.pipelines.faceid_common
 
     pipe, _ = make_plus_pipeline()
     kps = np.array([[10, 12], [30, 12], [20, 20], [12, 28], [28, 28]], np.float32)
@@ -634,7 +644,7 @@ def test_plus_face_image_is_cropped_from_the_keypoints(monkeypatch):
 
     def align_face(image, points, size=224):  # stands in for idgen.face.align_face (norm_crop)
         seen.append((image.shape, points.tolist(), size))
-        return CROP, np.eye(2, 3), np.eye(2, 3)
+        return SimpleNamespace(image=CROP)
 
     class StubAnalyzer:
         embedding_dim = 512
@@ -642,7 +652,71 @@ def test_plus_face_image_is_cropped_from_the_keypoints(monkeypatch):
         def get(self, image, select="largest"):
             return face
 
-    monkeypatch.setattr(idgen.pipelines.pipeline_faceid, "align_face", align_face)
+    monkeypatch.setattr(idgen.pipelines.faceid_common, "align_face", align_face)
     got = run(pipe, face_embeds=None, face_image=photo, face_analyzer=StubAnalyzer())
     assert seen == [((48, 40, 3), kps.tolist(), 224)]
     np.testing.assert_allclose(got, run(pipe, face_crop=CROP), atol=1e-6)
+
+
+# -- the adapter lives in the UNet: pipelines sharing it share the adapter ----------------------
+
+
+def test_pipelines_sharing_the_unet_see_the_adapter():
+    pipe = make_pipeline()
+    reference = run(pipe)
+    other_vae = copy.deepcopy(pipe.vae)  # another VAE object (same weights, so the same image)
+    for shared in (StableDiffusionFaceIDPipeline(**pipe.components), StableDiffusionFaceIDPipeline.from_pipe(pipe),
+                   StableDiffusionFaceIDPipeline(**{**pipe.components, "vae": other_vae})):
+        shared.set_progress_bar_config(disable=True)
+        assert shared.unet is pipe.unet and shared.faceid_spec == pipe.faceid_spec
+        np.testing.assert_array_equal(run(shared), reference)
+        with pytest.raises(IdgenError, match="give exactly one of `face_embeds`"):
+            run(shared, face_embeds=None)  # no face: a clear error, not diffusers' missing image_embeds
+
+
+def test_load_faceid_on_a_sharing_pipeline_replaces_it_and_unload_restores_the_base():
+    pipe = make_pipeline()
+    first = run(pipe)
+    shared = StableDiffusionFaceIDPipeline.from_pipe(pipe)
+    shared.set_progress_bar_config(disable=True)
+    other = synthetic_faceid_state_dict(pipe.unet, "faceid", rank=4, seed=3)
+    shared.load_faceid(other)
+    assert unet_adapters(pipe.unet) == [FACEID_ADAPTER_NAME] and pipe.faceid_spec.lora_rank == 4
+    fresh = make_pipeline(load=False)
+    fresh.load_faceid(other)
+    np.testing.assert_array_equal(run(pipe), run(fresh))  # the first pipeline runs the new adapter
+    assert np.abs(run(pipe) - first).max() > 1e-3
+    shared.unload_faceid()
+    assert not pipe.faceid_loaded and set(pipe.unet.state_dict()) == set(parity_parts(CASE_DIR)["unet"].state_dict())
+    np.testing.assert_array_equal(pipe(**inputs_without_face()).images,
+                                  plain_pipeline(sd15_components())(**inputs_without_face()).images)
+
+
+def test_from_pipe_of_a_plain_stable_diffusion_pipeline():
+    plain = plain_pipeline(sd15_components())
+    for cls in (StableDiffusionFaceIDPipeline, StableDiffusionFaceIDInpaintPipeline):
+        made = cls.from_pipe(plain)
+        assert type(made) is cls and made.unet is plain.unet and made.vae is plain.vae and not made.faceid_loaded
+    made.set_progress_bar_config(disable=True)
+    made.load_faceid(CASE_DIR / "ip-adapter-faceid.bin")
+    np.testing.assert_array_equal(run(StableDiffusionFaceIDPipeline.from_pipe(made)), run(make_pipeline()))
+
+
+def test_old_names_warn_and_give_the_same_image():
+    pipe = make_pipeline()
+    with pytest.warns(FutureWarning, match="`identity_scale`"):
+        old = run(pipe, scale=0.4)
+    np.testing.assert_array_equal(old, run(pipe, identity_scale=0.4))
+    left = np.zeros((64, 64), np.float32)
+    left[:, :32] = 1
+    with pytest.warns(FutureWarning) as record:
+        old = run(pipe, face_embeds=[FACE, OTHER_FACE], face_masks=[left, 1 - left], scale=[1.0, 0.5])
+    assert sorted(str(w.message).split("`")[1] for w in record) == ["face_masks", "scale"]
+    np.testing.assert_array_equal(old, run(pipe, **people((FACE, left, None, 1.0), (OTHER_FACE, 1 - left, None, 0.5))))
+    with pytest.warns(FutureWarning), pytest.raises(IdgenError, match="one entry per person"):
+        run(pipe, face_masks=[left, 1 - left])
+    with pytest.raises(IdgenError, match="give only `identity_scale`"):
+        run(pipe, scale=0.4, identity_scale=0.4)
+    with pytest.warns(FutureWarning, match="`identity_scale`"):
+        pipe.set_faceid_scale(scale=0.7)
+    assert set(pipe.get_faceid_scales().values()) == {0.7}

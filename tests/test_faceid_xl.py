@@ -1,5 +1,6 @@
 """IP-Adapter-FaceID on SDXL (`ip-adapter-faceid_sdxl.bin` layout: same keys, 4 tokens at the
-UNet's width) on the tiny SDXL components of the InstantID parity case, CPU."""
+UNet's width) on the tiny SDXL components of the InstantID parity case, CPU. The generic checks
+include components reuse, `from_pipe`, a swapped VAE and the `*_embeds` twins (pooled ones too)."""
 
 import copy
 import functools
@@ -9,7 +10,7 @@ import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from idgen.pipelines.pipeline_faceid import FaceIDXLPipeline
+from idgen.pipelines import StableDiffusionXLFaceIDInpaintPipeline, StableDiffusionXLFaceIDPipeline
 
 from conftest import SHARED
 from pipeline_checks import PipelineChecks
@@ -18,18 +19,15 @@ from test_faceid import FACE, OTHER_FACE, reference_tokens, synthetic_faceid_sta
 SDXL_DIR = SHARED / "parity" / "instantid"
 
 
+SDXL_CLASSES = {"vae": AutoencoderKL, "text_encoder": CLIPTextModel, "text_encoder_2": CLIPTextModelWithProjection,
+                "unet": UNet2DConditionModel, "scheduler": EulerDiscreteScheduler}
+
+
 @functools.lru_cache(maxsize=None)
 def _sdxl_parts():
-    tok = CLIPTokenizer.from_pretrained(SDXL_DIR / "tokenizer")
-    return dict(
-        vae=AutoencoderKL.from_pretrained(SDXL_DIR / "vae"),
-        text_encoder=CLIPTextModel.from_pretrained(SDXL_DIR / "text_encoder"),
-        text_encoder_2=CLIPTextModelWithProjection.from_pretrained(SDXL_DIR / "text_encoder_2"),
-        tokenizer=tok,
-        tokenizer_2=tok,
-        unet=UNet2DConditionModel.from_pretrained(SDXL_DIR / "unet"),
-        scheduler=EulerDiscreteScheduler.from_pretrained(SDXL_DIR / "scheduler"),
-    )
+    tokenizer = CLIPTokenizer.from_pretrained(SDXL_DIR / "tokenizer")  # both text encoders use it
+    parts = {name: cls.from_pretrained(SDXL_DIR / name) for name, cls in SDXL_CLASSES.items()}
+    return {**parts, "tokenizer": tokenizer, "tokenizer_2": tokenizer}
 
 
 def sdxl_components():
@@ -37,7 +35,7 @@ def sdxl_components():
 
 
 def make_pipeline(load=True):
-    pipe = FaceIDXLPipeline(**sdxl_components(), add_watermarker=False)
+    pipe = StableDiffusionXLFaceIDPipeline(**sdxl_components(), add_watermarker=False)
     if load:
         pipe.load_faceid(synthetic_faceid_state_dict(pipe.unet, "faceid", seed=1))
     pipe.set_progress_bar_config(disable=True)
@@ -58,11 +56,8 @@ def run(pipe, **overrides):
 
 
 class TestFaceIDXLPipeline(PipelineChecks):
-    def get_pipeline(self):
-        return make_pipeline()
-
-    def get_inputs(self, seed: int = 0) -> dict:
-        return inputs(seed)
+    get_pipeline = staticmethod(make_pipeline)
+    get_inputs = staticmethod(inputs)
 
 
 def test_sdxl_tokens_and_identity_effect():
@@ -73,7 +68,7 @@ def test_sdxl_tokens_and_identity_effect():
     with torch.no_grad():
         ours = pipe.unet.encoder_hid_proj([emb[:, None]])[0][:, 0]
     torch.testing.assert_close(ours, reference_tokens(sd["image_proj"], emb), rtol=1e-5, atol=1e-5)
-    a, b, none = run(pipe), run(pipe, face_embeds=OTHER_FACE), run(pipe, scale=0.0)
+    a, b, none = run(pipe), run(pipe, face_embeds=OTHER_FACE), run(pipe, identity_scale=0.0)
     assert np.abs(a - none).max() > 1e-4 and np.abs(a - b).max() > 1e-4
     assert pipe.unet.config.cross_attention_dim == 64 and a.shape == (1, 64, 64, 3)
 
@@ -95,7 +90,8 @@ def test_sdxl_masks_and_plus_v2():
     pipe = make_pipeline()
     left = np.zeros((64, 64), np.float32)
     left[:, :32] = 1
-    assert np.isfinite(run(pipe, face_embeds=[FACE, OTHER_FACE], face_masks=[left, 1 - left])).all()
+    people = [{"face_embeds": FACE, "mask": left}, {"face_embeds": OTHER_FACE, "mask": 1 - left}]
+    assert np.isfinite(run(pipe, face_embeds=None, identities=people)).all()
     # Plus v2 on SDXL (the official ip-adapter-faceid-plusv2_sdxl.bin layout) with a tiny CLIP encoder
     from test_faceid import wide_components
 
@@ -107,3 +103,13 @@ def test_sdxl_masks_and_plus_v2():
     assert plus.faceid_spec.variant == "faceid-plusv2"
     image = run(plus, face_crop=crop)
     assert np.isfinite(image).all() and np.abs(image - run(plus, face_crop=crop, s_scale=0.0)).max() > 1e-5
+
+
+def test_from_pipe_of_a_plain_sdxl_pipeline_and_sharing_the_adapter():
+    plain = StableDiffusionXLPipeline(**sdxl_components(), add_watermarker=False)
+    for cls in (StableDiffusionXLFaceIDPipeline, StableDiffusionXLFaceIDInpaintPipeline):
+        made = cls.from_pipe(plain)
+        assert type(made) is cls and made.unet is plain.unet and not made.faceid_loaded
+    pipe = make_pipeline()
+    shared = StableDiffusionXLFaceIDInpaintPipeline.from_pipe(pipe)  # the same UNet: the adapter too
+    assert shared.faceid_spec == pipe.faceid_spec

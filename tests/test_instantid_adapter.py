@@ -16,7 +16,9 @@ from idgen.adapters.instantid import (
     ResamplerConfig,
     attn_processor_order,
     expand_identity_scale,
+    identity_processors_installed,
     load_instantid_adapter,
+    official_state_dict,
 )
 from idgen.errors import CheckpointError, IdgenError
 
@@ -221,3 +223,28 @@ def test_scale_expansion_float_and_block_dict(parity_unet):
         expand_identity_scale(parity_unet, layer_names, {"down": {"block_7": 1.0}}, what="ip_adapter_scale")
     with pytest.raises(IdgenError, match="finite"):
         expand_identity_scale(parity_unet, layer_names, float("nan"), what="s")
+
+
+def test_official_state_dict_round_trips(parity_dir, parity_unet, parity_resampler):
+    adapter = load_instantid_adapter(parity_dir / "instantid" / "ip-adapter.bin", parity_unet, resampler_config=parity_resampler)
+    official = official_state_dict(adapter)
+    assert all(k.startswith(("image_proj.", "ip_adapter.")) for k in official)
+    again = load_instantid_adapter(official, parity_unet, resampler_config=parity_resampler).state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in adapter.state_dict().items())
+
+
+def test_identity_processors_live_for_the_with_block_only(parity_dir, parity_unet, parity_resampler):
+    adapter = load_instantid_adapter(parity_dir / "instantid" / "ip-adapter.bin", parity_unet, resampler_config=parity_resampler)
+    before = parity_unet.attn_processors
+    with pytest.raises(RuntimeError, match="inside"):
+        with identity_processors_installed(parity_unet, adapter):
+            inside = parity_unet.attn_processors
+            order = attn_processor_order(parity_unet)
+            assert {k for k, name in enumerate(order) if isinstance(inside[name], InstantIDAttnProcessor)} == set(adapter.layer_names)
+            raise RuntimeError("inside")
+    assert all(parity_unet.attn_processors[name] is p for name, p in before.items())  # restored, even on errors
+    with torch.device("meta"):
+        other = InstantIDAdapter.for_unet(meta_unet(SD15_UNET))
+    with pytest.raises(IdgenError, match="another UNet layout"):
+        with identity_processors_installed(parity_unet, other):
+            pass

@@ -6,9 +6,8 @@ output. The other tests pin what the identity branch and the IdentityNet do and 
 
 import copy
 import functools
+import inspect
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -25,11 +24,11 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from idgen.adapters.instantid import InstantIDAdapter, InstantIDAttnProcessor, ResamplerConfig
+from idgen import conditioning
+from idgen.adapters.instantid import InstantIDAdapter, InstantIDAttnProcessor, ResamplerConfig, official_state_dict
 from idgen.errors import IdgenError
 from idgen.face.types import Face
-from idgen.pipelines.pipeline_stable_diffusion_instantid import StableDiffusionInstantIDPipeline
-from idgen.pipelines.pipeline_stable_diffusion_xl_instantid import InstantIDPipeline
+from idgen.pipelines import StableDiffusionXLInstantIDPipeline, StableDiffusionInstantIDPipeline
 
 from pipeline_checks import PipelineChecks
 from conftest import SHARED
@@ -62,7 +61,7 @@ def sdxl_components():
 
 def make_pipeline(load_adapter=True):
     case, _ = _parity_parts()
-    pipe = InstantIDPipeline(**sdxl_components())
+    pipe = StableDiffusionXLInstantIDPipeline(**sdxl_components())
     if load_adapter:
         pipe.load_instantid(CASE_DIR / "ip-adapter.bin", resampler_config=case["resampler"])
     pipe.set_progress_bar_config(disable=True)
@@ -77,7 +76,7 @@ OTHER_FACE = np.random.default_rng(1).normal(0, 20, (1, 512)).astype(np.float32)
 def inputs(seed=0, **overrides):
     base = dict(
         prompt="photo of a person", negative_prompt="low quality", face_embeds=FACE, image=KPS,
-        height=64, width=64, num_inference_steps=2, guidance_scale=5.0, ip_adapter_scale=0.8,
+        height=64, width=64, num_inference_steps=2, guidance_scale=5.0, identity_scale=0.8,
         controlnet_conditioning_scale=0.8, generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
     )
     base.update(overrides)
@@ -96,6 +95,7 @@ def test_parity_with_official_instantid():
     pipe = make_pipeline()
     args = dict(case["case"])
     seed = args.pop("seed")
+    args["identity_scale"] = args.pop("ip_adapter_scale")  # case.json keeps the official name
     out = pipe(
         face_embeds=np.load(CASE_DIR / "face_embeds.npy"), image=Image.open(CASE_DIR / "kps.png"),
         generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **args,
@@ -112,7 +112,7 @@ def test_parity_with_official_instantid():
 
 def test_scales_zero_equal_plain_sdxl():
     pipe = make_pipeline()
-    ours = run(pipe, ip_adapter_scale=0.0, controlnet_conditioning_scale=0.0)
+    ours = run(pipe, identity_scale=0.0, controlnet_conditioning_scale=0.0)
     comps = sdxl_components()
     comps.pop("controlnet")
     plain = StableDiffusionXLPipeline(**comps, add_watermarker=False)
@@ -128,7 +128,7 @@ def test_identity_scale_zero_is_controlnet_with_identity_tokens_as_context():
     """Identity scale 0 == diffusers' ControlNet pipeline whose ControlNet sees the identity tokens
     (zero-embedding tokens for the negative half) instead of the text; with the text it differs."""
     pipe = make_pipeline()
-    ours = run(pipe, ip_adapter_scale=0.0)
+    ours = run(pipe, identity_scale=0.0)
     emb = torch.from_numpy(FACE).reshape(1, -1, 512)
     with torch.no_grad():
         tokens = pipe.identity_adapter(torch.cat([torch.zeros_like(emb), emb]))
@@ -154,43 +154,45 @@ def test_identity_scale_zero_is_controlnet_with_identity_tokens_as_context():
 def test_identity_changes_the_image():
     pipe = make_pipeline()
     with_id = run(pipe)
-    assert np.abs(with_id - run(pipe, ip_adapter_scale=0.0)).max() > 1e-3
+    assert np.abs(with_id - run(pipe, identity_scale=0.0)).max() > 1e-3
     assert np.abs(with_id - run(pipe, face_embeds=OTHER_FACE)).max() > 1e-3
     # the IdentityNet alone (identity attention off) also depends on the embedding
-    a = run(pipe, ip_adapter_scale=0.0)
-    b = run(pipe, ip_adapter_scale=0.0, face_embeds=OTHER_FACE)
+    a = run(pipe, identity_scale=0.0)
+    b = run(pipe, identity_scale=0.0, face_embeds=OTHER_FACE)
     assert np.abs(a - b).max() > 1e-4
 
 
 def test_windows_block_scales_and_empty_mask_are_exact_switches():
     pipe = make_pipeline()
-    off = run(pipe, ip_adapter_scale=0.0)
-    np.testing.assert_array_equal(run(pipe, identity_guidance_start=0.0, identity_guidance_end=0.0), off)
-    np.testing.assert_array_equal(run(pipe, ip_adapter_scale={"down": 0.0, "mid": 0.0, "up": 0.0}), off)
+    off = run(pipe, identity_scale=0.0)
+    np.testing.assert_array_equal(run(pipe, identity_start=0.0, identity_end=0.0), off)
+    np.testing.assert_array_equal(run(pipe, identity_scale={"down": 0.0, "mid": 0.0, "up": 0.0}), off)
     zero_mask = {"face_embeds": FACE, "mask": np.zeros((64, 64), np.float32)}
     np.testing.assert_array_equal(run(pipe, face_embeds=None, identities=[zero_mask]), off)
     full = run(pipe)
-    np.testing.assert_array_equal(run(pipe, ip_adapter_scale={"down": 0.8, "mid": 0.8, "up": 0.8}), full)
-    half = run(pipe, identity_guidance_end=0.5)
+    np.testing.assert_array_equal(run(pipe, identity_scale={"down": 0.8, "mid": 0.8, "up": 0.8}), full)
+    half = run(pipe, identity_end=0.5)
     assert np.abs(half - full).max() > 1e-5 and np.abs(half - off).max() > 1e-5
-    assert np.abs(run(pipe, ip_adapter_scale={"mid": 0.8}) - full).max() > 1e-5
+    assert np.abs(run(pipe, identity_scale={"mid": 0.8}) - full).max() > 1e-5
     # IdentityNet window that contains no step (2 steps: [0, .5], [.5, 1]) == IdentityNet scale 0
     np.testing.assert_array_equal(
         run(pipe, control_guidance_start=0.9, control_guidance_end=1.0), run(pipe, controlnet_conditioning_scale=0.0)
     )
 
 
-def test_set_ip_adapter_scale_is_the_default_and_is_saved(tmp_path):
+def test_set_identity_scale_is_the_default_and_is_saved(tmp_path):
     pipe = make_pipeline()
     pipe.set_identity_scale(0.3)
-    assert {p.scale for p in pipe.unet.attn_processors.values() if isinstance(p, InstantIDAttnProcessor)} == {0.3}
-    np.testing.assert_array_equal(run(pipe, ip_adapter_scale=None), run(pipe, ip_adapter_scale=0.3))
+    assert pipe.config.identity_scale == 0.3
+    np.testing.assert_array_equal(run(pipe, identity_scale=None), run(pipe, identity_scale=0.3))
+    with pytest.warns(FutureWarning, match="set_identity_scale"):
+        pipe.set_ip_adapter_scale(0.3)  # the old name, one release
     pipe.save_pretrained(tmp_path)
     assert (tmp_path / "identity_adapter" / "config.json").is_file()
-    reloaded = InstantIDPipeline.from_pretrained(tmp_path)
+    reloaded = StableDiffusionXLInstantIDPipeline.from_pretrained(tmp_path)
     reloaded.set_progress_bar_config(disable=True)
     assert reloaded.config.identity_scale == 0.3
-    np.testing.assert_array_equal(run(reloaded, ip_adapter_scale=None), run(pipe, ip_adapter_scale=None))
+    np.testing.assert_array_equal(run(reloaded, identity_scale=None), run(pipe, identity_scale=None))
     # the UNet folder holds no identity weights: they live in identity_adapter/ only
     from safetensors import safe_open
 
@@ -214,7 +216,7 @@ def test_multi_reference_modes():
     concat = run(pipe, face_embeds=refs, reference_mode="concat")
     tokens, inputs_ = pipe.encode_identities(
         pipe.resolve_identities(refs, reference_mode="concat"), num_images=1, do_classifier_free_guidance=True,
-        reference_mode="concat", ip_adapter_scale=0.8, negative_noise=0.0, generator=None, device="cpu",
+        reference_mode="concat", identity_scale=0.8, negative_noise=0.0, generator=None, device="cpu",
         dtype=torch.float32,
     )
     assert tokens.shape == (2, 48, 64)
@@ -259,7 +261,7 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(IdgenError, match="no keypoints"):
         run(pipe, image=None)
     with pytest.raises(IdgenError, match="start/end"):
-        run(pipe, identity_guidance_start=0.8, identity_guidance_end=0.2)
+        run(pipe, identity_start=0.8, identity_end=0.2)
     with pytest.raises(IdgenError, match="load_instantid"):
         run(make_pipeline(load_adapter=False))
     narrow = StubAnalyzer(np.zeros((5, 2), np.float32), np.zeros(128, np.float32))
@@ -302,10 +304,17 @@ def test_lora_loads_and_changes_the_output():
     donor.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False))
     lora = {f"unet.{k}": v for k, v in get_peft_model_state_dict(donor).items()}
     pipe.load_lora_weights(lora, adapter_name="tiny")
-    after = run(pipe)
+    installed = []
+
+    def count_identity_processors(p, step, timestep, tensors):
+        installed.append(sum(isinstance(proc, InstantIDAttnProcessor) for proc in p.unet.attn_processors.values()))
+        return tensors
+
+    after = run(pipe, callback_on_step_end=count_identity_processors)
     assert np.abs(after - before).max() > 1e-4
-    # the identity processors are still in place under the LoRA layers
-    assert sum(isinstance(p, InstantIDAttnProcessor) for p in pipe.unet.attn_processors.values()) == 8
+    # the identity processors sit under the LoRA layers during the call, and only then
+    assert installed == [8, 8]
+    assert not any(isinstance(p, InstantIDAttnProcessor) for p in pipe.unet.attn_processors.values())
     np.testing.assert_array_equal(run(pipe, cross_attention_kwargs={"scale": 0.0}), before)
 
 
@@ -336,38 +345,13 @@ class StubAnalyzer:
                     embedding=self.embedding, embedding_model="stub")
 
 
-@pytest.fixture
-def conditioning(monkeypatch):
-    """`idgen.conditioning` (written alongside); a minimal stand-in if it is not there yet."""
-    try:
-        import idgen.conditioning as cond
-
-        return cond
-    except ImportError:
-        mod = types.ModuleType("idgen.conditioning")
-
-        def draw_kps(image_or_size, kps):
-            w, h = image_or_size if isinstance(image_or_size, tuple) else image_or_size.size
-            out = np.zeros((h, w, 3), np.uint8)
-            for i, (x, y) in enumerate(np.asarray(kps).astype(int)):
-                out[max(0, y - 2): y + 3, max(0, x - 2): x + 3, i % 3] = 255
-            return Image.fromarray(out)
-
-        def resize_kps(kps, from_size, to_size):
-            return np.asarray(kps) * [to_size[0] / from_size[0], to_size[1] / from_size[1]]
-
-        mod.draw_kps, mod.resize_kps = draw_kps, resize_kps
-        monkeypatch.setitem(sys.modules, "idgen.conditioning", mod)
-        return mod
-
-
-def test_face_image_and_pose_image_use_the_analyzer(conditioning):
+def test_face_image_and_pose_image_use_the_analyzer():
     pipe = make_pipeline()
     kps128 = np.array([[40, 50], [88, 50], [64, 75], [45, 100], [83, 100]], np.float32)
     pipe.face_analyzer = StubAnalyzer(kps128, FACE[0])
     photo = Image.new("RGB", (128, 128), (120, 100, 90))
     by_photo = run(pipe, face_embeds=None, face_image=photo, image=None)
-    drawn = conditioning.draw_kps((64, 64), conditioning.resize_kps(kps128, (128, 128), (64, 64)))
+    drawn = conditioning.draw_kps((64, 64), conditioning.fit_kps(kps128, (128, 128), (64, 64)))
     np.testing.assert_array_equal(by_photo, run(pipe, image=drawn))
     # a Face record carries its keypoints too
     face = pipe.face_analyzer.get(photo)
@@ -378,7 +362,7 @@ def test_face_image_and_pose_image_use_the_analyzer(conditioning):
     np.testing.assert_array_equal(posed, by_photo)  # same relative keypoints -> same drawing
 
 
-def test_multi_person_keypoint_image_combines_everyone(conditioning):
+def test_multi_person_keypoint_image_combines_everyone():
     pipe = make_pipeline()
     kps_a = np.array([[10, 20], [22, 20], [16, 27], [11, 33], [21, 33]], np.float32)
     left, right = np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32)
@@ -388,6 +372,153 @@ def test_multi_person_keypoint_image_combines_everyone(conditioning):
     np.testing.assert_array_equal(
         run(pipe, face_embeds=None, identities=people, image=None), run(pipe, face_embeds=None, identities=people, image=Image.fromarray(combined))
     )
+
+
+# -- issue #13: one vocabulary, diffusers' loop through call-scoped hooks -------------------------
+
+
+def test_old_argument_names_warn_and_give_the_same_image():
+    pipe = make_pipeline()
+    new = run(pipe, identity_scale=0.5, identity_start=0.0, identity_end=0.5)
+    old_args = {k: v for k, v in inputs().items() if k != "identity_scale"}
+    with pytest.warns(FutureWarning) as record:
+        old = pipe(**old_args, ip_adapter_scale=0.5, identity_guidance_start=0.0, identity_guidance_end=0.5).images
+    assert {str(w.message).split("`")[1] for w in record if w.category is FutureWarning} >= {
+        "ip_adapter_scale", "identity_guidance_start", "identity_guidance_end"}
+    np.testing.assert_array_equal(old, new)
+    with pytest.raises(IdgenError, match="give only `identity_scale`"):
+        run(pipe, ip_adapter_scale=0.5)  # both names at once
+    with pytest.raises(IdgenError, match=r"unexpected arguments \['callback_steps'\]"):
+        run(pipe, callback_steps=1)
+
+
+def test_call_signatures_are_explicit():
+    """Every argument of the diffusers pipeline underneath is named in the signature (not only
+    reachable through **kwargs), next to the identity vocabulary."""
+    from diffusers import (
+        StableDiffusionControlNetInpaintPipeline,
+        StableDiffusionControlNetPipeline,
+        StableDiffusionXLControlNetInpaintPipeline,
+    )
+
+    from idgen.pipelines import StableDiffusionInstantIDInpaintPipeline, StableDiffusionXLInstantIDInpaintPipeline
+
+    identity = {"face_embeds", "face_image", "identities", "reference_mode", "identity_scale", "identity_start",
+                "identity_end", "negative_noise"}
+    pairs = [
+        (StableDiffusionXLInstantIDPipeline, StableDiffusionXLControlNetPipeline),
+        (StableDiffusionInstantIDPipeline, StableDiffusionControlNetPipeline),
+        (StableDiffusionXLInstantIDInpaintPipeline, StableDiffusionXLControlNetInpaintPipeline),
+        (StableDiffusionInstantIDInpaintPipeline, StableDiffusionControlNetInpaintPipeline),
+    ]
+    for ours, theirs in pairs:
+        names = set(inspect.signature(ours.__call__).parameters)
+        wanted = set(inspect.signature(theirs.__call__).parameters) - {"ip_adapter_image", "ip_adapter_image_embeds"}
+        assert wanted <= names, (ours.__name__, sorted(wanted - names))
+        assert identity <= names and "ip_adapter_scale" not in names, ours.__name__
+
+
+def test_prompt_embeds_twins_give_the_same_image():
+    pipe = make_pipeline()
+    embeds = pipe.encode_prompt(
+        "photo of a person", device=torch.device("cpu"), num_images_per_prompt=1, do_classifier_free_guidance=True,
+        negative_prompt="low quality",
+    )
+    names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+    twin = run(pipe, prompt=None, negative_prompt=None, **dict(zip(names, embeds)))
+    np.testing.assert_array_equal(twin, run(pipe))
+    # the batch comes from the embeddings when there is no prompt
+    pair = run(pipe, prompt=None, negative_prompt=None, generator=[torch.Generator("cpu").manual_seed(0) for _ in range(2)],
+               **{n: torch.cat([e, e]) for n, e in zip(names, embeds)})
+    assert pair.shape[0] == 2
+    np.testing.assert_allclose(pair[1], twin[0], atol=1e-5)
+
+
+def test_portrait_photo_sizes_the_output_and_keypoints_are_not_stretched():
+    """Fault 5: no size given -> the photo's aspect ratio (official demo rule, here at the tiny
+    UNet's native 64 px: long side 80, multiples of 4); a given size -> keypoints fitted, not stretched."""
+    pipe = make_pipeline()
+    kps128 = np.array([[40, 50], [88, 50], [64, 75], [45, 100], [83, 100]], np.float32)
+    pipe.face_analyzer = StubAnalyzer(kps128, FACE[0])
+    portrait = Image.new("RGB", (96, 128))
+    people = pipe.resolve_identities(face_image=portrait)
+    drawn, width, height = pipe.keypoint_condition(people, None, None, None)
+    assert (width, height) == conditioning.output_size_for((96, 128), min_side=64, max_side=80, base=4) == (60, 80)
+    photo_kps = kps128 * [96 / 128, 1.0]  # what the stub finds in the portrait
+    fitted = conditioning.fit_kps(photo_kps, (96, 128), (60, 80))
+    np.testing.assert_allclose(fitted, photo_kps * 0.625, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(drawn), np.asarray(conditioning.draw_kps((60, 80), fitted)))
+    out = run(pipe, face_embeds=None, face_image=portrait, image=None, width=None, height=None)
+    assert out.shape == (1, 80, 60, 3)
+    # a square output: one scale for x and y, centred (eye distance / eye-mouth distance kept)
+    square, _, _ = pipe.keypoint_condition(people, None, 64, 64)
+    fitted = conditioning.fit_kps(photo_kps, (96, 128), (64, 64))
+    np.testing.assert_allclose(fitted, photo_kps * 0.5 + [8, 0], atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(square), np.asarray(conditioning.draw_kps((64, 64), fitted)))
+    assert not np.array_equal(np.asarray(square), np.asarray(conditioning.draw_kps((64, 64), conditioning.resize_kps(photo_kps, (96, 128), (64, 64)))))
+    # only one side given: the other follows the photo's aspect ratio
+    assert pipe.keypoint_condition(people, None, 48, None)[1:] == (48, 64)
+
+
+def test_attention_slicing_keeps_the_identity():
+    """Fault 11: slicing used to remove the identity processors (KeyError, or identity silently off)."""
+    pipe = make_pipeline()
+    ref, off = run(pipe), run(pipe, identity_scale=0.0)
+    pipe.enable_attention_slicing()
+    for scale in (None, 0.8):  # configured (0.8 after loading) and explicit
+        sliced = run(pipe, identity_scale=scale)
+        np.testing.assert_allclose(sliced, ref, atol=1e-4)
+        assert np.abs(sliced - off).max() > 1e-3
+    assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"SlicedAttnProcessor"}  # put back
+    pipe.disable_attention_slicing()
+    np.testing.assert_array_equal(run(pipe), ref)
+
+
+def test_controlnet_none_is_accepted_and_a_call_names_it():
+    """Fault 14: like diffusers, a pipeline may be built without the IdentityNet (e.g. for its text encoders)."""
+    case, _ = _parity_parts()
+    comps = sdxl_components()
+    comps.pop("controlnet")
+    pipe = StableDiffusionXLInstantIDPipeline(**comps)
+    assert pipe.controlnet is None
+    assert pipe.encode_prompt("photo", device=torch.device("cpu"))[0].shape[-1] == 64
+    pipe.load_instantid(CASE_DIR / "ip-adapter.bin", resampler_config=case["resampler"])
+    with pytest.raises(IdgenError, match="no IdentityNet.*controlnet=None"):
+        run(pipe)
+    with pytest.raises(IdgenError, match="one IdentityNet ControlNetModel"):
+        StableDiffusionXLInstantIDPipeline(**comps, controlnet=[_parity_parts()[1]["controlnet"]] * 2)
+
+
+def test_shared_components_leave_the_base_pipeline_unchanged():
+    """Fault 15a: the identity processors live for one call; a pipeline sharing the UNet
+    (`**base.components`, `from_pipe`) keeps its own processors and outputs, bit for bit."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    case, _ = _parity_parts()
+    comps = sdxl_components()
+    controlnet = comps.pop("controlnet")
+    base = StableDiffusionXLPipeline(**comps, add_watermarker=False)
+    base.set_progress_bar_config(disable=True)
+    base.unet.set_attn_processor(AttnProcessor())  # not the SDPA math of the identity processors
+
+    def plain():
+        return base(prompt="photo of a person", height=64, width=64, num_inference_steps=2,
+                    generator=torch.Generator("cpu").manual_seed(0), output_type="np").images
+
+    before = plain()
+    shared = StableDiffusionXLInstantIDPipeline(**base.components, controlnet=controlnet)
+    piped = StableDiffusionXLInstantIDPipeline.from_pipe(base, controlnet=controlnet)
+    assert piped.unet is base.unet and piped.controlnet is controlnet
+    outputs = []
+    for pipe in (shared, piped):
+        pipe.load_instantid(CASE_DIR / "ip-adapter.bin", resampler_config=case["resampler"])
+        pipe.set_progress_bar_config(disable=True)
+        outputs.append(run(pipe))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert all(type(p) is AttnProcessor for p in base.unet.attn_processors.values())
+    assert not base.unet._forward_pre_hooks and not controlnet._forward_pre_hooks
+    np.testing.assert_array_equal(plain(), before)
+    assert StableDiffusionXLInstantIDPipeline.from_pipe(base).controlnet is None
 
 
 # -- generic checks ------------------------------------------------------------------------------
@@ -423,8 +554,7 @@ def _sd15_parts():
     adapter = InstantIDAdapter.for_unet(
         unet, ResamplerConfig(dim=32, depth=1, dim_head=8, heads=4, num_queries=16, embedding_dim=512, output_dim=32, ff_mult=2)
     )
-    sd = adapter.state_dict()  # written in the official file layout, as idgen's trainer does
-    official = {p: {k[len(p) + 1:]: v for k, v in sd.items() if k.startswith(p + ".")} for p in ("image_proj", "ip_adapter")}
+    official = official_state_dict(adapter)  # the official file layout, as idgen's trainer writes it
     return dict(vae=xl["vae"], text_encoder=text_encoder, tokenizer=xl["tokenizer"], unet=unet, controlnet=controlnet,
                 scheduler=xl["scheduler"]), official
 
@@ -453,6 +583,6 @@ class TestInstantIDSD15Checks(PipelineChecks):
         pipe = make_sd15_pipeline()
         assert sorted(pipe.identity_adapter.layer_names) == [1, 3, 5, 7]  # down 1 + up 2 + mid 1 cross-attentions
         full = self.run(pipe)
-        assert np.abs(full - self.run(pipe, ip_adapter_scale=0.0)).max() > 1e-4
+        assert np.abs(full - self.run(pipe, identity_scale=0.0)).max() > 1e-4
         assert np.abs(full - self.run(pipe, face_embeds=OTHER_FACE)).max() > 1e-4
         assert np.abs(full - self.run(pipe, controlnet_conditioning_scale=0.0)).max() > 1e-4

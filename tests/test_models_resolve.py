@@ -2,12 +2,11 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from idgen.errors import ConfiguredModelError, IdgenError, ModelNotFoundError
-from idgen.models import (REGISTRY, any_configured, build_or_embedded, doctor_report, format_doctor_report, load_config,
+from idgen.models import (any_configured, build_or_embedded, doctor_report, format_doctor_report, load_config,
                           load_pipeline, resolve_component)
 from idgen.testing import tiny_pipeline
 

@@ -13,10 +13,12 @@ from PIL import Image
 
 from idgen.app.cli import main
 from idgen.errors import DatasetError
-from idgen.face import align_face, get_face_analyzer
+from idgen.face import align_face
 from idgen.image_io import load_image
 from idgen.train.prepare_data import DEFAULT_MIN_SHARPNESS, merge_datasets, prepare_dataset, prepare_parallel, sharpness
 from idgen.train.records import DatasetWriter, FaceRecord, open_dataset
+
+from conftest import dlib_faces
 
 SIZE = 256
 CAPTION = "a photo of {identity}"
@@ -65,7 +67,7 @@ def _assert_same_records(a, b):
 
 
 def test_default_min_sharpness_keeps_portraits_and_drops_blurred_copies(faces_dir):
-    analyzer = get_face_analyzer("dlib")
+    analyzer = dlib_faces()
     for name in ("portrait_glasses.jpg", "portrait_smile.jpg", "portrait_older.jpg", "portrait_small.png"):
         image = load_image(faces_dir / name)
         kps = analyzer.detect(image)[0].kps
@@ -106,7 +108,7 @@ def test_records_are_aligned_faces(prepared, photos):
         assert kps[0, 0] < kps[1, 0]  # the eye on the image's left comes first
         assert x1 <= kps[:, 0].min() and kps[:, 0].max() <= x2 and y1 <= kps[:, 1].min() and kps[:, 1].max() <= y2
     # The stored embedding is the analyzer's raw embedding of the source photo.
-    source = get_face_analyzer("dlib").detect(load_image(photos / lines[0]["source"]))[0]
+    source = dlib_faces().detect(load_image(photos / lines[0]["source"]))[0]
     np.testing.assert_array_equal(dataset[0]["embedding"], source.embedding)
 
 

@@ -21,8 +21,6 @@ from idgen.adapters.pva import (
 )
 from idgen.errors import CheckpointError, IdgenError
 from idgen.pipelines import (
-    PVAInpaintPipeline,
-    PVAInpaintXLPipeline,
     StableDiffusionPVAInpaintPipeline,
     StableDiffusionXLPVAInpaintPipeline,
 )
@@ -56,8 +54,8 @@ def _eval(components: dict) -> dict:
     return {k: v.eval() if isinstance(v, torch.nn.Module) else v for k, v in components.items()}
 
 
-def sd15_pipeline(in_channels: int = 9, with_adapter: bool = True) -> PVAInpaintPipeline:
-    pipe = PVAInpaintPipeline(**_eval(tiny_sd15_components(0, in_channels=in_channels)))
+def sd15_pipeline(in_channels: int = 9, with_adapter: bool = True) -> StableDiffusionPVAInpaintPipeline:
+    pipe = StableDiffusionPVAInpaintPipeline(**_eval(tiny_sd15_components(0, in_channels=in_channels)))
     pipe.set_progress_bar_config(disable=True)
     if with_adapter:
         with seeded(3):
@@ -260,6 +258,11 @@ def sdxl_pipeline() -> StableDiffusionXLPVAInpaintPipeline:
     return pipe
 
 
+class TestPVAInpaintXLPipeline(TestPVAInpaintPipeline):
+    def get_pipeline(self):
+        return sdxl_pipeline()
+
+
 def test_sdxl_inpainting():
     pipe = sdxl_pipeline()
     image, mask = _image_and_mask()
@@ -290,11 +293,7 @@ def test_sdxl_from_pipe_keeps_the_identity_and_the_signature_is_explicit():
     np.testing.assert_allclose(moved(**inputs, generator=torch.Generator("cpu").manual_seed(0)).images, before, atol=1e-5)
 
 
-def test_names_old_module_and_default_scale(tmp_path):
-    from idgen.pipelines import pipeline_pva_inpaint
-
-    assert PVAInpaintPipeline is StableDiffusionPVAInpaintPipeline is pipeline_pva_inpaint.PVAInpaintPipeline
-    assert PVAInpaintXLPipeline is StableDiffusionXLPVAInpaintPipeline is pipeline_pva_inpaint.PVAInpaintXLPipeline
+def test_default_scale(tmp_path):
     pipe = sd15_pipeline()
     check = TestPVAInpaintPipeline()
     half = check.run(pipe, identity_scale=0.5)

@@ -158,9 +158,9 @@ def _sample(pipe, embeds, **kw):
 def test_faceid_output_loads_into_pipeline(base, identity_vectors, tmp_path):
     task, summary = train_briefly("faceid", base, identity_vectors, tmp_path)
     from idgen.train.diffusion import load_base
-    from idgen.pipelines import FaceIDPipeline, FaceIDXLPipeline
+    from idgen.pipelines import StableDiffusionFaceIDPipeline, StableDiffusionXLFaceIDPipeline
 
-    pipe = load_base((FaceIDPipeline, FaceIDXLPipeline), base)
+    pipe = load_base((StableDiffusionFaceIDPipeline, StableDiffusionXLFaceIDPipeline), base)
     pipe.load_faceid(tmp_path / "ip-adapter-faceid.safetensors")
     embeds = torch.from_numpy(identity_vectors[0])[None]
     embeds = embeds / embeds.norm()
@@ -173,7 +173,7 @@ def test_instantid_output_loads_into_pipeline(base, identity_vectors, tmp_path):
     from diffusers import ControlNetModel
 
     from idgen.conditioning import draw_kps
-    from idgen.pipelines import InstantIDPipeline, StableDiffusionInstantIDPipeline
+    from idgen.pipelines import StableDiffusionXLInstantIDPipeline, StableDiffusionInstantIDPipeline
     from idgen.train.adapter import rebuild_pipeline
     from idgen.train.diffusion import load_base
 
@@ -182,7 +182,7 @@ def test_instantid_output_loads_into_pipeline(base, identity_vectors, tmp_path):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     plain = load_base((StableDiffusionPipeline, StableDiffusionXLPipeline), base)
-    cls = InstantIDPipeline if base == "tiny-sdxl" else StableDiffusionInstantIDPipeline
+    cls = StableDiffusionXLInstantIDPipeline if base == "tiny-sdxl" else StableDiffusionInstantIDPipeline
     pipe = rebuild_pipeline(cls, plain, controlnet=ControlNetModel.from_pretrained(tmp_path / "ControlNetModel"))
     pipe.load_instantid(tmp_path / "ip-adapter.safetensors",
                         resampler_config=json.loads((tmp_path / "resampler_config.json").read_text()))

@@ -92,12 +92,12 @@ def test_text_encoder_lora_does_not_need_transformers_peft_gate(photos, tmp_path
 
 
 def test_lora_loads_into_idgen_pipelines(photos, tmp_path):
-    from idgen.pipelines import FaceIDPipeline
+    from idgen.pipelines import StableDiffusionFaceIDPipeline
     from idgen.testing import random_faceid_state_dict, tiny_sd15_components
 
     args = _args(tmp_path, 3)
     run_training(LoRATask(_options(photos), args), args)
-    pipe = FaceIDPipeline(**tiny_sd15_components(0), requires_safety_checker=False)
+    pipe = StableDiffusionFaceIDPipeline(**tiny_sd15_components(0), requires_safety_checker=False)
     pipe.load_faceid(random_faceid_state_dict(pipe.unet, "faceid"), variant="faceid")
     pipe.load_lora_weights(tmp_path / "pytorch_lora_weights.safetensors", adapter_name="person")
     assert {"faceid", "person"} <= set(pipe.get_active_adapters())

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from idgen.errors import IdgenError
-from idgen.pipelines import PVAInpaintPipeline
+from idgen.pipelines import StableDiffusionPVAInpaintPipeline
 from idgen.train.adapter import AdapterOptions, adapter_task
 from idgen.train.diffusion import load_base
 from idgen.train.loop import TrainingArgs, run_training
@@ -45,7 +45,7 @@ def test_stage_one_lowers_the_loss_and_loads_into_the_pipeline(identity_vectors,
     after = fixed_loss(task, batch)
     assert after < 0.95 * before, (before, after)
 
-    pipe = load_base((PVAInpaintPipeline, PVAInpaintPipeline), "tiny-sd15-inpaint")
+    pipe = load_base((StableDiffusionPVAInpaintPipeline, StableDiffusionPVAInpaintPipeline), "tiny-sd15-inpaint")
     pipe.load_pva(tmp_path / "pva_adapter")
     kwargs = {**task.pipeline_kwargs(), "face_embeds": identity_vectors[0][None], "num_inference_steps": 2,
               "height": SIZE, "width": SIZE, "output_type": "np"}

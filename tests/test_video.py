@@ -1,6 +1,5 @@
 """Video I/O (PyAV), the per-face video/photo driver and video face swap."""
 
-import functools
 from fractions import Fraction
 
 import av
@@ -9,12 +8,11 @@ import numpy as np
 import pytest
 
 from idgen.errors import IdgenError
-from idgen.face import get_face_analyzer
 from idgen.image_io import load_image
 from idgen.media.video import VideoReadError, VideoWriter, probe_video, read_frames, read_video, write_video
 from idgen.media.video_faces import process_image_faces, process_video
 
-from conftest import SHARED
+from conftest import SHARED, dlib_faces
 
 AUDIO_RATE = 16000
 
@@ -54,11 +52,6 @@ def audio_of(path):
 def noise_frames(n=10, shape=(48, 64, 3), seed=0):
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 255, shape, dtype=np.uint8) for _ in range(n)]
-
-
-@functools.lru_cache(maxsize=None)
-def _analyzer():
-    return get_face_analyzer("dlib")
 
 
 def face_frames(n=10, blank=(4, 5)):
@@ -187,7 +180,7 @@ def test_frames_without_faces_pass_through_unchanged(tmp_path):
         calls.append(jobs)
         return [255 - j.crop for j in jobs]
 
-    report = process_video(source, tmp_path / "out.mp4", invert, analyzer=_analyzer(), crop_size=64, crf=0,
+    report = process_video(source, tmp_path / "out.mp4", invert, analyzer=dlib_faces(), crop_size=64, crf=0,
                            progress=False)
     assert calls == [] and report.frames == 10 and report.frames_passed_through == 10 and report.tracks == 0
     # the output is the very encode of the decoded input: the frames reached the encoder untouched
@@ -205,7 +198,7 @@ def test_a_face_lost_for_two_frames_is_one_interpolated_track(tmp_path):
         seen.extend(jobs)
         return [255 - j.crop for j in jobs]
 
-    report = process_video(source, tmp_path / "out.mp4", process, analyzer=_analyzer(), crop_size=64, batch_size=4,
+    report = process_video(source, tmp_path / "out.mp4", process, analyzer=dlib_faces(), crop_size=64, batch_size=4,
                            progress=False)
     assert [j.frame_index for j in seen] == list(range(10)) and {j.track_id for j in seen} == {0}
     assert [j.frame_index for j in seen if j.interpolated] == [4, 5] and report.interpolated_faces == 2
@@ -224,9 +217,9 @@ def test_a_face_lost_for_two_frames_is_one_interpolated_track(tmp_path):
 def test_process_batch_must_return_one_crop_per_job(tmp_path):
     source = make_video(tmp_path / "face.mp4", face_frames(2, blank=()), audio=None)
     with pytest.raises(IdgenError, match="returned 0 crops for 2 jobs"):
-        process_video(source, tmp_path / "out.mp4", lambda jobs: [], analyzer=_analyzer(), crop_size=64, progress=False)
+        process_video(source, tmp_path / "out.mp4", lambda jobs: [], analyzer=dlib_faces(), crop_size=64, progress=False)
     with pytest.raises(IdgenError, match=r"expected uint8 \(64, 64, 3\)"):
-        process_video(source, tmp_path / "out.mp4", lambda jobs: [j.crop / 255.0 for j in jobs], analyzer=_analyzer(),
+        process_video(source, tmp_path / "out.mp4", lambda jobs: [j.crop / 255.0 for j in jobs], analyzer=dlib_faces(),
                       crop_size=64, progress=False)
     assert not (tmp_path / "out.mp4").exists()
 
@@ -241,29 +234,29 @@ def test_photo_with_two_faces_processes_both_or_the_selected_one():
     def invert(jobs):
         return [255 - j.crop for j in jobs]
 
-    edited, jobs = process_image_faces(photo, invert, analyzer=_analyzer(), crop_size=64)
+    edited, jobs = process_image_faces(photo, invert, analyzer=dlib_faces(), crop_size=64)
     assert [j.track_id for j in jobs] == [0, 1] and jobs[0].track.bbox[0] < jobs[1].track.bbox[0]
     changed = np.abs(edited.astype(int) - photo).max(axis=2) > 60
     assert changed[:, :230].any() and changed[:, 230:].any()
     np.testing.assert_array_equal(edited[:4], photo[:4])  # outside the crops: untouched
-    largest, jobs = process_image_faces(photo, invert, analyzer=_analyzer(), crop_size=64, select="largest")
+    largest, jobs = process_image_faces(photo, invert, analyzer=dlib_faces(), crop_size=64, select="largest")
     assert len(jobs) == 1 and jobs[0].track.bbox[0] < 210
     np.testing.assert_array_equal(largest[:, 230:], photo[:, 230:])
-    by_identity, jobs = process_image_faces(photo, invert, analyzer=_analyzer(), crop_size=64, select="reference",
-                                            reference=_analyzer().get(other))
+    by_identity, jobs = process_image_faces(photo, invert, analyzer=dlib_faces(), crop_size=64, select="reference",
+                                            reference=dlib_faces().get(other))
     assert len(jobs) == 1 and jobs[0].track.bbox[0] > 210
     with pytest.raises(IdgenError, match="select must be"):
-        process_image_faces(photo, invert, analyzer=_analyzer(), select="smallest")
-    blank, jobs = process_image_faces(np.full((64, 64, 3), 90, np.uint8), invert, analyzer=_analyzer())
+        process_image_faces(photo, invert, analyzer=dlib_faces(), select="smallest")
+    blank, jobs = process_image_faces(np.full((64, 64, 3), 90, np.uint8), invert, analyzer=dlib_faces())
     assert jobs == [] and (blank == 90).all()
 
 
 def test_video_face_swap_keeps_length_audio_and_tracks(tmp_path):
-    from idgen.pipelines import FaceSwapPipeline
+    from idgen.pipelines import FaceSwapper
     from test_pva import sd15_pipeline
 
     source = make_video(tmp_path / "face.mp4", face_frames(6, blank=(3,)))
-    swapper = FaceSwapPipeline(sd15_pipeline(), _analyzer())
+    swapper = FaceSwapper(sd15_pipeline(), dlib_faces())
     embeds = np.random.default_rng(0).normal(size=(1, 512)).astype(np.float32)
     report = swapper.swap_video(source, tmp_path / "swap.mp4", [embeds], num_inference_steps=2, progress=False)
     info = probe_video(tmp_path / "swap.mp4")

@@ -8,19 +8,19 @@ Min-SNR weighting. What each kind trains, and what it writes:
 - `faceid`: the FaceID MLP projection, the identity key/value projections of every
   cross-attention (initialised from the text ones), optionally the built-in LoRA (rank
   `--lora-rank`, B initialised to zero). Writes `ip-adapter-faceid.safetensors` in the official
-  layout: `pipe.load_faceid(path)` of `FaceIDPipeline` / `FaceIDXLPipeline` reads it.
+  layout: `pipe.load_faceid(path)` of `StableDiffusionFaceIDPipeline` / `StableDiffusionXLFaceIDPipeline` reads it.
 - `instantid`: the Resampler, the identity key/value projections, and the IdentityNet (a
   ControlNet initialised from the UNet, or from `--controlnet`). Writes `ip-adapter.safetensors`
   (official keys), `ControlNetModel/` and `resampler_config.json`: load with
   `ControlNetModel.from_pretrained(out / "ControlNetModel")` and
   `pipe.load_instantid(out / "ip-adapter.safetensors", resampler_config=json.load(...))`.
-  SDXL bases give an `InstantIDPipeline`, SD1.5 bases a `StableDiffusionInstantIDPipeline`.
+  SDXL bases give an `StableDiffusionXLInstantIDPipeline`, SD1.5 bases a `StableDiffusionInstantIDPipeline`.
 - `arc2face`: the CLIP text encoder that reads the identity token. Writes `encoder/` (a
   transformers folder): `Arc2FacePipeline(..., text_encoder=CLIPTextModel.from_pretrained(out / "encoder"))`.
 - `pva`: PVA's identity encoder and visual projections (initialised from the text ones) on a
   frozen inpainting UNet (9 channels); each example repaints its face region (an ellipse around
   the keypoints, randomly grown) given its own identity. Writes `pva_adapter/`:
-  `PVAInpaintPipeline.load_pva(out / "pva_adapter")`. The paper's per-identity quick fine-tune is
+  `StableDiffusionPVAInpaintPipeline.load_pva(out / "pva_adapter")`. The paper's per-identity quick fine-tune is
   the same command on one person's photos with `--init-adapter <pva_adapter/>` and about 40 steps.
 """
 
@@ -192,9 +192,9 @@ class FaceIDTask(AdapterTask):
 
     @property
     def pipeline_classes(self):
-        from idgen.pipelines import FaceIDPipeline, FaceIDXLPipeline
+        from idgen.pipelines import StableDiffusionFaceIDPipeline, StableDiffusionXLFaceIDPipeline
 
-        return (FaceIDPipeline, FaceIDXLPipeline)
+        return (StableDiffusionFaceIDPipeline, StableDiffusionXLFaceIDPipeline)
 
     def build_adapter(self) -> None:
         from peft.tuners.lora import LoraLayer
@@ -257,9 +257,9 @@ class InstantIDTask(AdapterTask):
 
     @property
     def pipeline_classes(self):
-        from idgen.pipelines import InstantIDPipeline, StableDiffusionInstantIDPipeline
+        from idgen.pipelines import StableDiffusionXLInstantIDPipeline, StableDiffusionInstantIDPipeline
 
-        return (StableDiffusionInstantIDPipeline, InstantIDPipeline)
+        return (StableDiffusionInstantIDPipeline, StableDiffusionXLInstantIDPipeline)
 
     def check_embedding_dim(self, dim: int) -> None:
         self.embedding_dim = dim  # the Resampler's input width follows the dataset
@@ -279,7 +279,7 @@ class InstantIDTask(AdapterTask):
                                                         conditioning_embedding_out_channels=(16, 32, 96, 256)[:stages])}
 
     def build_adapter(self) -> None:
-        from idgen.adapters.instantid import InstantIDAdapter, ResamplerConfig
+        from idgen.adapters.instantid import InstantIDAdapter, ResamplerConfig, official_state_dict
 
         pipe, unet = self.pipe, self.pipe.unet
         config = ResamplerConfig.from_mapping(self.resampler_config(), output_dim=unet.config.cross_attention_dim)
@@ -289,7 +289,7 @@ class InstantIDTask(AdapterTask):
                 attn = unet.get_submodule(name[: -len(".processor")])
                 adapter.ip_adapter[str(k)].to_k_ip.weight.copy_(attn.to_k.weight)
                 adapter.ip_adapter[str(k)].to_v_ip.weight.copy_(attn.to_v.weight)
-        pipe.load_instantid(official_instantid_state_dict(adapter), resampler_config=config.to_dict())
+        pipe.load_instantid(official_state_dict(adapter), resampler_config=config.to_dict())
         pipe.identity_adapter.requires_grad_(True).train()
         pipe.controlnet.requires_grad_(self.opts.train_identitynet)
 
@@ -307,7 +307,7 @@ class InstantIDTask(AdapterTask):
         return batch
 
     def predict(self, modules, noisy, timesteps, captions, face_embeds, batch):
-        from idgen.adapters.instantid import IdentityAttentionInputs
+        from idgen.adapters.instantid import IdentityAttentionInputs, identity_processors_installed
 
         pipe = self.pipe
         adapter = modules[0]
@@ -320,9 +320,10 @@ class InstantIDTask(AdapterTask):
         cond = batch["kps_image"].to(device=noisy.device, dtype=noisy.dtype)
         down, mid = controlnet(noisy, timesteps, encoder_hidden_states=tokens.to(noisy.dtype), controlnet_cond=cond,
                                added_cond_kwargs=added or None, return_dict=False)
-        return pipe.unet(noisy, timesteps, encoder_hidden_states=embeds, cross_attention_kwargs={"ip_hidden_states": inputs},
-                         down_block_additional_residuals=down, mid_block_additional_residual=mid,
-                         added_cond_kwargs=added or None).sample
+        with identity_processors_installed(pipe.unet, pipe.identity_adapter):  # installed per call, as in the pipelines
+            return pipe.unet(noisy, timesteps, encoder_hidden_states=embeds, cross_attention_kwargs={"ip_hidden_states": inputs},
+                             down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                             added_cond_kwargs=added or None).sample
 
     def pipeline_kwargs(self) -> dict:
         from idgen.conditioning import draw_kps
@@ -334,23 +335,17 @@ class InstantIDTask(AdapterTask):
     def save_weights(self, out_dir: Path) -> list[Path]:
         from safetensors.torch import save_file
 
+        from idgen.adapters.instantid import official_state_dict
+
         adapter = self.pipe.identity_adapter
         path = out_dir / "ip-adapter.safetensors"
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in official_instantid_state_dict(adapter).items()},
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in official_state_dict(adapter).items()},
                   str(path), metadata={"format": "pt", "idgen_kind": "instantid"})
         config_path = out_dir / "resampler_config.json"
         config_path.write_text(json.dumps({k: adapter.config[k] for k in
                                            ("dim", "depth", "dim_head", "heads", "num_queries", "embedding_dim", "ff_mult")}, indent=2))
         self.pipe.controlnet.save_pretrained(out_dir / "ControlNetModel")
         return [path, config_path, out_dir / "ControlNetModel"]
-
-
-def official_instantid_state_dict(adapter) -> dict[str, torch.Tensor]:
-    """An `InstantIDAdapter`'s weights under the official `ip-adapter.bin` key names."""
-    from idgen.adapters.instantid import official_key_map
-
-    own = adapter.state_dict()
-    return {official: own[ours] for official, ours in official_key_map(adapter).items()}
 
 
 # --------------------------------------------------------------------------------------- Arc2Face
@@ -404,9 +399,9 @@ class PVATask(AdapterTask):
 
     @property
     def pipeline_classes(self):
-        from idgen.pipelines import PVAInpaintPipeline, PVAInpaintXLPipeline
+        from idgen.pipelines import StableDiffusionPVAInpaintPipeline, StableDiffusionXLPVAInpaintPipeline
 
-        return (PVAInpaintPipeline, PVAInpaintXLPipeline)
+        return (StableDiffusionPVAInpaintPipeline, StableDiffusionXLPVAInpaintPipeline)
 
     def build_adapter(self) -> None:
         if self.pipe.unet.config.in_channels != 9:

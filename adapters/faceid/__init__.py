@@ -1,6 +1,7 @@
 """IP-Adapter-FaceID (FaceID, FaceID-Plus v1/v2; SD1.5 and SDXL) on diffusers' native IP-Adapter
-modules: `layout` checks and maps the official checkpoint, `loader` installs it into a pipeline.
-The pipelines are `idgen.pipelines.pipeline_faceid.FaceIDPipeline` / `FaceIDXLPipeline`."""
+modules: `layout` checks and maps the official checkpoint, `loader` installs it into a UNet (where
+all its state lives: `get_faceid_state(unet)`). The pipelines are `idgen.pipelines`'
+`StableDiffusionFaceIDPipeline`, `StableDiffusionXLFaceIDPipeline` and their inpainting twins."""
 
 from idgen.adapters.faceid.layout import (
     VARIANTS,
@@ -18,9 +19,11 @@ from idgen.adapters.faceid.loader import (
     FACEID_SUBFOLDER,
     FaceIDLoaderMixin,
     FaceIDState,
+    get_faceid_state,
     install_faceid,
     load_faceid_into_unet,
     uninstall_faceid,
+    unload_faceid_from_unet,
 )
 
 __all__ = [
@@ -35,9 +38,11 @@ __all__ = [
     "convert_faceid_checkpoint",
     "expected_layout",
     "extract_faceid_state_dict",
+    "get_faceid_state",
     "infer_spec",
     "install_faceid",
     "load_faceid_into_unet",
     "processor_names",
     "uninstall_faceid",
+    "unload_faceid_from_unet",
 ]

@@ -1,16 +1,19 @@
-"""Loading IP-Adapter-FaceID into a diffusers pipeline, through diffusers' own IP-Adapter modules.
+"""Loading IP-Adapter-FaceID into a diffusers UNet, through diffusers' own IP-Adapter modules.
 
-`FaceIDLoaderMixin` goes in front of a `StableDiffusionPipeline` / `StableDiffusionXLPipeline`
-subclass and adds `load_faceid`, `set_faceid_scale`, `unload_faceid` and `faceid_state_dict`.
-An official file becomes:
+An official file becomes, all of it inside the UNet:
 
-- `unet.encoder_hid_proj`: diffusers' `IPAdapterFaceIDImageProjection` (or
-  `IPAdapterFaceIDPlusImageProjection`) inside a `MultiIPAdapterImageProjection`, as
-  `pipe.load_ip_adapter` builds it;
+- `unet.encoder_hid_proj`: a `FaceIDState`, diffusers' `MultiIPAdapterImageProjection` holding the
+  `IPAdapterFaceIDImageProjection` (or `IPAdapterFaceIDPlusImageProjection`) as `load_ip_adapter`
+  builds it, plus what FaceID needs at call time and to unload (its spec, the Plus settings, the
+  processors it replaced);
 - `IPAdapterAttnProcessor2_0` on every cross-attention (the native processor: `set_ip_adapter_scale`,
   `ip_adapter_masks` work unchanged);
 - the built-in rank-128 LoRA as the peft adapter named `"faceid"` (`FACEID_ADAPTER_NAME`), so it can
   be scaled, listed and unloaded like any LoRA, and user LoRAs load next to it.
+
+Since the state lives in the UNet, as diffusers' own IP-Adapter state does, every pipeline that
+shares the UNet (built from `pipe.components`, with `from_pipe`, with another VAE) sees the adapter;
+`get_faceid_state(unet)` is the one place that looks for it.
 
 Where this differs from `pipe.load_ip_adapter(...)` on the same file, and why:
 - the file is checked key by key against the UNet first (`CheckpointError` names the first bad key;
@@ -18,24 +21,27 @@ Where this differs from `pipe.load_ip_adapter(...)` on the same file, and why:
 - keys go through one explicit map (`layout.py`) instead of chained string replaces;
 - the LoRA stays active next to user LoRAs: diffusers calls `set_adapters(["faceid_0"])`, which
   switches every other adapter off, and a later `load_lora_weights` switches FaceID's off;
-- `unload_faceid` also removes the LoRA and restores the previous processors, so the pipeline is
-  exactly the base again (`unload_ip_adapter` leaves the LoRA in and resets processors to defaults);
-- `save_pretrained` / `from_pretrained` keep the adapter (written in the official layout to
-  `faceid/`), since a UNet saved with peft layers and IP processors inside does not reload.
+- `unload_faceid` also removes the LoRA and restores the previous processors, so the UNet is
+  exactly the base again (`unload_ip_adapter` leaves the LoRA in and resets processors to defaults).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
+from accelerate import init_empty_weights
+from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+from diffusers.models.embeddings import MultiIPAdapterImageProjection
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from idgen.checkpoint import PathOrStateDict, resolve_state_dict
+from idgen.deprecation import take_renamed
 from idgen.errors import CheckpointError, IdgenError
 
 from idgen.adapters.faceid.layout import (
@@ -57,17 +63,41 @@ FACEID_CONFIG_NAME = "faceid_config.json"
 ScaleConfig = Union[float, dict]
 
 
-@dataclass
-class FaceIDState:
-    """What `load_faceid` installed, and what `unload_faceid` must put back."""
+class FaceIDState(MultiIPAdapterImageProjection):
+    """`unet.encoder_hid_proj` while IP-Adapter-FaceID is loaded.
 
-    spec: FaceIDSpec
-    projection: torch.nn.Module
-    previous_processors: dict
-    previous_encoder_hid_dim_type: Optional[str]
-    lora_scale: float = 1.0
-    s_scale: float = 1.0
-    shortcut: bool = False
+    diffusers' multi-adapter projection with FaceID's one projection (so the UNet's IP-Adapter path
+    runs unchanged), carrying what `load_faceid` installed and what `unload_faceid` must put back.
+
+    Attributes:
+        spec: the loaded checkpoint's `FaceIDSpec`.
+        previous_processors: the UNet's attention processors before loading (a plain dict, not
+            submodules: they belong to the UNet's layout, not to the adapter).
+        previous_encoder_hid_dim_type: the UNet config value before loading.
+        identity_scale: the configured identity scale (float or per-block dict, `set_faceid_scale`).
+        s_scale / shortcut: Plus only: default CLIP-branch weight and shortcut of a call.
+    """
+
+    def __init__(self, projection: torch.nn.Module, spec: FaceIDSpec, previous_processors: dict,
+                 previous_encoder_hid_dim_type: Optional[str]):
+        super().__init__([projection])
+        self.spec = spec
+        self.previous_processors = previous_processors
+        self.previous_encoder_hid_dim_type = previous_encoder_hid_dim_type
+        self.identity_scale: ScaleConfig = 1.0
+        self.s_scale = 1.0
+        self.shortcut = spec.shortcut
+
+    @property
+    def projection(self) -> torch.nn.Module:
+        """The diffusers FaceID projection: embeddings `[B, 512]` -> tokens `[B, num_tokens, D]`."""
+        return self.image_projection_layers[0]
+
+
+def get_faceid_state(unet) -> Optional[FaceIDState]:
+    """The FaceID loaded into `unet`, or None."""
+    projection = getattr(unet, "encoder_hid_proj", None)
+    return projection if isinstance(projection, FaceIDState) else None
 
 
 def install_faceid(unet, weights) -> FaceIDState:
@@ -77,10 +107,6 @@ def install_faceid(unet, weights) -> FaceIDState:
     a UNet on the meta device (layout checks at full size without memory). The LoRA is not handled
     here (see `load_faceid_into_unet`).
     """
-    from accelerate import init_empty_weights
-    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
-    from diffusers.models.embeddings import MultiIPAdapterImageProjection
-
     if unet.encoder_hid_proj is not None:
         raise IdgenError(
             "this UNet already has an encoder_hid_proj (another IP-Adapter is loaded, or the model "
@@ -113,31 +139,24 @@ def install_faceid(unet, weights) -> FaceIDState:
             processors[name] = proc
         else:
             processors[name] = previous[name]
-    state = FaceIDState(
-        spec=weights.spec,
-        projection=projection,
-        previous_processors=previous,
-        previous_encoder_hid_dim_type=unet.config.encoder_hid_dim_type,
-        shortcut=weights.spec.shortcut,
-    )
+    state = FaceIDState(projection, weights.spec, previous, unet.config.encoder_hid_dim_type)
     unet.set_attn_processor(processors)
-    unet.encoder_hid_proj = MultiIPAdapterImageProjection([projection])
+    unet.encoder_hid_proj = state
     # diffusers flips this flag the same way in `_load_ip_adapter_weights` (attribute on the config).
     unet.config.encoder_hid_dim_type = "ip_image_proj"
     return state
 
 
-def uninstall_faceid(unet, state: FaceIDState) -> None:
+def uninstall_faceid(unet) -> None:
     """Undo `install_faceid`: previous processors back, no `encoder_hid_proj`."""
+    state = get_faceid_state(unet)
     # projection first: the Plus resampler's own attentions are listed in `unet.attn_processors`
     unet.encoder_hid_proj = None
     unet.config.encoder_hid_dim_type = state.previous_encoder_hid_dim_type
     unet.set_attn_processor(state.previous_processors)
 
 
-def _lora_layers(unet):
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
+def _lora_layers(unet) -> list[BaseTunerLayer]:
     return [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
 
 
@@ -157,6 +176,21 @@ def activate_unet_adapters(unet, names: list[str]) -> None:
     names = list(dict.fromkeys(names))
     for layer in _lora_layers(unet):
         layer.set_adapter(names)
+
+
+def faceid_lora_scale(unet) -> float:
+    """The weight of the `"faceid"` LoRA (peft's scaling divided by alpha/r, which the file fixes)."""
+    for layer in _lora_layers(unet):
+        if FACEID_ADAPTER_NAME in layer.scaling:
+            return float(layer.scaling[FACEID_ADAPTER_NAME] * layer.r[FACEID_ADAPTER_NAME]
+                         / layer.lora_alpha[FACEID_ADAPTER_NAME])
+    raise IdgenError("this UNet has no FaceID LoRA.")
+
+
+def set_faceid_lora_scale(unet, scale: float) -> None:
+    for layer in _lora_layers(unet):
+        if FACEID_ADAPTER_NAME in layer.scaling:
+            layer.set_scale(FACEID_ADAPTER_NAME, float(scale))
 
 
 def load_faceid_into_unet(
@@ -188,16 +222,29 @@ def load_faceid_into_unet(
             low_cpu_mem_usage=device.type == "meta",
         )
     except Exception:
-        uninstall_faceid(unet, state)
+        uninstall_faceid(unet)
         raise
     activate_unet_adapters(unet, before + [FACEID_ADAPTER_NAME])
     return state
 
 
-class FaceIDLoaderMixin:
-    """IP-Adapter-FaceID loading for SD1.5 / SDXL pipelines (see the module docstring)."""
+def unload_faceid_from_unet(unet) -> None:
+    """Remove FaceID from `unet`: projection, processors and the `"faceid"` LoRA (the peft wrappers
+    too when no other LoRA is loaded), so the UNet is exactly as before `load_faceid_into_unet`."""
+    uninstall_faceid(unet)
+    remaining = [a for a in unet_adapters(unet) if a != FACEID_ADAPTER_NAME]
+    active = [a for a in active_unet_adapters(unet) if a != FACEID_ADAPTER_NAME]
+    if remaining:
+        unet.delete_adapters(FACEID_ADAPTER_NAME)
+        if active:
+            activate_unet_adapters(unet, active)
+    else:
+        unet.unload_lora()  # removes the peft wrappers themselves
 
-    _faceid: Optional[FaceIDState] = None
+
+class FaceIDLoaderMixin:
+    """IP-Adapter-FaceID loading for SD1.5 / SDXL pipelines (see the module docstring). Every method
+    reads the adapter from `self.unet`, so it acts on whatever any pipeline sharing the UNet loaded."""
 
     # ------------------------------------------------------------------ loading
 
@@ -207,12 +254,14 @@ class FaceIDLoaderMixin:
         variant: str = "auto",
         *,
         image_encoder=None,
-        scale: ScaleConfig = 1.0,
+        identity_scale: ScaleConfig = 1.0,
         lora_scale: float = 1.0,
         s_scale: float = 1.0,
         shortcut: Optional[bool] = None,
+        **kwargs,
     ) -> None:
-        """Load an official IP-Adapter-FaceID file (or its state dict) into this pipeline.
+        """Load an official IP-Adapter-FaceID file (or its state dict) into this pipeline's UNet,
+        replacing the FaceID loaded there before (by this pipeline or any other sharing the UNet).
 
         Args:
             path_or_state_dict: `ip-adapter-faceid_sd15.bin`, `ip-adapter-faceid-plusv2_sd15.bin`,
@@ -224,7 +273,7 @@ class FaceIDLoaderMixin:
             image_encoder: Plus only: the CLIP image encoder (`CLIPVisionModelWithProjection`, ViT-H
                 for the official files); registered as the pipeline's `image_encoder`. Not needed
                 if the pipeline already has one or you pass `clip_image_embeds` yourself.
-            scale: identity scale, a float or diffusers' per-block dict (see `set_faceid_scale`).
+            identity_scale: a float or diffusers' per-block dict (see `set_faceid_scale`); old name `scale`.
             lora_scale: weight of the built-in LoRA (official: 1.0).
             s_scale: Plus only: weight of the CLIP branch (official default 1.0).
             shortcut: Plus only: override the variant's shortcut (v2: True, v1: False).
@@ -232,15 +281,15 @@ class FaceIDLoaderMixin:
         Raises:
             CheckpointError: unreadable file, wrong variant, or the first missing/mis-shaped key.
         """
-        if self._faceid is not None:
+        identity_scale = take_renamed(kwargs, "scale", "identity_scale", identity_scale, 1.0)
+        _refuse_unknown("load_faceid", kwargs)
+        if self.faceid_loaded:
             self.unload_faceid()
         encoder = image_encoder if image_encoder is not None else getattr(self, "image_encoder", None)
         clip_dim = int(encoder.config.hidden_size) if encoder is not None else None
         state = load_faceid_into_unet(
             self.unet, resolve_state_dict(path_or_state_dict), variant, clip_dim=clip_dim, _pipeline=self
         )
-        self._faceid = state
-        state.s_scale = float(s_scale)
         if shortcut is not None:
             state.shortcut = bool(shortcut)
         if image_encoder is not None and not state.spec.is_plus:
@@ -254,7 +303,7 @@ class FaceIDLoaderMixin:
                     "FaceID-Plus loaded without an image encoder: pass `clip_image_embeds` (and "
                     "`negative_clip_image_embeds`) when calling, or load with `image_encoder=`."
                 )
-        self.set_faceid_scale(scale, lora_scale=lora_scale)
+        self.set_faceid_scale(identity_scale, lora_scale=lora_scale, s_scale=s_scale)
 
     def _ensure_clip_processor(self) -> None:
         encoder = getattr(self, "image_encoder", None)
@@ -273,20 +322,25 @@ class FaceIDLoaderMixin:
 
     @property
     def faceid_loaded(self) -> bool:
-        return self._faceid is not None
+        return get_faceid_state(self.unet) is not None
 
     @property
     def faceid_spec(self) -> Optional[FaceIDSpec]:
-        return None if self._faceid is None else self._faceid.spec
+        state = get_faceid_state(self.unet)
+        return None if state is None else state.spec
 
     def _require_faceid(self) -> FaceIDState:
-        if self._faceid is None:
+        state = get_faceid_state(self.unet)
+        if state is None:
             raise IdgenError("no IP-Adapter-FaceID is loaded: call `pipe.load_faceid(path)` first.")
-        return self._faceid
+        return state
+
+    @property
+    def default_identity_scale(self) -> ScaleConfig:
+        """The identity scale of a call that gives none (`set_faceid_scale`; 1.0 after loading)."""
+        return self._require_faceid().identity_scale
 
     def _faceid_processors(self) -> dict:
-        from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
-
         return {n: p for n, p in self.unet.attn_processors.items() if isinstance(p, IPAdapterAttnProcessor2_0)}
 
     def get_faceid_scales(self) -> dict[str, object]:
@@ -299,31 +353,35 @@ class FaceIDLoaderMixin:
 
     def set_faceid_scale(
         self,
-        scale: Optional[ScaleConfig] = None,
+        identity_scale: Optional[ScaleConfig] = None,
         *,
         lora_scale: Optional[float] = None,
         s_scale: Optional[float] = None,
+        **kwargs,
     ) -> None:
         """Set the identity scale, the built-in LoRA's weight, and (Plus) the CLIP-branch weight.
 
         Args:
-            scale: a float for every cross-attention, or diffusers' per-block dict (blocks not named
-                get 0), e.g. `{"down": {"block_2": [0.0, 1.0]}, "up": {"block_0": [0.0, 1.0, 0.0]}}`.
+            identity_scale: a float for every cross-attention, or diffusers' per-block dict (blocks
+                not named get 0), e.g. `{"down": {"block_2": [0.0, 1.0]}, "up": {"block_0": [0.0, 1.0, 0.0]}}`;
+                old name `scale`.
             lora_scale: weight of the `"faceid"` LoRA (0 switches it off without unloading).
             s_scale: Plus only, the shortcut weight of the CLIP branch.
         """
+        identity_scale = take_renamed(kwargs, "scale", "identity_scale", identity_scale)
+        _refuse_unknown("set_faceid_scale", kwargs)
         state = self._require_faceid()
-        if scale is not None:
-            if isinstance(scale, list):
-                raise IdgenError("FaceID is one adapter: give `scale` as a float or a per-block dict.")
-            self.set_ip_adapter_scale(scale)
+        if identity_scale is not None:
+            if isinstance(identity_scale, list):
+                raise IdgenError("FaceID is one adapter: give `identity_scale` as a float or a per-block dict.")
+            self.set_ip_adapter_scale(identity_scale)
+            state.identity_scale = identity_scale
         if lora_scale is not None:
-            for layer in _lora_layers(self.unet):
-                if FACEID_ADAPTER_NAME in getattr(layer, "scaling", {}):
-                    layer.set_scale(FACEID_ADAPTER_NAME, float(lora_scale))
-            state.lora_scale = float(lora_scale)
+            set_faceid_lora_scale(self.unet, lora_scale)
         if s_scale is not None:
             state.s_scale = float(s_scale)
+
+    set_identity_scale = set_faceid_scale  # the name every idgen identity pipeline has
 
     def faceid_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         """The loaded adapter in the official layout (`{"image_proj": ..., "ip_adapter": ...}`)."""
@@ -333,90 +391,75 @@ class FaceIDLoaderMixin:
     # ------------------------------------------------------------------ unloading
 
     def unload_faceid(self) -> None:
-        """Remove the adapter: projection, processors and the `"faceid"` LoRA.
+        """Remove the adapter from the UNet: projection, processors and the `"faceid"` LoRA.
 
         The UNet is exactly as before `load_faceid` (previous processors, no peft layers left when no
         other LoRA is loaded). A registered `image_encoder` stays (it is a pipeline component).
         """
-        state = self._require_faceid()
-        uninstall_faceid(self.unet, state)
-        self._faceid = None
-        remaining = [a for a in unet_adapters(self.unet) if a != FACEID_ADAPTER_NAME]
-        active = [a for a in active_unet_adapters(self.unet) if a != FACEID_ADAPTER_NAME]
-        if remaining:
-            self.unet.delete_adapters(FACEID_ADAPTER_NAME)
-            if active:
-                activate_unet_adapters(self.unet, active)
-        else:
-            self.unet.unload_lora()  # removes the peft wrappers themselves
+        self._require_faceid()
+        unload_faceid_from_unet(self.unet)
+
+    # ------------------------------------------------------------------ diffusers' methods
+    # What diffusers lacks for an adapter with its own LoRA and IP processors, hence these wrappers:
+    # peft activates only the adapters named last (`load_lora_weights`, `set_adapters`) and
+    # `unload_lora_weights` removes them all, so FaceID's LoRA is kept; attention slicing would drop
+    # its IP processors; `load_ip_adapter` / `unload_ip_adapter` share the UNet's one IP-Adapter
+    # slot; `save_pretrained` / `from_pretrained` keep the adapter (see `save_pretrained`).
 
     def load_ip_adapter(self, *args, **kwargs):
-        """diffusers' `load_ip_adapter`, refused while FaceID is loaded (both use the UNet's single
-        IP-Adapter slot)."""
-        if self._faceid is not None:
+        """diffusers' `load_ip_adapter`, refused while FaceID is loaded."""
+        if self.faceid_loaded:
             raise IdgenError("IP-Adapter-FaceID is loaded: call `unload_faceid()` before `load_ip_adapter()`.")
         return super().load_ip_adapter(*args, **kwargs)
 
     def unload_ip_adapter(self):
         """With FaceID loaded, same as `unload_faceid()`; otherwise diffusers' behaviour."""
-        if self._faceid is not None:
+        if self.faceid_loaded:
             return self.unload_faceid()
         return super().unload_ip_adapter()
 
-    # ------------------------------------------------------------------ LoRA interplay
+    def set_attention_slice(self, slice_size):
+        """diffusers' attention slicing (`enable_attention_slicing` / `disable_attention_slicing`),
+        which gives every attention a plain (sliced or default) processor: FaceID's IP processors,
+        and with them its identity K/V weights, are kept (unsliced) instead of being dropped."""
+        kept = self._faceid_processors()
+        super().set_attention_slice(slice_size)
+        if kept:
+            self.unet.set_attn_processor({**self.unet.attn_processors, **kept})
 
     def load_lora_weights(self, *args, **kwargs):
         """diffusers' `load_lora_weights`; the FaceID LoRA stays active next to the new adapter."""
         out = super().load_lora_weights(*args, **kwargs)
-        if self._faceid is not None:
-            active = active_unet_adapters(self.unet)
-            if FACEID_ADAPTER_NAME not in active:
-                activate_unet_adapters(self.unet, active + [FACEID_ADAPTER_NAME])
+        if self.faceid_loaded:
+            activate_unet_adapters(self.unet, active_unet_adapters(self.unet) + [FACEID_ADAPTER_NAME])
         return out
 
     def unload_lora_weights(self, *args, **kwargs):
         """diffusers' `unload_lora_weights` for the user's LoRAs; FaceID's stays (`unload_faceid`
         removes it)."""
-        if self._faceid is None:
+        if not self.faceid_loaded:
             return super().unload_lora_weights(*args, **kwargs)
-        official, settings = self._faceid_snapshot()
-        self.unload_faceid()
-        try:
+        with self._faceid_set_aside():
             return super().unload_lora_weights(*args, **kwargs)
-        finally:
-            self._restore_faceid(official, settings)
 
     def set_adapters(self, adapter_names, adapter_weights=None):
-        """diffusers' `set_adapters`; the FaceID LoRA is kept active (at its `lora_scale`) unless
-        named, so tuning a user LoRA never silently drops FaceID's."""
-        if self._faceid is not None:
-            names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
-            if FACEID_ADAPTER_NAME not in names:
-                weights = adapter_weights
-                if not isinstance(weights, list):
-                    weights = [1.0 if weights is None else weights] * len(names)
-                adapter_names = names + [FACEID_ADAPTER_NAME]
-                adapter_weights = list(weights) + [self._faceid.lora_scale]
-        out = super().set_adapters(adapter_names, adapter_weights)
-        if self._faceid is not None:
-            names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
-            weights = adapter_weights if isinstance(adapter_weights, list) else [adapter_weights] * len(names)
-            w = weights[names.index(FACEID_ADAPTER_NAME)]
-            if w is None or isinstance(w, (int, float)):
-                self._faceid.lora_scale = 1.0 if w is None else float(w)
-        return out
-
-    # ------------------------------------------------------------------ serialization
+        """diffusers' `set_adapters`; the FaceID LoRA is kept active (at its weight) unless named, so
+        tuning a user LoRA never silently drops FaceID's."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        if not self.faceid_loaded or FACEID_ADAPTER_NAME in names:
+            return super().set_adapters(adapter_names, adapter_weights)
+        weights = adapter_weights if isinstance(adapter_weights, list) else [adapter_weights] * len(names)
+        weights = [1.0 if w is None else w for w in weights] + [faceid_lora_scale(self.unet)]
+        return super().set_adapters(names + [FACEID_ADAPTER_NAME], weights)
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, **kwargs):
-        """diffusers' `save_pretrained`, with the adapter kept: the base components are saved as they
-        were before `load_faceid`, the adapter goes to `faceid/` in the official layout
-        (`ip-adapter-faceid.safetensors`, loadable by the official code too) with its settings."""
-        if self._faceid is None:
+        """diffusers' `save_pretrained`, with the adapter kept: a UNet saved with peft layers and IP
+        processors inside does not reload, so the UNet is saved as it was before `load_faceid` and
+        the adapter goes to `faceid/` in the official layout (`ip-adapter-faceid.safetensors`,
+        loadable by the official code too) with its settings; `from_pretrained` loads it back."""
+        if not self.faceid_loaded:
             return super().save_pretrained(save_directory, *args, **kwargs)
-        official, settings = self._faceid_snapshot()
-        self.unload_faceid()
-        try:
+        with self._faceid_set_aside() as (official, settings):
             super().save_pretrained(save_directory, *args, **kwargs)
             folder = Path(save_directory) / FACEID_SUBFOLDER
             folder.mkdir(parents=True, exist_ok=True)
@@ -425,38 +468,6 @@ class FaceIDLoaderMixin:
             flat = {f"{part}.{k}": v.contiguous() for part, sd in official.items() for k, v in sd.items()}
             save_file(flat, str(folder / FACEID_WEIGHTS_NAME), metadata={"format": "pt"})
             (folder / FACEID_CONFIG_NAME).write_text(json.dumps(settings, indent=1))
-        finally:
-            self._restore_faceid(official, settings)
-
-    def _faceid_snapshot(self) -> tuple[dict, dict]:
-        """The adapter (official layout, CPU copies) and its settings, to put it back later."""
-        state = self._require_faceid()
-        official = {
-            part: {k: v.detach().to("cpu").clone() for k, v in sd.items()}
-            for part, sd in self.faceid_state_dict().items()
-        }
-        settings = {
-            "variant": state.spec.variant,
-            "spec": state.spec.to_dict(),
-            "scales": self.get_faceid_scales(),
-            "lora_scale": state.lora_scale,
-            "s_scale": state.s_scale,
-            "shortcut": state.shortcut,
-        }
-        return official, settings
-
-    def _restore_faceid(self, official: dict, settings: dict) -> None:
-        self.load_faceid(
-            official,
-            variant=settings["variant"],
-            lora_scale=settings["lora_scale"],
-            s_scale=settings["s_scale"],
-            shortcut=settings["shortcut"],
-        )
-        scales = settings["scales"]
-        if set(scales) != set(self.get_faceid_scales()):
-            raise CheckpointError("saved FaceID scales do not match this UNet's cross-attention processors.")
-        self._set_faceid_scales(scales)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -467,3 +478,47 @@ class FaceIDLoaderMixin:
             settings = json.loads((folder / FACEID_CONFIG_NAME).read_text())
             pipe._restore_faceid(str(folder / FACEID_WEIGHTS_NAME), settings)
         return pipe
+
+    @contextlib.contextmanager
+    def _faceid_set_aside(self):
+        """Unload FaceID for the body of the `with` and load it back afterwards, same weights and
+        settings; yields `(official state dict (CPU copies), settings)`."""
+        state = self._require_faceid()
+        official = {
+            part: {k: v.detach().to("cpu").clone() for k, v in sd.items()}
+            for part, sd in self.faceid_state_dict().items()
+        }
+        settings = {
+            "variant": state.spec.variant,
+            "spec": state.spec.to_dict(),
+            "identity_scale": state.identity_scale,
+            "scales": self.get_faceid_scales(),
+            "lora_scale": faceid_lora_scale(self.unet),
+            "s_scale": state.s_scale,
+            "shortcut": state.shortcut,
+        }
+        self.unload_faceid()
+        try:
+            yield official, settings
+        finally:
+            self._restore_faceid(official, settings)
+
+    def _restore_faceid(self, source: PathOrStateDict, settings: dict) -> None:
+        self.load_faceid(
+            source,
+            variant=settings["variant"],
+            identity_scale=settings.get("identity_scale", 1.0),  # absent in folders saved before it was kept
+            lora_scale=settings["lora_scale"],
+            s_scale=settings["s_scale"],
+            shortcut=settings["shortcut"],
+        )
+        scales = settings["scales"]
+        if set(scales) != set(self.get_faceid_scales()):
+            raise CheckpointError("saved FaceID scales do not match this UNet's cross-attention processors.")
+        self._set_faceid_scales(scales)
+
+
+def _refuse_unknown(method: str, kwargs: dict) -> None:
+    """What Python does for a signature without `**kwargs`, which these keep for the old names."""
+    if kwargs:
+        raise TypeError(f"{method}() got unexpected keyword argument(s) {sorted(kwargs)}")

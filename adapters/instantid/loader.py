@@ -1,20 +1,24 @@
 """Loading InstantID's official `ip-adapter.bin` into a pipeline.
 
 Layers, as diffusers' loaders: `official_key_map` / `convert_official_state_dict` (file -> the
-`InstantIDAdapter` state dict, checked key by key), `load_instantid_adapter` (state dict -> module,
-built on the meta device so nothing is allocated twice), and `InstantIDLoaderMixin` for pipelines
-(`load_instantid`, `set_ip_adapter_scale` / `set_identity_scale`, `unload_instantid`).
+`InstantIDAdapter` state dict, checked key by key) and its inverse `official_state_dict`,
+`load_instantid_adapter` (state dict -> module, built on the meta device so nothing is allocated
+twice), `identity_processors_installed` (the UNet's identity processors for one call), and
+`InstantIDLoaderMixin` for pipelines (`load_instantid`, `set_identity_scale`, `unload_instantid`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from typing import Mapping, Optional, Union
+import warnings
+from typing import Iterator, Mapping, Optional, Union
 
 import torch
 
 from idgen.checkpoint import PathOrStateDict, check_state_dict, resolve_state_dict, split_prefixed
+from idgen.deprecation import REMOVAL
 from idgen.errors import CheckpointError, IdgenError
 
 from idgen.adapters.instantid.attention import InstantIDAttnProcessor
@@ -39,6 +43,13 @@ def official_key_map(adapter: InstantIDAdapter) -> dict[str, str]:
         for proj in ("to_k_ip", "to_v_ip"):
             mapping[f"ip_adapter.{k}.{proj}.weight"] = f"ip_adapter.{k}.{proj}.weight"
     return mapping
+
+
+def official_state_dict(adapter: InstantIDAdapter) -> dict[str, torch.Tensor]:
+    """The inverse of `convert_official_state_dict`: `adapter`'s weights under the official
+    `ip-adapter.bin` key names (flat `image_proj.*` / `ip_adapter.*`), as idgen's trainer writes them."""
+    own = adapter.state_dict()
+    return {official: own[ours] for official, ours in official_key_map(adapter).items()}
 
 
 def convert_official_state_dict(state_dict: Mapping[str, object], adapter: InstantIDAdapter) -> dict:
@@ -167,8 +178,41 @@ def expand_identity_scale(unet, layer_names: Mapping[int, str], scale: ScaleConf
     return out
 
 
+def identity_attn_processors(unet, adapter: InstantIDAdapter) -> dict[str, object]:
+    """`unet.attn_processors` with an `InstantIDAttnProcessor` on every layer listed by `adapter`
+    (the others keep their processor: sliced, xformers, ...).
+
+    Raises:
+        IdgenError: the adapter was made for another UNet layout.
+    """
+    current = unet.attn_processors
+    names = list(adapter.config.processor_names)
+    if set(names) != set(current):
+        raise IdgenError(
+            "the identity_adapter was made for another UNet layout (its attention processors "
+            f"{names[:2]}... do not match this UNet's {list(current)[:2]}...)."
+        )
+    layers = adapter.layer_names
+    return {name: InstantIDAttnProcessor(k) if k in layers else current[name] for k, name in enumerate(names)}
+
+
+@contextlib.contextmanager
+def identity_processors_installed(unet, adapter: InstantIDAdapter) -> Iterator[None]:
+    """Install the identity processors in `unet` for the `with` block only, then put every original
+    processor back. The UNet may be shared with other pipelines (`from_pipe`, `**pipe.components`),
+    and `enable_attention_slicing` & co. may replace processors between calls, so nothing stays
+    installed between calls. The identity processors hold no weights, so this costs nothing."""
+    saved = unet.attn_processors
+    unet.set_attn_processor(identity_attn_processors(unet, adapter))
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(saved)
+
+
 class InstantIDLoaderMixin:
-    """Pipeline mixin: `identity_adapter` component + identity processors in `unet`."""
+    """Pipeline mixin: the `identity_adapter` component and its default scale (`identity_scale` in
+    the pipeline config). The UNet's processors are installed per call, never here."""
 
     def load_instantid(
         self,
@@ -184,7 +228,7 @@ class InstantIDLoaderMixin:
                 `ip_adapter` sub-dicts (or flat `image_proj.*` / `ip_adapter.*` keys).
             resampler_config: Resampler hyperparameters overriding the official ones (dim 1280,
                 depth 4, dim_head 64, heads 20, num_queries 16, embedding_dim 512, ff_mult 4).
-            scale: the identity scale (float or block dict), see `set_ip_adapter_scale`.
+            scale: the default identity scale (float or block dict), see `set_identity_scale`.
 
         Raises:
             CheckpointError: the file is unreadable or a key is missing/misshaped/unexpected.
@@ -194,57 +238,32 @@ class InstantIDLoaderMixin:
             device=self.unet.device, dtype=self.unet.dtype,
         )
         self.register_modules(identity_adapter=adapter)
-        self._install_identity_processors()
-        self.set_ip_adapter_scale(scale)
+        self.set_identity_scale(scale)
 
-    def _install_identity_processors(self) -> None:
-        """Give every cross-attention listed by the adapter an `InstantIDAttnProcessor` (others keep
-        their processor). Called by `load_instantid` and by `__init__` (so `from_pretrained` of a
-        saved pipeline restores the identity branch from its `identity_adapter` folder)."""
-        adapter = self.identity_adapter
-        current = self.unet.attn_processors
-        names = list(adapter.config.processor_names)
-        if set(names) != set(current):
-            raise IdgenError(
-                "the identity_adapter was made for another UNet layout (its attention processors "
-                f"{names[:2]}... do not match this UNet's {list(current)[:2]}...)."
-            )
-        layers = adapter.layer_names
-        processors = {}
-        for k, name in enumerate(names):
-            if k in layers:
-                old = current[name]
-                processors[name] = InstantIDAttnProcessor(k, old.scale if isinstance(old, InstantIDAttnProcessor) else 1.0)
-            else:
-                processors[name] = current[name]
-        self.unet.set_attn_processor(processors)
-
-    def _identity_processors(self) -> dict[int, InstantIDAttnProcessor]:
-        return {p.index: p for p in self.unet.attn_processors.values() if isinstance(p, InstantIDAttnProcessor)}
-
-    def set_ip_adapter_scale(self, scale: ScaleConfig) -> None:
+    def set_identity_scale(self, scale: ScaleConfig) -> None:
         """Set the default identity scale: a float, or a diffusers block dict for per-block scales
         (`{"down": {"block_2": [0.0, 1.0]}, "up": {"block_0": [0.0, 1.0, 0.0]}}`). Stored in the
         pipeline config, so it survives `save_pretrained`/`from_pretrained`."""
         if getattr(self, "identity_adapter", None) is None:
             raise IdgenError("no InstantID adapter is loaded; call `load_instantid(...)` first.")
-        per_layer = expand_identity_scale(self.unet, self.identity_adapter.layer_names, scale, what="scale")
-        for k, proc in self._identity_processors().items():
-            proc.scale = per_layer[k]
+        expand_identity_scale(self.unet, self.identity_adapter.layer_names, scale, what="scale")
         self.register_to_config(identity_scale=_jsonable(scale))
 
-    set_identity_scale = set_ip_adapter_scale
+    @property
+    def default_identity_scale(self):
+        """The identity scale of a call that gives none (`set_identity_scale`, kept in the config)."""
+        return self.config.identity_scale
+
+    def set_ip_adapter_scale(self, scale: ScaleConfig) -> None:
+        """Old name of `set_identity_scale` (overrides diffusers' IP-Adapter method of that name)."""
+        warnings.warn(
+            f"`set_ip_adapter_scale` is deprecated and will be removed in {REMOVAL}; use `set_identity_scale`.",
+            FutureWarning, stacklevel=2,
+        )
+        self.set_identity_scale(scale)
 
     def unload_instantid(self) -> None:
-        """Remove the identity branch: plain SDPA processors on the identity layers and no
-        `identity_adapter` component."""
-        from diffusers.models.attention_processor import AttnProcessor2_0
-
-        processors = {
-            name: AttnProcessor2_0() if isinstance(p, InstantIDAttnProcessor) else p
-            for name, p in self.unet.attn_processors.items()
-        }
-        self.unet.set_attn_processor(processors)
+        """Remove the identity branch (the `identity_adapter` component)."""
         self.register_modules(identity_adapter=None)
 
 

@@ -155,6 +155,11 @@ class PVALoaderMixin:
         the pipeline config, so it survives `save_pretrained` / `from_pretrained` / `from_pipe`."""
         self.register_to_config(identity_scale=check_identity_scale(scale))
 
+    @property
+    def default_identity_scale(self):
+        """The identity scale of a call that gives none (`set_identity_scale`, kept in the config)."""
+        return self.config.identity_scale
+
     def unload_pva(self) -> None:
         """Remove the PVA branch: plain SDPA processors and no `pva_adapter`."""
         self.unet.set_attn_processor({

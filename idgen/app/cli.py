@@ -78,6 +78,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         method=args.method, faces=args.face, prompt=args.prompt, negative_prompt=args.negative_prompt,
         pose=args.pose, base=args.base, adapter=args.adapter, seed=args.seed, steps=args.steps,
         guidance_scale=args.guidance_scale, identity_scale=args.identity_scale, control_scale=args.control_scale,
+        identity_start=args.identity_start, identity_end=args.identity_end,
         width=args.width, height=args.height, num_images=args.num_images, reference_mode=args.reference_mode,
         face_backend=args.backend, embedded_default=True if args.tiny else None,
     )
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance-scale", type=float, default=None)
     gen.add_argument("--identity-scale", type=float, default=None)
     gen.add_argument("--control-scale", type=float, default=None, help="InstantID IdentityNet scale")
+    gen.add_argument("--identity-start", type=float, default=None, help="fraction of the steps where the identity starts")
+    gen.add_argument("--identity-end", type=float, default=None, help="fraction of the steps where the identity ends")
     gen.add_argument("--width", type=int, default=None)
     gen.add_argument("--height", type=int, default=None)
     gen.add_argument("--num-images", type=int, default=1)

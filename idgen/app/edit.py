@@ -19,12 +19,15 @@ from PIL import Image
 
 from idgen.errors import IdgenError
 from idgen.app.options import PromptOptions
-from idgen.app.records import write_json
+from idgen.app.records import call_default, write_json
 from idgen.app.generate import identity_embeddings, load_instantid_pipeline
 from idgen.face import get_face_analyzer
 from idgen.image_io import load_image
 from idgen.models import build_or_embedded, load_pipeline, resolve_component
-from idgen.pipelines import FaceIDInpaintPipeline, FaceSwapPipeline, InstantIDInpaintPipeline, PVAInpaintPipeline
+from idgen.pipelines import (
+    FaceSwapper, StableDiffusionFaceIDInpaintPipeline, StableDiffusionPVAInpaintPipeline,
+    StableDiffusionXLInstantIDInpaintPipeline,
+)
 from idgen.testing import (
     EMBEDDED_DEFAULT_NOTE, TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, seeded,
     tiny_controlnet, tiny_sd15_components, tiny_sdxl_components,
@@ -44,13 +47,13 @@ def _tiny_pipeline(method: str):
     if method == "instantid":
         components = tiny_sdxl_components(0, in_channels=9)
         components["controlnet"] = tiny_controlnet(components["unet"], 5)
-        pipe = InstantIDInpaintPipeline(**components)
+        pipe = StableDiffusionXLInstantIDInpaintPipeline(**components)
         pipe.load_instantid(random_instantid_state_dict(pipe.unet, seed=6), resampler_config=TINY_RESAMPLER)
     elif method == "faceid":
-        pipe = FaceIDInpaintPipeline(**tiny_sd15_components(0, in_channels=9))
+        pipe = StableDiffusionFaceIDInpaintPipeline(**tiny_sd15_components(0, in_channels=9))
         pipe.load_faceid(random_faceid_state_dict(pipe.unet, "faceid", seed=6), variant="faceid")
     else:
-        pipe = PVAInpaintPipeline(**tiny_sd15_components(0, in_channels=9))
+        pipe = StableDiffusionPVAInpaintPipeline(**tiny_sd15_components(0, in_channels=9))
         with seeded(6):
             pipe.init_pva(num_tokens=4, num_layers=1, num_heads=2, feedforward_dim=64)
     for module in pipe.components.values():
@@ -62,10 +65,10 @@ def _tiny_pipeline(method: str):
 def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], config):
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
     if method == "instantid":
-        pipe = load_instantid_pipeline(InstantIDInpaintPipeline, "sdxl_inpaint", base, adapter, config, dtype)
+        pipe = load_instantid_pipeline(StableDiffusionXLInstantIDInpaintPipeline, "sdxl_inpaint", base, adapter, config, dtype)
     else:
         sd = resolve_component("sd15_inpaint", config=config, override=base)
-        cls = PVAInpaintPipeline if method == "pva" else FaceIDInpaintPipeline
+        cls = StableDiffusionPVAInpaintPipeline if method == "pva" else StableDiffusionFaceIDInpaintPipeline
         pipe = load_pipeline(cls, sd, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
         if method == "pva":
             pipe.load_pva(resolve_component("pva_adapter", config=config, override=adapter).path)
@@ -131,12 +134,11 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
     analyzer = get_face_analyzer(request.face_backend)
     embeds, notes = _source_embeddings(request, analyzer, embedded)
     references = [analyzer.get(load_image(p), select="largest").embedding for p in request.references] or None
-    generation = {"negative_prompt": request.negative_prompt, "strength": request.strength}
-    if request.steps is not None:
-        generation["num_inference_steps"] = request.steps
+    generation = {"negative_prompt": request.negative_prompt, "strength": request.strength,
+                  "num_inference_steps": request.steps or call_default(pipe, "num_inference_steps")}
     if request.guidance_scale is not None:
         generation["guidance_scale"] = request.guidance_scale
-    swapper = FaceSwapPipeline(pipe, analyzer)
+    swapper = FaceSwapper(pipe, analyzer)
     common = dict(mapping=request.mapping, reference_embeds=references, region=request.region,
                   dilate=request.dilate, feather=request.feather, color_match=request.color_match, seed=request.seed,
                   identity_scale=request.identity_scale, prompt=request.prompt, **generation)
@@ -161,6 +163,12 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
     record = {
         "request": asdict(request), "embedded_default": embedded,
         "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "embedding_notes": notes,
+        "parameters": {"num_inference_steps": generation["num_inference_steps"], "strength": request.strength,
+                       # CFG as diffusers' loop stored it (None when no face was edited)
+                       "guidance_scale": request.guidance_scale if request.guidance_scale is not None else
+                       getattr(pipe, "_guidance_scale", None), "seed": request.seed,
+                       "identity_scale": request.identity_scale if request.identity_scale is not None else
+                       pipe.default_identity_scale},
         "pipeline": type(pipe).__name__, "crop_size": swapper.crop_size, "face_backend": analyzer.name,
         "output": str(output), "seconds": round(time.perf_counter() - started, 3), **details,
     }

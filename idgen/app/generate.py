@@ -7,9 +7,10 @@ and a JSON record of every parameter.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -22,12 +23,14 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from idgen.errors import IdgenError
 from idgen.app.options import PromptOptions
-from idgen.app.records import write_json
-from idgen.conditioning import draw_kps, resize_kps
+from idgen.app.records import call_default, write_json
+from idgen.conditioning import draw_kps, fit_kps
 from idgen.face import align_face, get_face_analyzer
 from idgen.image_io import load_image
 from idgen.models import build_or_embedded, load_pipeline, resolve_component
-from idgen.pipelines import Arc2FacePipeline, FaceIDPipeline, InstantIDPipeline, load_arc2face_pipeline
+from idgen.pipelines import (
+    Arc2FacePipeline, StableDiffusionFaceIDPipeline, StableDiffusionXLInstantIDPipeline, load_arc2face_pipeline,
+)
 from idgen.testing import (
     EMBEDDED_DEFAULT_NOTE, TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict,
     tiny_clip_vision_encoder, tiny_controlnet, tiny_sd15_components, tiny_sdxl_components,
@@ -55,6 +58,8 @@ class GenerationRequest(PromptOptions):
     faces: list[str]
     pose: Optional[str] = None
     control_scale: Optional[float] = None
+    identity_start: Optional[float] = None  # the fraction of the steps the identity acts in (None: all)
+    identity_end: Optional[float] = None
     width: Optional[int] = None
     height: Optional[int] = None
     num_images: int = 1
@@ -70,14 +75,14 @@ def _tiny_pipeline(method: str):
     if method == "instantid":
         components = tiny_sdxl_components(0)
         components["controlnet"] = tiny_controlnet(components["unet"], 5)
-        pipe = InstantIDPipeline(**components)
+        pipe = StableDiffusionXLInstantIDPipeline(**components)
         pipe.load_instantid(random_instantid_state_dict(pipe.unet, seed=6), resampler_config=TINY_RESAMPLER)
         return pipe
     if method == "arc2face":  # the 512-d embedding is padded into the text width: at least 512
         return Arc2FacePipeline(**tiny_sd15_components(0, text_width=ARCFACE_DIM), requires_safety_checker=False)
     # FaceID-Plus's resampler has width/64 heads: give the Plus default a 64-wide text encoder.
     components = tiny_sd15_components(0, text_width=32 if method == "faceid" else 64)
-    pipe = FaceIDPipeline(**components, requires_safety_checker=False)
+    pipe = StableDiffusionFaceIDPipeline(**components, requires_safety_checker=False)
     if method == "faceid":
         pipe.load_faceid(random_faceid_state_dict(pipe.unet, "faceid", seed=6), variant="faceid")
     else:
@@ -111,12 +116,12 @@ def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], con
         encoder = resolve_component("arc2face_encoder", config=config)
         pipe = load_arc2face_pipeline(sd15.path, unet_folder=unet.path, encoder_folder=encoder.path, torch_dtype=dtype)
     elif method == "instantid":
-        pipe = load_instantid_pipeline(InstantIDPipeline, "sdxl", base, adapter, config, dtype)
+        pipe = load_instantid_pipeline(StableDiffusionXLInstantIDPipeline, "sdxl", base, adapter, config, dtype)
     else:
         sd15 = resolve_component("sd15", config=config, override=base)
         name = "faceid_sd15" if method == "faceid" else "faceid_plusv2_sd15"
         adapter_file = resolve_component(name, config=config, override=adapter)
-        pipe = load_pipeline(FaceIDPipeline, sd15, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+        pipe = load_pipeline(StableDiffusionFaceIDPipeline, sd15, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
         image_encoder = None
         if method == "faceid-plusv2":
             clip = resolve_component("clip_vit_h", config=config)
@@ -163,6 +168,20 @@ def identity_embeddings(faces, analyzer, embedded: bool) -> tuple[np.ndarray, Op
     )
 
 
+def used_parameters(pipe, request: GenerationRequest, kwargs: dict, size: tuple[int, int]) -> dict:
+    """The sampling values a finished call used, for `record.json`: what was passed, else the
+    pipeline's default (steps: `__call__`'s; CFG: what diffusers' loop stored; identity scale: the
+    adapter's configured scale; IdentityNet scale: `__call__`'s)."""
+    used = {"num_inference_steps": kwargs["num_inference_steps"], "guidance_scale": pipe.guidance_scale,
+            "width": size[0], "height": size[1], "seed": request.seed}
+    if request.method != "arc2face":
+        used["identity_scale"] = kwargs.get("identity_scale", pipe.default_identity_scale)
+    if request.method == "instantid":
+        used["controlnet_conditioning_scale"] = kwargs.get(
+            "controlnet_conditioning_scale", call_default(pipe, "controlnet_conditioning_scale"))
+    return used
+
+
 def _set_scheduler(pipe, name: Optional[str]) -> None:
     """Use scheduler `name` (a key of SCHEDULERS), or the pipeline's own for None (a reused
     pipeline gets its original scheduler back)."""
@@ -191,8 +210,9 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
         raise IdgenError("give at least one face photo.")
     if request.control_scale is not None and request.method != "instantid":
         raise IdgenError("--control-scale is the InstantID IdentityNet scale; other methods have no IdentityNet.")
-    if request.identity_scale is not None and request.method == "arc2face":
-        raise IdgenError("Arc2Face has no identity scale: the identity is its whole prompt.")
+    if request.method == "arc2face" and (request.identity_scale is not None or request.identity_start is not None
+                                         or request.identity_end is not None):
+        raise IdgenError("Arc2Face has no identity scale or window: the identity is its whole prompt.")
     pipe, embedded = pipeline or build_pipeline(request.method, base=request.base, adapter=request.adapter,
                                                 embedded_default=request.embedded_default)
     pipe.set_progress_bar_config(disable=True)
@@ -202,36 +222,36 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
     faces = [analyzer.get(photo, select=select) for photo in photos]
     _set_scheduler(pipe, request.scheduler)
     embeds, embed_note = identity_embeddings(faces, analyzer, embedded)
+    # the app's one identity input: the analysed Face records (keypoints, size), with the
+    # embedding the adapters take
+    people = [dataclasses.replace(face, embedding=e) for face, e in zip(faces, embeds)]
 
-    default_size = 128 if embedded else (1024 if request.method == "instantid" else 512)
-    width, height = request.width or default_size, request.height or default_size
     # Arc2Face's prompt is the identity prompt ("photo of a id person"), not free text.
     prompt = {} if request.method == "arc2face" else {"prompt": request.prompt}
-    kwargs = dict(**prompt, negative_prompt=request.negative_prompt, face_embeds=embeds,
-                  reference_mode=request.reference_mode, width=width, height=height,
+    steps = request.steps or call_default(pipe, "num_inference_steps")
+    kwargs = dict(**prompt, negative_prompt=request.negative_prompt, face_embeds=people,
+                  reference_mode=request.reference_mode, num_inference_steps=steps,
                   num_images_per_prompt=request.num_images, generator=torch.Generator("cpu").manual_seed(request.seed),
                   output_type="pil", **request.extra)
-    for key, value in (("num_inference_steps", request.steps), ("guidance_scale", request.guidance_scale)):
+    for key, value in (("guidance_scale", request.guidance_scale), ("identity_scale", request.identity_scale),
+                       ("identity_start", request.identity_start), ("identity_end", request.identity_end),
+                       ("width", request.width), ("height", request.height)):
         if value is not None:
             kwargs[key] = value
     pose_face = None
     if request.method == "instantid":
+        # The IdentityNet condition, drawn here so it is saved beside the images: the pose photo's
+        # (else the first face's) keypoints fitted, aspect kept, into the size the pipeline picks.
+        source = faces[0]
         if request.pose:
-            pose_photo = load_image(request.pose)
-            pose_face = analyzer.get(pose_photo, select="largest")
-            kps = resize_kps(pose_face.kps, pose_face.image_size, (width, height))
-        else:
-            kps = resize_kps(faces[0].kps, faces[0].image_size, (width, height))
-        kwargs["image"] = draw_kps((width, height), kps)
-        if request.identity_scale is not None:
-            kwargs["ip_adapter_scale"] = request.identity_scale
+            source = pose_face = analyzer.get(load_image(request.pose), select="largest")
+        width, height = pipe.output_size(source.image_size, request.width, request.height)
+        kwargs.update(image=draw_kps((width, height), fit_kps(source.kps, source.image_size, (width, height))),
+                      width=width, height=height)
         if request.control_scale is not None:
             kwargs["controlnet_conditioning_scale"] = request.control_scale
-    elif request.method.startswith("faceid"):
-        if request.identity_scale is not None:
-            kwargs["scale"] = request.identity_scale
-        if request.method == "faceid-plusv2":
-            kwargs["face_crop"] = [align_face(photo, face.kps, size=224).image for photo, face in zip(photos, faces)]
+    elif request.method == "faceid-plusv2":
+        kwargs["face_crop"] = [align_face(photo, face.kps, size=224).image for photo, face in zip(photos, faces)]
     if progress is not None:
         def _callback(p, step, timestep, tensors):
             progress(step + 1, p.num_timesteps)
@@ -252,11 +272,12 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
     if request.method == "instantid":
         kwargs["image"].save(out_dir / f"{request.method}-{request.seed}-keypoints.png")
     record = {
-        "request": asdict(request),
+        "request": request,
         "embedded_default": embedded,
         "note": EMBEDDED_DEFAULT_NOTE if embedded else None,
         "embedding_note": embed_note,
-        "width": width, "height": height,
+        "parameters": used_parameters(pipe, request, kwargs, images[0].size),
+        "width": images[0].size[0], "height": images[0].size[1],
         "face_backend": analyzer.name, "embedding_model": analyzer.embedding_model,
         "faces": [f.to_dict() for f in faces],
         "pose_face": pose_face.to_dict() if pose_face is not None else None,

@@ -65,7 +65,7 @@ class AlignedCropJob:
 
     @property
     def kps(self) -> np.ndarray:
-        """`kps_in_crop` (the name `FaceSwapPipeline.swap_video` reads)."""
+        """`kps_in_crop` (the name `FaceSwapper.swap_video` reads)."""
         return self.kps_in_crop
 
 

@@ -76,13 +76,7 @@ def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, nega
 
     if method not in METHODS:
         raise IdgenError(f"choose a method among {METHODS}.")
-    extra = {}
-    if float(identity_start) > 0 or float(identity_end) < 1:
-        names = {"instantid": ("identity_guidance_start", "identity_guidance_end"),
-                 "arc2face": None}.get(method, ("identity_start", "identity_end"))
-        if names is None:
-            raise IdgenError("Arc2Face has no identity window: the identity is its whole prompt.")
-        extra = {names[0]: float(identity_start), names[1]: float(identity_end)}
+    window = float(identity_start) > 0 or float(identity_end) < 1
     request = GenerationRequest(
         method=method, faces=paths(files), prompt=prompt or "photo of a person", negative_prompt=optional(negative_prompt),
         pose=optional(pose), seed=int(seed), steps=int(steps) if optional(steps) else None,
@@ -90,7 +84,8 @@ def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, nega
         control_scale=optional(control_scale) if method == "instantid" else None,
         width=int(width) if optional(width) else None, height=int(height) if optional(height) else None,
         num_images=int(num_images), face_index=int(face_index) if optional(face_index) is not None else None,
-        scheduler=None if scheduler in (None, "default") else scheduler, embedded_default=ctx.tiny, extra=extra,
+        scheduler=None if scheduler in (None, "default") else scheduler, embedded_default=ctx.tiny,
+        identity_start=float(identity_start) if window else None, identity_end=float(identity_end) if window else None,
     )
     if request.face_index is None:
         _warn_if_several_faces(request.faces)

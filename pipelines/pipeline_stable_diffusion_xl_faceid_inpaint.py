@@ -1,0 +1,58 @@
+"""IP-Adapter-FaceID identity inpainting on SDXL: `StableDiffusionXLFaceIDInpaintPipeline`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import torch
+from diffusers import StableDiffusionXLInpaintPipeline
+from diffusers.image_processor import PipelineImageInput
+
+from idgen.adapters.faceid.loader import ScaleConfig
+from idgen.identity import FaceEmbedsInput, ReferenceMode
+from idgen.pipelines.faceid_common import FaceIDPipelineMixin
+
+
+class StableDiffusionXLFaceIDInpaintPipeline(FaceIDPipelineMixin, StableDiffusionXLInpaintPipeline):
+    r"""IP-Adapter-FaceID identity inpainting on an SDXL inpainting UNet: the identity arguments
+    of [`StableDiffusionXLFaceIDPipeline`] with the inpainting ones of
+    [`StableDiffusionXLInpaintPipeline`] (`image`, `mask_image`, `strength`, ...), e.g.
+    `pipe("photo of a person", image=photo, mask_image=face_mask, face_image="me.jpg")` after
+    `pipe.load_faceid("ip-adapter-faceid_sdxl.bin")`. `FaceSwapper` drives it per face.
+    """
+
+    @torch.no_grad()
+    def __call__(
+        self, prompt: Union[str, list[str], None] = None, image: PipelineImageInput = None,
+        mask_image: PipelineImageInput = None, face_embeds: Optional[FaceEmbedsInput] = None, face_image=None,
+        *, prompt_2: Union[str, list[str], None] = None, identities: Optional[Sequence[Mapping[str, Any]]] = None,
+        face_crop=None, clip_image_embeds: Optional[torch.Tensor] = None,
+        negative_clip_image_embeds: Optional[torch.Tensor] = None, reference_mode: ReferenceMode = "mean",
+        identity_scale: Optional[ScaleConfig] = None, identity_start: float = 0.0,
+        identity_end: float = 1.0, negative_noise: float = 0.0, s_scale: Optional[float] = None,
+        shortcut: Optional[bool] = None, face_analyzer=None, masked_image_latents: Optional[torch.Tensor] = None,
+        height: Optional[int] = None, width: Optional[int] = None, padding_mask_crop: Optional[int] = None,
+        strength: float = 0.9999, num_inference_steps: int = 30, timesteps: Optional[list[int]] = None,
+        sigmas: Optional[list[float]] = None, denoising_start: Optional[float] = None,
+        denoising_end: Optional[float] = None, guidance_scale: float = 5.0,
+        negative_prompt: Union[str, list[str], None] = None,
+        negative_prompt_2: Union[str, list[str], None] = None, num_images_per_prompt: int = 1, eta: float = 0.0,
+        generator: Union[torch.Generator, list[torch.Generator], None] = None,
+        latents: Optional[torch.Tensor] = None, prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None, pooled_prompt_embeds: Optional[torch.Tensor] = None,
+        negative_pooled_prompt_embeds: Optional[torch.Tensor] = None,
+        output_type: str = "pil", return_dict: bool = True, cross_attention_kwargs: Optional[dict[str, Any]] = None,
+        guidance_rescale: float = 0.0, original_size: Optional[tuple[int, int]] = None,
+        crops_coords_top_left: tuple[int, int] = (0, 0), target_size: Optional[tuple[int, int]] = None,
+        negative_original_size: Optional[tuple[int, int]] = None,
+        negative_crops_coords_top_left: tuple[int, int] = (0, 0),
+        negative_target_size: Optional[tuple[int, int]] = None, aesthetic_score: float = 6.0,
+        negative_aesthetic_score: float = 2.5, clip_skip: Optional[int] = None,
+        callback_on_step_end: Optional[Callable] = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"], **kwargs,
+    ):
+        r"""Inpaint `mask_image` of `image` (white = repaint) with the person of the identity
+        arguments ([`FaceIDPipelineMixin`]); the others are [`StableDiffusionXLInpaintPipeline`]'s,
+        with 30 steps and CFG 5.0 by default.
+        """
+        return self._generate(locals())
