@@ -21,7 +21,7 @@ batch, pasted back with a feathered seam.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -74,23 +74,34 @@ class FaceRestorePipeline(FaceIDPipelineMixin, StableDiffusionControlNetImg2ImgP
                          image_encoder=image_encoder, requires_safety_checker=requires_safety_checker)
 
     @torch.no_grad()
-    def __call__(self, image=None, prompt=DEFAULT_PROMPT, *, fidelity: float = 0.5, negative_prompt=DEFAULT_NEGATIVE,
-                 face_embeds=None, face_image=None, identity_scale: Optional[float] = None,
-                 controlnet_conditioning_scale: Optional[float] = None, strength: Optional[float] = None,
-                 num_inference_steps: int = 30, guidance_scale: float = 4.0, **kwargs):
+    def __call__(
+        self, image=None, prompt: Union[str, list[str], None] = None, *, fidelity: float = 0.5,
+        negative_prompt: Union[str, list[str], None] = None, face_embeds=None, face_image=None,
+        identity_scale: Optional[float] = None, controlnet_conditioning_scale: Optional[float] = None,
+        strength: Optional[float] = None, num_inference_steps: int = 30, guidance_scale: float = 4.0,
+        num_images_per_prompt: int = 1, generator=None, latents: Optional[torch.Tensor] = None,
+        prompt_embeds: Optional[torch.Tensor] = None, negative_prompt_embeds: Optional[torch.Tensor] = None,
+        output_type: str = "pil", return_dict: bool = True, cross_attention_kwargs: Optional[dict] = None,
+        callback_on_step_end=None, callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",), **kwargs,
+    ):
         r"""Restore degraded aligned face crop(s) `image` (PIL / array / list; the UNet's size).
 
         Args:
+            prompt / negative_prompt: default `DEFAULT_PROMPT` / `DEFAULT_NEGATIVE` unless the
+                matching `*_embeds` are given.
             fidelity: the quality/fidelity knob (module docstring); explicit
                 `controlnet_conditioning_scale` / `strength` override it.
             face_embeds / face_image / identity_scale: a clean reference of the person and its
                 weight (needs `load_faceid`; the other identity arguments of
                 [`FaceIDPipelineMixin`] are accepted too).
-            kwargs: the base pipeline's other arguments (`generator`, `output_type`,
-                `callback_on_step_end`, `height`, `width`, ...).
+            kwargs: the base pipeline's other arguments (`height`, `width`, `clip_skip`, ...).
         """
         if image is None:
             raise IdgenError("give the degraded face crop(s) as `image`.")
+        if prompt is None and prompt_embeds is None:
+            prompt = DEFAULT_PROMPT
+        if negative_prompt is None and negative_prompt_embeds is None:
+            negative_prompt = DEFAULT_NEGATIVE
         control_scale, start = fidelity_to_scales(fidelity)
         if controlnet_conditioning_scale is not None:
             control_scale = controlnet_conditioning_scale
@@ -102,7 +113,11 @@ class FaceRestorePipeline(FaceIDPipelineMixin, StableDiffusionControlNetImg2ImgP
             face_embeds=face_embeds, face_image=face_image, identity_scale=identity_scale,
             controlnet_conditioning_scale=control_scale,
             strength=start if strength is None else strength, num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale, **kwargs,
+            guidance_scale=guidance_scale, num_images_per_prompt=num_images_per_prompt, generator=generator,
+            latents=latents, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+            output_type=output_type, return_dict=return_dict, cross_attention_kwargs=cross_attention_kwargs,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=list(callback_on_step_end_tensor_inputs), **kwargs,
         ))
 
     def restore_faces(self, photo, *, analyzer=None, crop_size: Optional[int] = None, min_face_size: int = 16,

@@ -17,6 +17,7 @@ from idgen.train.loop import TrainingArgs, run_training, step_generator
 from idgen.train.restore import RestoreOptions, RestoreTask
 
 from conftest import SHARED
+from pipeline_checks import PipelineChecks
 
 DEGRADED = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
 
@@ -41,6 +42,16 @@ def run(pipe, **kw):
 @functools.lru_cache(maxsize=None)
 def analyzer():
     return get_face_analyzer("dlib")
+
+
+class TestFaceRestorePipeline(PipelineChecks):
+    def get_pipeline(self):
+        return pipeline()
+
+    def get_inputs(self, seed: int = 0) -> dict:
+        return dict(image=DEGRADED, prompt="a photo of a face", negative_prompt="blurry", num_inference_steps=2,
+                    output_type="np",
+                    generator=torch.Generator().manual_seed(seed))
 
 
 def test_fidelity_knob_mapping_and_overrides():

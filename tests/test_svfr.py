@@ -14,6 +14,8 @@ from idgen.pipelines import SVFRPipeline
 from idgen.pipelines.pipeline_svfr import sharpest_frame
 from idgen.testing import seeded, tiny_svd_components
 
+from pipeline_checks import PipelineChecks
+
 VIDEO = (np.random.default_rng(0).random((5, 32, 32, 3)) * 255).astype(np.uint8)
 FEATURES = np.random.default_rng(1).normal(size=512).astype(np.float32)
 
@@ -32,6 +34,17 @@ def pipeline(seed=0):
 def run(pipe, video=VIDEO, **kw):
     kw = {"self_refine": False, "num_inference_steps": 2, "window": 3, "overlap": 1, **kw}
     return pipe(video, generator=torch.Generator().manual_seed(0), **kw).frames
+
+
+class TestSVFRPipeline(PipelineChecks):
+    text_conditioned = False
+
+    def get_pipeline(self):
+        return pipeline()
+
+    def get_inputs(self, seed: int = 0) -> dict:
+        return dict(video=VIDEO, identity_features=FEATURES, self_refine=False, num_inference_steps=2, window=3,
+                    overlap=1, output_type="np", generator=torch.Generator().manual_seed(seed))
 
 
 def test_widened_unet_with_zero_new_weights_equals_the_original():
