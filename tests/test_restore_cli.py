@@ -60,7 +60,8 @@ def test_restore_a_photo_with_a_reference_of_the_person(faces_dir, tmp_path, cap
 
 
 def test_video_restoration_gives_svfr_the_identity(faces_dir, tmp_path, monkeypatch):
-    from idgen.app.restore import build_restore_pipeline, restore_video
+    from idgen.app.restore import restore_video
+    from idgen.models.recipes import build_restore_pipeline
 
     pipe, embedded = build_restore_pipeline("video", embedded_default=True)
     seen = []
@@ -88,7 +89,7 @@ def test_eval_restore_on_photos_and_on_a_video(faces_dir, tmp_path, capsys):
 
 
 def test_official_svfr_files_load_and_bad_files_are_named(tmp_path):
-    from idgen.app.restore import _tiny
+    from idgen.models.recipes import build_restore_pipeline
     from idgen.pipelines import load_svfr_pipeline
     from idgen.testing import tiny_svd_components
 
@@ -97,7 +98,7 @@ def test_official_svfr_files_load_and_bad_files_are_named(tmp_path):
     parts["unet"].save_pretrained(folder / "unet")
     parts["vae"].save_pretrained(folder / "vae")
     parts["scheduler"].save_pretrained(folder / "scheduler")
-    reference = _tiny("video")
+    reference, _ = build_restore_pipeline("video", embedded_default=True)
     torch.save(reference.unet.state_dict(), tmp_path / "unet.pth")
     torch.save(reference.id_projection.state_dict(), tmp_path / "id_linear.pth")
     pipe = load_svfr_pipeline(folder, tmp_path / "unet.pth", tmp_path / "id_linear.pth")

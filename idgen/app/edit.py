@@ -14,81 +14,20 @@ from typing import Optional
 
 import numpy as np
 
-import torch
 from PIL import Image
 
 from idgen.errors import IdgenError
 from idgen.app.options import PromptOptions
 from idgen.app.records import call_default, write_json
-from idgen.app.generate import identity_embeddings, load_instantid_pipeline
+from idgen.app.generate import identity_embeddings
 from idgen.face import get_face_analyzer
 from idgen.image_io import load_image
-from idgen.models import build_or_embedded, load_pipeline, resolve_component
-from idgen.pipelines import (
-    FaceSwapper, StableDiffusionFaceIDInpaintPipeline, StableDiffusionPVAInpaintPipeline,
-    StableDiffusionXLInstantIDInpaintPipeline,
-)
-from idgen.testing import (
-    EMBEDDED_DEFAULT_NOTE, TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, seeded,
-    tiny_controlnet, tiny_sd15_components, tiny_sdxl_components,
-)
+from idgen.models.recipes import EDIT_METHODS, build_edit_pipeline
+from idgen.pipelines import FaceSwapper
+from idgen.testing import EMBEDDED_DEFAULT_NOTE
 
 
-METHODS = ("pva", "faceid", "instantid")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-#: The weights each method needs (registry names), checked to tell "not configured" from "partly".
-NEEDS = {"pva": ("sd15_inpaint", "pva_adapter"), "faceid": ("sd15_inpaint", "faceid_sd15"),
-         "instantid": ("sdxl_inpaint", "instantid_identitynet", "instantid_adapter")}
-
-
-def _tiny_pipeline(method: str):
-    """The embedded default: tiny random inpainting models with a random adapter."""
-
-    if method == "instantid":
-        components = tiny_sdxl_components(0, in_channels=9)
-        components["controlnet"] = tiny_controlnet(components["unet"], 5)
-        pipe = StableDiffusionXLInstantIDInpaintPipeline(**components)
-        pipe.load_instantid(random_instantid_state_dict(pipe.unet, seed=6), resampler_config=TINY_RESAMPLER)
-    elif method == "faceid":
-        pipe = StableDiffusionFaceIDInpaintPipeline(**tiny_sd15_components(0, in_channels=9))
-        pipe.load_faceid(random_faceid_state_dict(pipe.unet, "faceid", seed=6), variant="faceid")
-    else:
-        pipe = StableDiffusionPVAInpaintPipeline(**tiny_sd15_components(0, in_channels=9))
-        with seeded(6):
-            pipe.init_pva(num_tokens=4, num_layers=1, num_heads=2, feedforward_dim=64)
-    for module in pipe.components.values():
-        if hasattr(module, "eval"):
-            module.eval()
-    return pipe
-
-
-def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], config):
-    dtype = torch.float16 if torch.cuda.is_available() else torch.float32
-    if method == "instantid":
-        pipe = load_instantid_pipeline(StableDiffusionXLInstantIDInpaintPipeline, "sdxl_inpaint", base, adapter, config, dtype)
-    else:
-        sd = resolve_component("sd15_inpaint", config=config, override=base)
-        cls = StableDiffusionPVAInpaintPipeline if method == "pva" else StableDiffusionFaceIDInpaintPipeline
-        pipe = load_pipeline(cls, sd, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
-        if method == "pva":
-            pipe.load_pva(resolve_component("pva_adapter", config=config, override=adapter).path)
-        else:
-            pipe.load_faceid(resolve_component("faceid_sd15", config=config, override=adapter).path, variant="faceid")
-    if torch.cuda.is_available():
-        pipe.to("cuda")
-    return pipe
-
-
-def build_edit_pipeline(method: str, *, base: Optional[str] = None, adapter: Optional[str] = None,
-                        embedded_default: Optional[bool] = None):
-    """`(inpainting pipeline, is_embedded_default)` for `method` (see `generate.build_pipeline`
-    for the fallback rule: the tiny default only when none of the method's weights are configured)."""
-
-    if method not in METHODS:
-        raise IdgenError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
-    return build_or_embedded(f"{method} inpainting", NEEDS[method], lambda config: _real_pipeline(method, base, adapter, config),
-                             lambda: _tiny_pipeline(method), embedded_default=embedded_default,
-                             explicit=bool(base or adapter))
 
 
 @dataclass
@@ -177,7 +116,7 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="pva", choices=METHODS, help="identity-inpainting adapter (default pva)")
+    parser.add_argument("--method", default="pva", choices=EDIT_METHODS, help="identity-inpainting adapter (default pva)")
     parser.add_argument("--region", default="face", choices=["face", "face_hair"], help="mask region from landmarks")
     parser.add_argument("--exclude", metavar="MASK", help="occluders to keep (hands, hair): white = never repaint")
     parser.add_argument("--dilate", type=int, default=8, help="grow the mask by N crop pixels (default 8)")

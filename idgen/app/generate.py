@@ -18,8 +18,6 @@ import numpy as np
 
 import diffusers
 import torch
-from diffusers import ControlNetModel
-from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from idgen.errors import IdgenError
 from idgen.app.options import PromptOptions
@@ -27,26 +25,14 @@ from idgen.app.records import call_default, write_json
 from idgen.conditioning import draw_kps, fit_kps
 from idgen.face import align_face, get_face_analyzer
 from idgen.image_io import load_image
-from idgen.models import build_or_embedded, load_pipeline, resolve_component
-from idgen.pipelines import (
-    Arc2FacePipeline, StableDiffusionFaceIDPipeline, StableDiffusionXLInstantIDPipeline, load_arc2face_pipeline,
-)
-from idgen.testing import (
-    EMBEDDED_DEFAULT_NOTE, TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict,
-    tiny_clip_vision_encoder, tiny_controlnet, tiny_sd15_components, tiny_sdxl_components,
-)
+from idgen.models.recipes import ARCFACE_DIM, build_generation_pipeline
+from idgen.testing import EMBEDDED_DEFAULT_NOTE
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("instantid", "faceid", "faceid-plusv2", "arc2face")
-#: The registry components each method's real pipeline needs.
-WEIGHTS = {"instantid": ("sdxl", "instantid_identitynet", "instantid_adapter"), "faceid": ("sd15", "faceid_sd15"),
-           "faceid-plusv2": ("sd15", "faceid_plusv2_sd15", "clip_vit_h"),
-           "arc2face": ("sd15", "arc2face_unet", "arc2face_encoder")}
 #: Scheduler choices of `GenerationRequest.scheduler` (diffusers class names).
 SCHEDULERS = {"DPM++ 2M": "DPMSolverMultistepScheduler", "Euler": "EulerDiscreteScheduler",
               "Euler a": "EulerAncestralDiscreteScheduler", "DDIM": "DDIMScheduler", "UniPC": "UniPCMultistepScheduler"}
-ARCFACE_DIM = 512
 
 
 @dataclass
@@ -67,86 +53,6 @@ class GenerationRequest(PromptOptions):
     face_index: Optional[int] = None  # which face of each photo (largest first); None: the largest
     scheduler: Optional[str] = None  # a key of SCHEDULERS; None: the pipeline's own
     extra: dict = field(default_factory=dict)
-
-
-def _tiny_pipeline(method: str):
-    """The embedded default: tiny random models + a random adapter in the official layout."""
-
-    if method == "instantid":
-        components = tiny_sdxl_components(0)
-        components["controlnet"] = tiny_controlnet(components["unet"], 5)
-        pipe = StableDiffusionXLInstantIDPipeline(**components)
-        pipe.load_instantid(random_instantid_state_dict(pipe.unet, seed=6), resampler_config=TINY_RESAMPLER)
-        return pipe
-    if method == "arc2face":  # the 512-d embedding is padded into the text width: at least 512
-        return Arc2FacePipeline(**tiny_sd15_components(0, text_width=ARCFACE_DIM), requires_safety_checker=False)
-    # FaceID-Plus's resampler has width/64 heads: give the Plus default a 64-wide text encoder.
-    components = tiny_sd15_components(0, text_width=32 if method == "faceid" else 64)
-    pipe = StableDiffusionFaceIDPipeline(**components, requires_safety_checker=False)
-    if method == "faceid":
-        pipe.load_faceid(random_faceid_state_dict(pipe.unet, "faceid", seed=6), variant="faceid")
-    else:
-        encoder, processor = tiny_clip_vision_encoder(4, image_size=224)
-        pipe.feature_extractor = processor
-        sd = random_faceid_state_dict(pipe.unet, "faceid-plusv2", clip_dim=encoder.config.hidden_size, seed=6)
-        pipe.load_faceid(sd, variant="faceid-plusv2", image_encoder=encoder)
-    return pipe
-
-
-def load_instantid_pipeline(cls, base_name: str, base: Optional[str], adapter: Optional[str], config, dtype):
-    """An InstantID pipeline `cls` on the configured (or given) base `base_name`, IdentityNet and
-    `ip-adapter.bin`. Raises ModelNotFoundError naming what is missing."""
-
-    resolved = resolve_component(base_name, config=config, override=base)
-    identitynet = resolve_component("instantid_identitynet", config=config)
-    adapter_file = resolve_component("instantid_adapter", config=config, override=adapter)
-    controlnet = ControlNetModel.from_pretrained(str(identitynet.path), torch_dtype=dtype)
-    pipe = load_pipeline(cls, resolved, controlnet=controlnet, torch_dtype=dtype)
-    pipe.load_instantid(adapter_file.path)
-    return pipe
-
-
-def _real_pipeline(method: str, base: Optional[str], adapter: Optional[str], config):
-    """Pipelines on configured weights. Raises ModelNotFoundError naming what is missing."""
-
-    dtype = torch.float16 if torch.cuda.is_available() else torch.float32
-    if method == "arc2face":
-        sd15 = resolve_component("sd15", config=config, override=base)
-        unet = resolve_component("arc2face_unet", config=config, override=adapter)
-        encoder = resolve_component("arc2face_encoder", config=config)
-        pipe = load_arc2face_pipeline(sd15.path, unet_folder=unet.path, encoder_folder=encoder.path, torch_dtype=dtype)
-    elif method == "instantid":
-        pipe = load_instantid_pipeline(StableDiffusionXLInstantIDPipeline, "sdxl", base, adapter, config, dtype)
-    else:
-        sd15 = resolve_component("sd15", config=config, override=base)
-        name = "faceid_sd15" if method == "faceid" else "faceid_plusv2_sd15"
-        adapter_file = resolve_component(name, config=config, override=adapter)
-        pipe = load_pipeline(StableDiffusionFaceIDPipeline, sd15, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
-        image_encoder = None
-        if method == "faceid-plusv2":
-            clip = resolve_component("clip_vit_h", config=config)
-            image_encoder = CLIPVisionModelWithProjection.from_pretrained(str(clip.path), torch_dtype=dtype)
-            pipe.feature_extractor = CLIPImageProcessor()
-        pipe.load_faceid(adapter_file.path, variant=method, image_encoder=image_encoder)
-    if torch.cuda.is_available():
-        pipe.to("cuda")
-    return pipe
-
-
-def build_pipeline(method: str, *, base: Optional[str] = None, adapter: Optional[str] = None,
-                   embedded_default: Optional[bool] = None):
-    """`(pipeline, is_embedded_default)` for `method`.
-
-    With `embedded_default=None`, configured weights are used when every file is found, and the
-    tiny embedded default when none of the method's weights are configured at all; a partial
-    configuration is an error (it names the missing file) rather than a silent fallback.
-    """
-
-    if method not in METHODS:
-        raise IdgenError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
-    return build_or_embedded(method, WEIGHTS[method], lambda config: _real_pipeline(method, base, adapter, config),
-                             lambda: _tiny_pipeline(method), embedded_default=embedded_default,
-                             explicit=bool(base or adapter))
 
 
 def identity_embeddings(faces, analyzer, embedded: bool) -> tuple[np.ndarray, Optional[str]]:
@@ -213,7 +119,7 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
     if request.method == "arc2face" and (request.identity_scale is not None or request.identity_start is not None
                                          or request.identity_end is not None):
         raise IdgenError("Arc2Face has no identity scale or window: the identity is its whole prompt.")
-    pipe, embedded = pipeline or build_pipeline(request.method, base=request.base, adapter=request.adapter,
+    pipe, embedded = pipeline or build_generation_pipeline(request.method, base=request.base, adapter=request.adapter,
                                                 embedded_default=request.embedded_default)
     pipe.set_progress_bar_config(disable=True)
     analyzer = get_face_analyzer(request.face_backend)

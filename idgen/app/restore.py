@@ -16,9 +16,7 @@ import numpy as np
 import cv2
 import torch
 from PIL import Image
-from diffusers import ControlNetModel
 
-from idgen.adapters.svfr import init_svfr
 from idgen.app.generate import identity_embeddings
 from idgen.app.options import RunOptions
 from idgen.app.records import call_default, write_json
@@ -29,69 +27,11 @@ from idgen.media.degrade import PRESETS, degrade
 from idgen.media.metrics import identity_similarity, landmark_distance, psnr, ssim, temporal_consistency
 from idgen.media.video import read_frames
 from idgen.media.video_faces import process_video
-from idgen.models import build_or_embedded, load_pipeline, resolve_component
-from idgen.pipelines import FaceRestorePipeline, SVFRPipeline, load_svfr_pipeline
-from idgen.testing import (
-    EMBEDDED_DEFAULT_NOTE, random_faceid_state_dict, seeded, tiny_controlnet, tiny_sd15_components, tiny_svd_components,
-)
+from idgen.models.recipes import build_restore_pipeline
+from idgen.testing import EMBEDDED_DEFAULT_NOTE
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-NEEDS = {"image": ("sd15", "restore_controlnet"), "video": ("svd", "svfr_unet", "svfr_id_linear")}
-#: What a photo restoration with a clean reference of the person needs in addition (FaceID).
-REFERENCE_NEEDS = ("faceid_sd15",)
-
-
-def _tiny(kind: str, reference: bool = False):
-    if kind == "video":
-        parts = tiny_svd_components(0)
-        with seeded(3):
-            projection = init_svfr(parts["unet"])  # widens the UNet in place
-        pipe = SVFRPipeline(vae=parts["vae"], unet=parts["unet"], scheduler=parts["scheduler"],
-                            id_projection=projection)
-    else:
-        parts = tiny_sd15_components(0)
-        pipe = FaceRestorePipeline(**parts, controlnet=tiny_controlnet(parts["unet"], 5))
-        if reference:
-            pipe.load_faceid(random_faceid_state_dict(pipe.unet, "faceid", seed=6), variant="faceid")
-    for module in pipe.components.values():
-        if hasattr(module, "eval"):
-            module.eval()
-    return pipe
-
-
-def _real(kind: str, config, reference: bool = False):
-    dtype = torch.float16 if torch.cuda.is_available() else torch.float32
-    if kind == "video":
-        svd = resolve_component("svd", config=config)
-        pipe = load_svfr_pipeline(svd.path, resolve_component("svfr_unet", config=config).path,
-                                  resolve_component("svfr_id_linear", config=config).path, torch_dtype=dtype)
-    else:
-        controlnet = ControlNetModel.from_pretrained(str(resolve_component("restore_controlnet", config=config).path),
-                                                     torch_dtype=dtype)
-        pipe = load_pipeline(FaceRestorePipeline, resolve_component("sd15", config=config), controlnet=controlnet,
-                             torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
-        if reference:
-            pipe.load_faceid(resolve_component("faceid_sd15", config=config).path, variant="faceid")
-    if torch.cuda.is_available():
-        pipe.to("cuda")
-    return pipe
-
-
-def build_restore_pipeline(kind: str, *, reference: bool = False, embedded_default: Optional[bool] = None):
-    """`(pipeline, is_embedded_default)`: `FaceRestorePipeline` ("image") or `SVFRPipeline` ("video").
-
-    `reference`: photos restored with a clean reference of the person: IP-Adapter-FaceID is loaded
-    into the restoration pipeline (SVFR takes its identity without extra weights).
-    """
-    if kind not in NEEDS:
-        raise IdgenError(f"kind must be 'image' or 'video', got {kind!r}.")
-    with_faceid = reference and kind == "image"
-    needs = NEEDS[kind][1:] + (REFERENCE_NEEDS if with_faceid else ())
-    return build_or_embedded(f"{kind} restoration", needs, lambda config: _real(kind, config, with_faceid),
-                             lambda: _tiny(kind, with_faceid), embedded_default=embedded_default)
-
-
 def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",), reference=None,
                   embedded: bool = False, batch_frames: int = 64, seed: int = 0, progress: bool = True, **sampling):
     """Restore every tracked face of a video with an `SVFRPipeline`; returns the `VideoReport`.

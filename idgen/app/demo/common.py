@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from idgen.errors import IdgenError, ModelNotFoundError
-from idgen.app import edit, generate, restore
+from idgen.models import recipes
 from idgen.models import any_configured, load_config
 
 logger = logging.getLogger(__name__)
@@ -41,10 +41,10 @@ def capabilities() -> dict[str, tuple[str, ...]]:
     """Each capability of the demo and the registry components whose presence decides, by the
     CLI's rule (`idgen.models.build_or_embedded`), whether it runs on real weights."""
 
-    return {**{f"generate {m}": names for m, names in generate.WEIGHTS.items()},
-            **{f"inpaint/swap {m}": names for m, names in edit.NEEDS.items()},
-            # as `restore.build_restore_pipeline` decides: by the restoration weights, not the base
-            **{f"restore {kind}": names[1:] for kind, names in restore.NEEDS.items()},
+    return {**{f"generate {m}": names for m, names in recipes.GENERATION_WEIGHTS.items()},
+            **{f"inpaint/swap {m}": names for m, names in recipes.EDIT_WEIGHTS.items()},
+            # as `recipes.build_restore_pipeline` decides: by the restoration weights, not the base
+            **{f"restore {kind}": names[1:] for kind, names in recipes.RESTORE_WEIGHTS.items()},
             "train LoRA": ("sd15",)}
 
 

@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 
 from idgen.errors import IdgenError
-from idgen.app.edit import METHODS, EditRequest, build_edit_pipeline, run_edit
+from idgen.app.edit import EditRequest, run_edit
+from idgen.models.recipes import EDIT_METHODS, build_edit_pipeline
 
 from idgen.app.demo.common import (
     DemoContext, model_job, optional, paths, photo_or_video, result_column, run_and_cancel_buttons, sampling_controls,
@@ -45,8 +46,8 @@ def _edit(ctx: DemoContext, request: EditRequest, progress):
 
 def _request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength, dilate, feather, region,
                     ctx: DemoContext) -> dict:
-    if method not in METHODS:
-        raise IdgenError(f"choose a method among {METHODS}.")
+    if method not in EDIT_METHODS:
+        raise IdgenError(f"choose a method among {EDIT_METHODS}.")
     return dict(method=method, prompt=prompt or "photo of a person", steps=int(steps) if optional(steps) else None,
                 guidance_scale=optional(guidance_scale), seed=int(seed), identity_scale=optional(identity_scale),
                 strength=float(strength), dilate=int(dilate), feather=int(feather), region=region,
@@ -114,7 +115,7 @@ def build_inpaint_tab(ctx: DemoContext) -> None:
                 editor = gr.ImageEditor(label="Photo: paint over the area to repaint (nothing painted = the face)",
                                         type="numpy")
                 faces = gr.File(label="Photos of the person (1-20)", file_count="multiple", file_types=["image"])
-                method = gr.Radio(list(METHODS), value="pva", label="Adapter")
+                method = gr.Radio(list(EDIT_METHODS), value="pva", label="Adapter")
                 prompt = gr.Textbox(label="Prompt", value="photo of a person")
                 advanced = _advanced(gr)
                 run, stop = run_and_cancel_buttons("Inpaint")
@@ -140,7 +141,7 @@ def build_swap_tab(ctx: DemoContext) -> None:
                                    label="Which face gets whom (all = person 1; index = left to right; reference = by photo)")
                 references = gr.File(label="Reference photos of the target people (mapping = reference; one per source)",
                                      file_count="multiple", file_types=["image"])
-                method = gr.Radio(list(METHODS), value="pva", label="Adapter")
+                method = gr.Radio(list(EDIT_METHODS), value="pva", label="Adapter")
                 prompt = gr.Textbox(label="Prompt", value="photo of a person")
                 advanced = _advanced(gr)
                 run, stop = run_and_cancel_buttons("Swap")

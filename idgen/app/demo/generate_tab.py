@@ -8,7 +8,8 @@ import numpy as np
 import cv2
 
 from idgen.errors import IdgenError
-from idgen.app.generate import GenerationRequest, METHODS, SCHEDULERS, build_pipeline, generate
+from idgen.app.generate import SCHEDULERS, GenerationRequest, generate
+from idgen.models.recipes import GENERATION_METHODS, build_generation_pipeline
 
 from idgen.app.demo.common import (
     ASSETS, DemoContext, friendly, model_job, optional, paths, run_and_cancel_buttons, sampling_controls,
@@ -74,8 +75,8 @@ def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, nega
                  identity_end, progress=None):
     """One generation; returns (image paths, record, downloadable files)."""
 
-    if method not in METHODS:
-        raise IdgenError(f"choose a method among {METHODS}.")
+    if method not in GENERATION_METHODS:
+        raise IdgenError(f"choose a method among {GENERATION_METHODS}.")
     window = float(identity_start) > 0 or float(identity_end) < 1
     request = GenerationRequest(
         method=method, faces=paths(files), prompt=prompt or "photo of a person", negative_prompt=optional(negative_prompt),
@@ -89,7 +90,7 @@ def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, nega
     )
     if request.face_index is None:
         _warn_if_several_faces(request.faces)
-    built = ctx.pipeline(("generate", method), lambda: build_pipeline(method, embedded_default=ctx.tiny))
+    built = ctx.pipeline(("generate", method), lambda: build_generation_pipeline(method, embedded_default=ctx.tiny))
     out = ctx.out_dir(method)
     record = generate(request, out, pipeline=built, progress=step_progress(progress, "denoising"))
     files_out = record["files"] + [str(out / "record.json")]
@@ -117,7 +118,7 @@ def build_generate_tab(ctx: DemoContext) -> None:
     with gr.Tab("Generate", id="generate"):
         with gr.Row():
             with gr.Column():
-                method = gr.Radio(list(METHODS), value="instantid", label="Method", elem_id="gen-method")
+                method = gr.Radio(list(GENERATION_METHODS), value="instantid", label="Method", elem_id="gen-method")
                 faces = gr.File(label="Face photos (one person; several photos are averaged)", file_count="multiple",
                                 file_types=["image"], elem_id="gen-faces")
                 found = gr.Gallery(label="Detected faces (click the one to use)", columns=4, height=200,

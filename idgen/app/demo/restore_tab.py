@@ -6,7 +6,8 @@ from __future__ import annotations
 from idgen.app.demo.common import (
     DemoContext, model_job, optional, paths, photo_or_video, result_column, run_and_cancel_buttons,
 )
-from idgen.app.restore import RestoreRequest, build_restore_pipeline, run_restore
+from idgen.app.restore import RestoreRequest, run_restore
+from idgen.models.recipes import build_restore_pipeline
 from idgen.errors import IdgenError
 
 
