@@ -35,9 +35,10 @@ ARCFACE_DIM = 512
 
 # -- generation (`idgen generate`, the demo's Generate tab) -------------------------------------
 GENERATION_METHODS = ("instantid", "faceid", "faceid-plusv2", "arc2face")
-GENERATION_WEIGHTS = {"instantid": ("sdxl", "instantid_identitynet", "instantid_adapter"), "faceid": ("sd15", "faceid_sd15"),
-           "faceid-plusv2": ("sd15", "faceid_plusv2_sd15", "clip_vit_h"),
-           "arc2face": ("sd15", "arc2face_unet", "arc2face_encoder")}
+#: The registry components each method's real pipeline needs.
+GENERATION_WEIGHTS = {"instantid": ("sdxl", "instantid_identitynet", "instantid_adapter"),
+                      "faceid": ("sd15", "faceid_sd15"), "faceid-plusv2": ("sd15", "faceid_plusv2_sd15", "clip_vit_h"),
+                      "arc2face": ("sd15", "arc2face_unet", "arc2face_encoder")}
 
 
 def _tiny_generation_pipeline(method: str):
@@ -167,7 +168,7 @@ def _real_edit_pipeline(method: str, base: Optional[str], adapter: Optional[str]
 
 def build_edit_pipeline(method: str, *, base: Optional[str] = None, adapter: Optional[str] = None,
                         embedded_default: Optional[bool] = None):
-    """`(inpainting pipeline, is_embedded_default)` for `method` (see `generate.build_pipeline`
+    """`(inpainting pipeline, is_embedded_default)` for `method` (see `build_generation_pipeline`
     for the fallback rule: the tiny default only when none of the method's weights are configured)."""
 
     if method not in EDIT_METHODS:
