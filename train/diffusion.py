@@ -11,6 +11,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from diffusers.training_utils import compute_snr
+
 from idgen.errors import IdgenError, ModelNotFoundError
 from idgen.models.resolve import load_pipeline, resolve_path
 from idgen.testing import tiny_sd15_components, tiny_sdxl_components
@@ -40,7 +42,6 @@ def load_base(pipeline_classes: tuple, base: str, *, tiny_text_width: int = 32, 
 
     sd15_cls, sdxl_cls = pipeline_classes
     if base in TINY_BASES:
-
         in_channels = 9 if base.endswith("-inpaint") else 4
         if TINY_BASES[base] == "sdxl":
             return sdxl_cls(**tiny_sdxl_components(0, in_channels=in_channels))
@@ -137,8 +138,6 @@ def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Te
     set and by `weights` `[B]` (e.g. DreamBooth's prior-loss weight) when given."""
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=list(range(1, pred.ndim)))
     if snr_gamma is not None:
-        from diffusers.training_utils import compute_snr
-
         snr = compute_snr(scheduler, timesteps)
         w = torch.stack([snr, snr_gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
         per_sample = per_sample * (w / (snr + 1) if scheduler.config.prediction_type == "v_prediction" else w / snr)

@@ -4,8 +4,6 @@ with a reason, store the identity embedding and keypoints per image (format: `re
 Parallel: `--num-workers N` splits the photos over N processes on this machine; `--distributed`
 under `accelerate launch` gives each process (GPU, node) its share. Each share is written as a
 part (`OUT_DIR.part{i}`) and the parts are merged into one dataset by `merge_datasets`.
-
-This module imports torch (via `records`) only when a dataset is written, so `idgen --help` stays fast.
 """
 
 from __future__ import annotations
@@ -13,19 +11,30 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import re
 import shutil
 import string
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
+import cv2
+from PIL import Image
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
 from idgen.errors import DatasetError, ImageReadError
 from idgen.face import align_face, get_face_analyzer, transform_points
 from idgen.image_io import list_photos, load_image
-from idgen.train.records import DatasetWriter, FaceRecord, check_out_dir, dataset_info, open_dataset, partial_dir, publish
+from idgen.train.records import (
+    DatasetWriter, FaceRecord, check_out_dir, dataset_info, open_dataset, partial_dir, publish,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +70,6 @@ def sharpness(crop: np.ndarray) -> float:
     grey crop, resized to `SHARPNESS_SIZE` px (so the score does not depend on the crop size) and
     cut to its central half (the face; the borders may hold the black fill of a crop that runs
     past the photo). Higher is sharper; see `DEFAULT_MIN_SHARPNESS`."""
-    import cv2
 
     crop = cv2.resize(crop, (SHARPNESS_SIZE, SHARPNESS_SIZE), interpolation=cv2.INTER_AREA)
     h, w = crop.shape[:2]
@@ -82,9 +90,6 @@ def analyse_photo(path: Path, root: Path, index: int, analyzer, *, size: int, ca
     Reasons: "unreadable: …", "no face", "several faces (N)", "face too small (Wpx < MINpx)" (the
     shorter box side in the source photo), "no identity embedding …", "too blurry (sharpness S < T)".
     """
-    from PIL import Image
-
-
 
     try:
         image = load_image(path)
@@ -145,9 +150,6 @@ def prepare_dataset(photos_dir: PathLike, out_dir: PathLike, *, size: int = 512,
         DatasetError: no photos, no usable face in any photo, bad caption template, bad share, or
             `out_dir` not empty (without `overwrite`). Nothing is written to `out_dir` then.
     """
-    from tqdm.auto import tqdm
-
-
 
     check_caption(caption)
     if not 0 <= shard_index < num_shards:
@@ -196,8 +198,6 @@ def merge_datasets(parts: Sequence[PathLike], out_dir: PathLike, *, overwrite: b
             part has a record (the rejection counts are listed), or `out_dir` is not empty
             (without `overwrite`). The parts are left as they were then.
     """
-    from collections import Counter
-
 
     parts = [Path(p) for p in parts]
     if not parts:
@@ -270,9 +270,6 @@ def prepare_parallel(photos_dir: PathLike, out_dir: PathLike, *, num_workers: in
     """`prepare_dataset` over `num_workers` processes of this machine ("spawn" context), one part
     each, merged into `out_dir`. `kwargs` are `prepare_dataset`'s options; `progress` shows the
     first worker's bar. Parts are removed whatever happens."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
 
     check_out_dir(out_dir, overwrite)
     check_caption(caption)
@@ -293,7 +290,6 @@ def prepare_parallel(photos_dir: PathLike, out_dir: PathLike, *, num_workers: in
 def _on_every_process(state, fn):
     """Run `fn()` here; if it raised on any process, raise on every process. Each process must
     reach this collective, or the others would wait for it forever."""
-    from accelerate.utils import gather_object
 
     failure, result = None, None
     try:
@@ -314,8 +310,6 @@ def prepare_distributed(photos_dir: PathLike, out_dir: PathLike, *, overwrite: b
     `OUT_DIR.part{i}` (beside `out_dir`, so on storage every process sees); after all are done,
     the main process merges. Returns the summary on the main process, None on the others. A
     failure on one process is raised on all of them."""
-    from accelerate import PartialState
-
 
     # cpu=True: the processes only exchange a few small objects (gloo, under any launcher); without
     # it, on a machine without CUDA every process would think it is the only one.

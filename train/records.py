@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from safetensors.numpy import load, save
+
 from idgen.errors import DatasetError
 
 FORMAT, VERSION = "idgen-faces", 1
@@ -197,7 +199,6 @@ class DatasetWriter:
             self.embedding = embedding
         elif embedding != self.embedding:
             raise DatasetError(f"record {record.key!r}: embedding {embedding} differs from the dataset's {self.embedding}.")
-        from safetensors.numpy import save
 
         meta, face = record.metadata(), save(tensors, metadata={"embedding_model": str(record.embedding_model or "")})
         if self.shard_size:
@@ -277,8 +278,6 @@ class DatasetWriter:
 
 # ------------------------------------------------------------------------------------- reading
 def _load_face(data: bytes, where: str, embedding_dim: Optional[int]) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load
-
     try:
         tensors = load(data)
     except Exception as e:  # safetensors raises several types on foreign bytes

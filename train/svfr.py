@@ -39,6 +39,10 @@ from typing import Optional
 import numpy as np
 import torch
 
+import cv2
+from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+from safetensors.torch import save_file
+
 from idgen.errors import DatasetError, FaceNotFoundError, FaceTooSmallError, IdgenError
 
 from idgen.train.loop import TrainingArgs, TrainingTask
@@ -77,7 +81,6 @@ class SVFROptions:
     landmark_weight: float = field(default=0.0, metadata={"help": "weight of the facial landmark prior loss (0: off)"})
 
     def __post_init__(self):
-
         for name in ("task_prob", "reference_dropout", "identity_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 raise IdgenError(f"--{name.replace('_', '-')} is a probability; got {getattr(self, name)}.")
@@ -97,7 +100,6 @@ class ClipFolder(torch.utils.data.Dataset):
     `{"frames": [F, H, W, 3] uint8, "index": int}` resized to `resolution` squares."""
 
     def __init__(self, root: Path, num_frames: int, resolution: int):
-
         self.root, self.num_frames, self.resolution = Path(root), num_frames, resolution
         videos = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES) if self.root.is_dir() else []
         if not videos:
@@ -110,9 +112,6 @@ class ClipFolder(torch.utils.data.Dataset):
         return len(self.clips)
 
     def __getitem__(self, i: int) -> dict:
-        import cv2
-
-
         video, start = self.clips[i]
         frames = [cv2.resize(f, (self.resolution,) * 2, interpolation=cv2.INTER_AREA)
                   for f in read_frames(video, start=start, max_frames=self.num_frames)]
@@ -160,10 +159,8 @@ class SVFRTask(TrainingTask):
 
         o = self.opts
         if o.base == "tiny-svd":
-
             parts = tiny_svd_components(0)
             return parts["vae"], parts["unet"], None
-        from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
 
         base = Path(o.base)
         if not (base / "unet").is_dir() or not (base / "vae").is_dir():
@@ -174,7 +171,6 @@ class SVFRTask(TrainingTask):
                 UNetSpatioTemporalConditionModel.from_pretrained(base / "unet", local_files_only=True), projection)
 
     def setup(self, accelerator, weight_dtype) -> None:
-
         o = self.opts
         if self.args.snr_gamma is not None or self.args.noise_offset:
             raise IdgenError("svfr trains with SVD's EDM weighting (1 + σ²)/σ² on continuous σ: "
@@ -187,7 +183,6 @@ class SVFRTask(TrainingTask):
         self.save_projection = self.trained_identity or projection is not None
         self.id_projection = projection or IDProjection(ARCFACE_DIM, self.unet.config.cross_attention_dim)
         if self.trained_identity:
-
             self.identity_analyzer = get_face_analyzer(o.identity_backend)
             dim = getattr(self.identity_analyzer, "embedding_dim", None)
             if dim not in (None, ARCFACE_DIM):
@@ -195,7 +190,6 @@ class SVFRTask(TrainingTask):
                                  f"{o.identity_backend} backend gives {dim}-d ones.")
         self.landmark_head = None
         if o.landmark_weight > 0:
-
             self.landmark_analyzer = get_face_analyzer("dlib")
             width = self.unet.config.block_out_channels[-1]
             self.landmark_head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
@@ -241,8 +235,6 @@ class SVFRTask(TrainingTask):
         """Targets `[F, 136]` (68 dlib landmarks / frame width) and a `[F]` mask of frames with a face;
         cached per clip (the clean frames never change)."""
         if index not in self._landmarks:
-            import cv2
-
             targets, found = [], []
             for frame in clip:
                 scale = max(1.0, 256 / frame.shape[1])  # dlib's detector misses faces under ~80 px
@@ -279,7 +271,6 @@ class SVFRTask(TrainingTask):
 
     # -- the loss ------------------------------------------------------------------------------
     def loss(self, batch, generator, modules):
-
         o = self.opts
         unet, device = modules[0], self.unet.device
         clips, indices = batch["frames"], batch["index"]
@@ -349,8 +340,6 @@ class SVFRTask(TrainingTask):
             self.id_projection.save_pretrained(out_dir / "id_projection")
             paths.append(out_dir / "id_projection")
         if self.landmark_head is not None:
-            from safetensors.torch import save_file
-
             save_file({k: v.detach().cpu().contiguous() for k, v in self.landmark_head.state_dict().items()},
                       str(out_dir / "landmark_head.safetensors"))
             paths.append(out_dir / "landmark_head.safetensors")

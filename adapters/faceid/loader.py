@@ -40,6 +40,9 @@ from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 from diffusers.models.embeddings import MultiIPAdapterImageProjection
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from safetensors.torch import save_file
+from transformers import CLIPImageProcessor
+
 from idgen.checkpoint import PathOrStateDict, resolve_state_dict
 from idgen.deprecation import take_renamed
 from idgen.errors import CheckpointError, IdgenError
@@ -308,8 +311,6 @@ class FaceIDLoaderMixin:
     def _ensure_clip_processor(self) -> None:
         encoder = getattr(self, "image_encoder", None)
         if getattr(self, "feature_extractor", None) is None:
-            from transformers import CLIPImageProcessor
-
             # The official code uses CLIPImageProcessor() (224); match the encoder's input size.
             size = int(encoder.config.image_size) if encoder is not None else 224
             self.register_modules(
@@ -463,7 +464,6 @@ class FaceIDLoaderMixin:
             super().save_pretrained(save_directory, *args, **kwargs)
             folder = Path(save_directory) / FACEID_SUBFOLDER
             folder.mkdir(parents=True, exist_ok=True)
-            from safetensors.torch import save_file
 
             flat = {f"{part}.{k}": v.contiguous() for part, sd in official.items() for k, v in sd.items()}
             save_file(flat, str(folder / FACEID_WEIGHTS_NAME), metadata={"format": "pt"})

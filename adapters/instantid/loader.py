@@ -17,6 +17,8 @@ from typing import Iterator, Mapping, Optional, Union
 
 import torch
 
+from diffusers.loaders.unet_loader_utils import _maybe_expand_lora_scales
+
 from idgen.checkpoint import PathOrStateDict, check_state_dict, resolve_state_dict, split_prefixed
 from idgen.deprecation import REMOVAL
 from idgen.errors import CheckpointError, IdgenError
@@ -146,7 +148,6 @@ def expand_identity_scale(unet, layer_names: Mapping[int, str], scale: ScaleConf
         if not math.isfinite(float(scale)):
             raise IdgenError(f"{what} must be finite, got {scale}.")
         return {k: float(scale) for k in layer_names}
-    from diffusers.loaders.unet_loader_utils import _maybe_expand_lora_scales
 
     # diffusers' expansion silently ignores unknown parts and blocks: check them first.
     blocks = {
