@@ -28,7 +28,7 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from idgen.adapters.faceid.layout import ID_EMBED_DIM
+from idgen.adapters.faceid.config import ID_EMBED_DIM
 from idgen.adapters.faceid.loader import FaceIDLoaderMixin, ScaleConfig, get_faceid_state
 from idgen.deprecation import take_renamed
 from idgen.errors import IdgenError

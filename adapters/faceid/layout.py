@@ -12,13 +12,13 @@ An official file (`ip-adapter-faceid_sd15.bin`, `ip-adapter-faceid-plusv2_sd15.b
 
 Everything here is pure: `expected_layout` says which keys and shapes a UNet needs (from the
 modules' own sizes, so it works on the meta device), `convert_faceid_checkpoint` checks a state
-dict against it and renames every key through one explicit map, `build_image_projection` builds the
-diffusers projection module, and `extract_faceid_state_dict` inverts the map (for saving).
+dict against it and renames every key through one explicit map, and `extract_faceid_state_dict` inverts the
+map (for saving). The spec is `config.FaceIDSpec`; the projection module `model.build_image_projection`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Mapping, Optional, Union
 
 import torch
@@ -26,55 +26,10 @@ import torch
 from idgen.checkpoint import check_state_dict
 from idgen.errors import CheckpointError
 
-# Fixed by the official module definitions (`MLPProjModel`, `ProjPlusModel`, `FacePerceiverResampler`).
-ID_EMBED_DIM = 512  # ArcFace
-ID_MLP_MULT = 2  # proj.0: 512 -> 1024
-RESAMPLER_DEPTH = 4
-RESAMPLER_DIM_HEAD = 64
-RESAMPLER_FF_MULT = 4
-# Defaults of the official constructors (arguments there, so read from the file when possible).
-DEFAULT_NUM_TOKENS = 4
-DEFAULT_LORA_RANK = 128
-DEFAULT_CLIP_DIM = 1280  # CLIP ViT-H/14 hidden size
-
-VARIANTS = ("faceid", "faceid-plus", "faceid-plusv2")
-LORA_TARGETS = (("to_q", "to_q"), ("to_k", "to_k"), ("to_v", "to_v"), ("to_out", "to_out.0"))
-
-
-@dataclass(frozen=True)
-class FaceIDSpec:
-    """What a FaceID checkpoint is, for one UNet.
-
-    Attributes:
-        variant: "faceid", "faceid-plus" (v1: `shortcut=False`) or "faceid-plusv2" (`shortcut=True`).
-        cross_attention_dim: the UNet's text width (768 SD1.5, 2048 SDXL); identity tokens have it.
-        num_tokens: identity tokens per reference (4 in every official file).
-        lora_rank: rank of the built-in LoRA (128 in every official file).
-        clip_dim: CLIP image-encoder hidden size (Plus only; 1280 for ViT-H).
-    """
-
-    variant: str
-    cross_attention_dim: int
-    num_tokens: int = DEFAULT_NUM_TOKENS
-    lora_rank: int = DEFAULT_LORA_RANK
-    clip_dim: Optional[int] = None
-
-    @property
-    def is_plus(self) -> bool:
-        return self.variant != "faceid"
-
-    @property
-    def shortcut(self) -> bool:
-        """Plus v2 adds the MLP tokens back onto the resampler output (`out = x + s_scale * out`)."""
-        return self.variant == "faceid-plusv2"
-
-    @property
-    def resampler_heads(self) -> int:
-        return self.cross_attention_dim // RESAMPLER_DIM_HEAD
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+from idgen.adapters.faceid.config import (
+    DEFAULT_CLIP_DIM, DEFAULT_LORA_RANK, DEFAULT_NUM_TOKENS, ID_EMBED_DIM, ID_MLP_MULT, LORA_TARGETS, RESAMPLER_DEPTH,
+    RESAMPLER_DIM_HEAD, RESAMPLER_FF_MULT, VARIANTS, FaceIDSpec,
+)
 
 # --------------------------------------------------------------------------------------------
 # Processor order and expected layout
@@ -415,34 +370,6 @@ def convert_faceid_checkpoint(
         processors.setdefault(name, {})[dst] = sd["ip_adapter"][src]
     lora = {dst: sd["ip_adapter"][src] for src, dst in lora_key_map(unet).items()}
     return FaceIDWeights(spec, image_proj, processors, lora)
-
-
-def build_image_projection(spec: FaceIDSpec) -> torch.nn.Module:
-    """diffusers' projection module for `spec` (random init; load `FaceIDWeights.image_proj`)."""
-    from diffusers.models.embeddings import (
-        IPAdapterFaceIDImageProjection,
-        IPAdapterFaceIDPlusImageProjection,
-    )
-
-    if not spec.is_plus:
-        return IPAdapterFaceIDImageProjection(
-            image_embed_dim=ID_EMBED_DIM,
-            cross_attention_dim=spec.cross_attention_dim,
-            mult=ID_MLP_MULT,
-            num_tokens=spec.num_tokens,
-        )
-    return IPAdapterFaceIDPlusImageProjection(
-        embed_dims=spec.cross_attention_dim,
-        output_dims=spec.cross_attention_dim,
-        hidden_dims=spec.clip_dim,
-        id_embeddings_dim=ID_EMBED_DIM,
-        depth=RESAMPLER_DEPTH,
-        dim_head=RESAMPLER_DIM_HEAD,
-        heads=spec.resampler_heads,
-        num_tokens=spec.num_tokens,
-        ffn_ratio=RESAMPLER_FF_MULT,
-        ffproj_ratio=ID_MLP_MULT,
-    )
 
 
 def extract_faceid_state_dict(

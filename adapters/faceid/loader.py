@@ -47,13 +47,9 @@ from idgen.checkpoint import PathOrStateDict, resolve_state_dict
 from idgen.deprecation import take_renamed
 from idgen.errors import CheckpointError, IdgenError
 
-from idgen.adapters.faceid.layout import (
-    FaceIDSpec,
-    build_image_projection,
-    convert_faceid_checkpoint,
-    extract_faceid_state_dict,
-    processor_names,
-)
+from idgen.adapters.faceid.config import FaceIDSpec
+from idgen.adapters.faceid.layout import convert_faceid_checkpoint, extract_faceid_state_dict, processor_names
+from idgen.adapters.faceid.model import build_image_projection
 
 logger = logging.getLogger(__name__)
 
