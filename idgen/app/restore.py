@@ -47,6 +47,7 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
     analyzer = analyzer or get_face_analyzer()
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     references: dict[int, np.ndarray] = {}
+    identities: dict[int, Optional[np.ndarray]] = {}
     given = None
     if reference is not None:
         photo = load_image(reference)
@@ -66,9 +67,13 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
 
             def identity_of(reference_crop: np.ndarray) -> Optional[np.ndarray]:
                 """`[512]` features of the face in the reference crop, else of the track's own
-                detection in the (degraded) frames; None without any face."""
-                found = features(analyzer.detect(reference_crop))
-                return found if found is not None else features(detected)
+                detection in the (degraded) frames; None without any face. Found on the track's
+                first batch and kept, like its reference, so later batches neither detect again
+                nor drift to another batch's detection."""
+                if track not in identities:
+                    found = features(analyzer.detect(reference_crop))
+                    identities[track] = found if found is not None else features(detected)
+                return identities[track]
 
             result = pipe(clip, tasks=tasks, reference=references.get(track, given), identity_fn=identity_of,
                           output_type="np", generator=torch.Generator().manual_seed(seed + track), **sampling)
