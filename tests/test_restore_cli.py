@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from idgen.app.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from idgen.app.cli import EXIT_BAD_INPUT, EXIT_MISSING_MODEL, EXIT_OK, main
 from idgen.errors import CheckpointError
 from idgen.media.video import probe_video
 
@@ -121,3 +121,12 @@ def test_records_are_strict_json(tmp_path):
     path = write_json(tmp_path / "r.json", {"nan": float("nan"), "inf": np.float32("inf"), "a": np.arange(2),
                                             "p": tmp_path, "ok": 0.5})
     assert _strict_json(path) == {"nan": None, "inf": None, "a": [0, 1], "p": str(tmp_path), "ok": 0.5}
+
+
+def test_a_configured_base_that_does_not_resolve_is_an_error_too(tmp_path, monkeypatch, capsys):
+    # SVD is not among the weights that decide "configured?" for video restoration (it is resolved
+    # first), so only the configured-location error itself stops the fallback to the embedded default
+    monkeypatch.setenv("IDGEN_SVD", str(tmp_path / "missing"))
+    video = make_video(tmp_path / "clip.mp4", face_frames(2, blank=()), audio=None)
+    assert main(["restore", str(video), "--out", str(tmp_path / "o")]) == EXIT_MISSING_MODEL
+    assert f"IDGEN_SVD={tmp_path / 'missing'} does not resolve" in capsys.readouterr().err
