@@ -130,3 +130,9 @@ def test_a_configured_base_that_does_not_resolve_is_an_error_too(tmp_path, monke
     video = make_video(tmp_path / "clip.mp4", face_frames(2, blank=()), audio=None)
     assert main(["restore", str(video), "--out", str(tmp_path / "o")]) == EXIT_MISSING_MODEL
     assert f"IDGEN_SVD={tmp_path / 'missing'} does not resolve" in capsys.readouterr().err
+
+
+def test_a_configured_base_is_checked_even_when_the_restorer_is_missing(faces_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("IDGEN_SD15", str(tmp_path / "missing"))  # and no restoration ControlNet at all
+    assert main(["restore", str(faces_dir / "portrait_glasses.jpg"), "--out", str(tmp_path / "o")]) == EXIT_MISSING_MODEL
+    assert f"IDGEN_SD15={tmp_path / 'missing'} does not resolve" in capsys.readouterr().err

@@ -31,7 +31,8 @@ def any_configured(names: Sequence[str], config=None) -> bool:
 
 
 def build_or_embedded(what: str, names: Sequence[str], build_real: Callable, build_tiny: Callable, *,
-                      embedded_default: Optional[bool] = None, explicit: bool = False) -> tuple:
+                      embedded_default: Optional[bool] = None, explicit: bool = False,
+                      base: Sequence[str] = ()) -> tuple:
     """`(pipeline, is_embedded_default)`.
 
     Args:
@@ -41,6 +42,9 @@ def build_or_embedded(what: str, names: Sequence[str], build_real: Callable, bui
         build_tiny: `() -> pipeline`, the embedded default.
         embedded_default: True forces the tiny default, False forbids it, None applies the rule.
         explicit: the user named weights (paths): never fall back.
+        base: components the real pipeline also needs whose presence alone does not count as
+            configured (a base model, there for other uses); a configured location among them that
+            does not resolve is still an error, not a reason for the default.
     """
     if embedded_default:
         return build_tiny(), True
@@ -52,5 +56,12 @@ def build_or_embedded(what: str, names: Sequence[str], build_real: Callable, bui
     except ModelNotFoundError:
         if embedded_default is False or explicit or any_configured(names, config):
             raise
+        for name in base:
+            try:
+                resolve_component(name, config=config)
+            except ConfiguredModelError:
+                raise
+            except ModelNotFoundError:
+                continue
         logger.warning("no weights configured for %s: using the tiny embedded default", what)
         return build_tiny(), True

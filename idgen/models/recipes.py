@@ -231,4 +231,5 @@ def build_restore_pipeline(kind: str, *, reference: bool = False, embedded_defau
     with_faceid = reference and kind == "image"
     needs = RESTORE_WEIGHTS[kind][1:] + (RESTORE_REFERENCE_WEIGHTS if with_faceid else ())
     return build_or_embedded(f"{kind} restoration", needs, lambda config: _real_restore_pipeline(kind, config, with_faceid),
-                             lambda: _tiny_restore_pipeline(kind, with_faceid), embedded_default=embedded_default)
+                             lambda: _tiny_restore_pipeline(kind, with_faceid), embedded_default=embedded_default,
+                             base=RESTORE_WEIGHTS[kind][:1])
