@@ -53,7 +53,7 @@ demo: setup
 
 generate: setup
 	$(VENV)/bin/idgen generate --method instantid --face assets/faces/portrait_glasses.jpg \
-		--pose assets/faces/pose_fullbody_b.jpg --prompt "photo of a person in a garden" --out outputs
+		--pose assets/faces/pose_fullbody_b.jpg --prompt "photo of a person in a garden" --out outputs --overwrite
 
 # Debian's headless browser for tests/test_demo_browser.py (never downloaded by a test tool). Without
 # root or apt the browser test skips and says why (unless IDGEN_REQUIRE_BROWSER=1, as in CI).

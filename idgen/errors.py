@@ -44,3 +44,24 @@ class CheckpointError(IdgenError, ValueError):
 class DatasetError(IdgenError, ValueError):
     """A training dataset is empty, incomplete, or not in the format idgen writes
     (`idgen prepare-data`); the message names the file or record at fault."""
+
+
+class ConfigError(IdgenError, ValueError):
+    """A configuration file (`config.json`) or environment variable is unreadable or malformed;
+    the message names the file (with line and column) or the variable."""
+
+
+class OutputError(IdgenError, OSError):
+    """An output cannot be written: it already exists (idgen never overwrites unless asked), its
+    folder is a file, or the disk refused it. Nothing partial is left behind."""
+
+
+class InsufficientMemoryError(IdgenError, MemoryError):
+    """A request would not fit in the memory of the device it runs on (estimated before the run,
+    or reported by torch during it); the message says what to lower."""
+
+    @staticmethod
+    def advice() -> str:
+        """What to do when a job ran out of memory."""
+        return ("out of memory: ask for fewer images (--num-images), a smaller --width/--height, or fewer "
+                "video frames at once; close other jobs using the device.")

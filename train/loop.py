@@ -27,7 +27,9 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
+from idgen import arguments
 from idgen.errors import IdgenError
+from idgen.validation import check_integer, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +71,12 @@ class TrainingArgs:
 
     def __post_init__(self):
         for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps"):
-            if getattr(self, name) < 1:
-                raise IdgenError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
+            check_integer(f"--{name.replace('_', '-')}", getattr(self, name), low=1)
+        check_number("--learning-rate", self.learning_rate, low=0.0, low_open=True)
+        for name in ("adam_beta1", "adam_beta2", "ema_decay"):
+            check_number(f"--{name.replace('_', '-')}", getattr(self, name), low=0.0, high=1.0)
+        for name in ("lr_warmup_steps", "validation_steps", "dataloader_num_workers", "seed"):
+            check_integer(f"--{name.replace('_', '-')}", getattr(self, name), low=0)
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise IdgenError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}.")
 
@@ -78,7 +84,7 @@ class TrainingArgs:
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, title: str) -> None:
     """Register every field of the dataclass `cls` as `--field-name` with its help text
     (booleans as `--x/--no-x`); read them back with `dataclass_from_namespace`."""
-    types = {"int": int, "float": float, "str": str}
+    types = {"int": arguments.integer(), "float": arguments.number(), "str": str}  # numbers finite
     group = parser.add_argument_group(title)
     for f in fields(cls):
         kwargs = {"dest": f.name, "help": f.metadata["help"]}

@@ -29,6 +29,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
+from idgen import arguments
 from idgen.errors import DatasetError, ImageReadError
 from idgen.face import align_face, get_face_analyzer, transform_points
 from idgen.image_io import list_photos, load_image
@@ -346,13 +347,6 @@ def _cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return number
-
-
 def add_parser(subparsers) -> None:
     """Register `prepare-data` on idgen's CLI."""
     p = subparsers.add_parser("prepare-data", help="build a training dataset of aligned faces from a folder of photos",
@@ -369,15 +363,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--backend", choices=["dlib", "insightface"], default=None,
                    help="face backend: insightface gives the 512-d ArcFace embeddings the official adapters use, "
                         "dlib 128-d (default: IDGEN_FACE_BACKEND, else insightface if a pack is installed, else dlib)")
-    p.add_argument("--min-face-size", type=_positive_int, default=64, metavar="PX",
+    p.add_argument("--min-face-size", type=arguments.integer(1), default=64, metavar="PX",
                    help="reject faces whose shorter box side in the photo is below this many pixels (default 64)")
-    p.add_argument("--min-sharpness", type=float, default=DEFAULT_MIN_SHARPNESS, metavar="S",
+    p.add_argument("--min-sharpness", type=arguments.number(0.0), default=DEFAULT_MIN_SHARPNESS, metavar="S",
                    help="reject crops whose blur score (variance of the Laplacian at 256 px) is below this "
                         f"(default {DEFAULT_MIN_SHARPNESS:g}; sharp portraits score ~150-750)")
-    p.add_argument("--shard-size", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--shard-size", type=arguments.integer(1), default=None, metavar="N",
                    help="write WebDataset tar shards of N records instead of a folder of files")
     parallel = p.add_mutually_exclusive_group()
-    parallel.add_argument("--num-workers", type=_positive_int, default=1, metavar="N",
+    parallel.add_argument("--num-workers", type=arguments.integer(1), default=1, metavar="N",
                           help="processes on this machine, each preparing a share of the photos (default 1)")
     parallel.add_argument("--distributed", action="store_true",
                           help="share the photos over the processes of `accelerate launch` (GPUs, nodes)")

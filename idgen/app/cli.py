@@ -1,7 +1,10 @@
 """The `idgen` command line.
 
-Exit codes (stable, for scripts): 0 success; 2 usage error; 3 bad input (no face, several faces,
-unreadable image, wrong checkpoint); 4 a model or weight file is missing; 1 anything unexpected.
+Exit codes (stable, for scripts): 0 success; 1 an unexpected failure (a bug: rerun with --debug
+and report it); 2 usage error (unknown option, an option value out of range); 3 bad input (no
+face, several faces, unreadable image, wrong or corrupt checkpoint, an output that exists, not
+enough memory); 4 a model or weight file is missing; 5 `idgen verify` found no provenance;
+130 interrupted (Ctrl-C). Only `--debug` (or IDGEN_DEBUG=1) shows Python tracebacks.
 """
 
 from __future__ import annotations
@@ -9,15 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from idgen.errors import IdgenError, ModelNotFoundError
+from idgen import arguments
+from idgen.errors import IdgenError, InsufficientMemoryError, ModelNotFoundError
 
 logger = logging.getLogger("idgen")
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_MISSING_MODEL = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -82,7 +88,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         width=args.width, height=args.height, num_images=args.num_images, reference_mode=args.reference_mode,
         face_backend=args.backend, embedded_default=True if args.tiny else None,
     )
-    record = generate(request, Path(args.out))
+    record = generate(request, Path(args.out), overwrite=args.overwrite)
     if record["embedded_default"]:
         print(f"note: {record['note']}", file=sys.stderr)
     for path in record["files"]:
@@ -101,6 +107,8 @@ def _save(array, path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="idgen", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--debug", action="store_true",
+                        help="show Python tracebacks of failures (also IDGEN_DEBUG=1); implies --verbose")
     sub = parser.add_subparsers(dest="command", required=True)
 
     doctor = sub.add_parser("doctor", help="versions, device, and which models are present or missing")
@@ -129,16 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--base", metavar="PATH", help="base model folder, single file or cached hub id (default: configured)")
     gen.add_argument("--adapter", metavar="PATH", help="adapter file; arc2face: its arc2face/ UNet folder (default: configured)")
     gen.add_argument("--out", default="outputs", metavar="DIR", help="output folder (images + record.json)")
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--steps", type=int, default=None, help="default: the method's official default")
-    gen.add_argument("--guidance-scale", type=float, default=None)
-    gen.add_argument("--identity-scale", type=float, default=None)
-    gen.add_argument("--control-scale", type=float, default=None, help="InstantID IdentityNet scale")
-    gen.add_argument("--identity-start", type=float, default=None, help="fraction of the steps where the identity starts")
-    gen.add_argument("--identity-end", type=float, default=None, help="fraction of the steps where the identity ends")
-    gen.add_argument("--width", type=int, default=None)
-    gen.add_argument("--height", type=int, default=None)
-    gen.add_argument("--num-images", type=int, default=1)
+    gen.add_argument("--overwrite", action="store_true", help="replace earlier results of the same names in --out")
+    gen.add_argument("--seed", type=arguments.seed, default=0)
+    gen.add_argument("--steps", type=arguments.steps, default=None, help="default: the method's official default")
+    gen.add_argument("--guidance-scale", type=arguments.scale, default=None)
+    gen.add_argument("--identity-scale", type=arguments.scale, default=None)
+    gen.add_argument("--control-scale", type=arguments.scale, default=None, help="InstantID IdentityNet scale")
+    gen.add_argument("--identity-start", type=arguments.fraction, default=None, help="fraction of the steps where the identity starts")
+    gen.add_argument("--identity-end", type=arguments.fraction, default=None, help="fraction of the steps where the identity ends")
+    gen.add_argument("--width", type=arguments.size, default=None, help="pixels, a multiple of 8")
+    gen.add_argument("--height", type=arguments.size, default=None, help="pixels, a multiple of 8")
+    gen.add_argument("--num-images", type=arguments.integer(1), default=1,
+                     help="images per run (at most IDGEN_MAX_BATCH, default 16)")
     gen.add_argument("--reference-mode", default="mean", choices=["mean", "normed_mean", "concat"],
                      help="how several --face photos of one person are combined")
     gen.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
@@ -159,17 +169,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _debug_requested(argv: Optional[Sequence[str]]) -> bool:
+    return os.environ.get("IDGEN_DEBUG", "").lower() in ("1", "true", "yes") or "--debug" in (
+        sys.argv[1:] if argv is None else argv)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """torch's and Python's out-of-memory errors (CUDA OOM is a RuntimeError subclass)."""
+    import torch  # the CLI's commands have imported it by the time a job runs out of memory
+
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """Run one command; returns its exit code (see the module docstring). Errors are one line on
+    stderr; with --debug / IDGEN_DEBUG=1 they are raised, traceback and all."""
+    debug = _debug_requested(argv)
     try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.verbose or debug else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
         return args.func(args)
+    except SystemExit as e:  # argparse: --help (0) and usage errors (2, message already printed)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("idgen: interrupted; nothing was written for the unfinished job.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except ModelNotFoundError as e:
+        if debug:
+            raise
         print(f"idgen: missing model: {e}", file=sys.stderr)
         return EXIT_MISSING_MODEL
     except IdgenError as e:
+        if debug:
+            raise
         print(f"idgen: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as e:
+        if debug:
+            raise
+        if _out_of_memory(e):
+            print(f"idgen: {InsufficientMemoryError.advice()}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"idgen: unexpected error ({type(e).__name__}: {first}); rerun with --debug for the traceback "
+              "and report it.", file=sys.stderr)
+        return EXIT_UNEXPECTED
 
 
 if __name__ == "__main__":

@@ -16,18 +16,23 @@ import numpy as np
 
 from PIL import Image
 
+from idgen import arguments
 from idgen.errors import IdgenError
 from idgen.app.options import PromptOptions
-from idgen.app.records import call_default, write_json
+from idgen.app.records import call_default, json_bytes
 from idgen.app.generate import identity_embeddings
 from idgen.face import get_face_analyzer
 from idgen.image_io import load_image
+from idgen.outputs import OutputFolder
 from idgen.models.recipes import EDIT_METHODS, build_edit_pipeline
 from idgen.pipelines import FaceSwapper
 from idgen.testing import EMBEDDED_DEFAULT_NOTE
+from idgen.validation import check_integer, check_number
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+#: The largest mask growth / seam feather, in crop pixels (the crop is 512 px at most).
+MAX_MASK_PIXELS = 256
 
 
 @dataclass
@@ -49,6 +54,15 @@ class EditRequest(PromptOptions):
     strength: float = 1.0
     color_match: bool = True
 
+    def __post_init__(self):
+        super().__post_init__()
+        self.dilate = check_integer("dilate", self.dilate, low=0, high=MAX_MASK_PIXELS)
+        self.feather = check_integer("feather", self.feather, low=0, high=MAX_MASK_PIXELS)
+        # diffusers' img2img runs int(steps * strength) steps: 0 would denoise nothing
+        self.strength = check_number("strength", self.strength, low=0.0, high=1.0, low_open=True)
+        if self.targets is not None:
+            self.targets = [check_integer("targets", t, low=0) for t in self.targets]
+
 
 def _source_embeddings(request: EditRequest, analyzer, embedded: bool) -> tuple[list[np.ndarray], list[str]]:
     embeds, notes = [], []
@@ -61,12 +75,20 @@ def _source_embeddings(request: EditRequest, analyzer, embedded: bool) -> tuple[
     return embeds, notes
 
 
-def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=None) -> dict:
+def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=None, overwrite: bool = False) -> dict:
     """Swap/inpaint the faces of `request.target` (photo or video) and write the result and
-    `record.json` to `out_dir`. `pipeline`: a built `(pipeline, is_embedded_default)` to reuse."""
+    `record.json` to `out_dir`. `pipeline`: a built `(pipeline, is_embedded_default)` to reuse.
+    `overwrite`: replace earlier results of the same names (else an `OutputError` before the run)."""
 
     if not request.sources or not all(request.sources):
         raise IdgenError("give at least one source photo.")
+    target = Path(request.target)
+    is_video = target.suffix.lower() in VIDEO_SUFFIXES
+    if is_video and (request.mask or request.targets):
+        raise IdgenError("--mask and --target are for photos; videos are edited on every tracked face.")
+    name = f"{target.stem}-{request.method}.mp4" if is_video else f"{target.stem}-{request.method}-{request.seed}.png"
+    folder = OutputFolder(out_dir, overwrite=overwrite, hint="pass --overwrite")
+    folder.claim(name, "record.json")
     pipe, embedded = pipeline or build_edit_pipeline(request.method, base=request.base, adapter=request.adapter,
                                                      embedded_default=request.embedded_default)
     pipe.set_progress_bar_config(disable=True)
@@ -81,37 +103,32 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
     common = dict(mapping=request.mapping, reference_embeds=references, region=request.region,
                   dilate=request.dilate, feather=request.feather, color_match=request.color_match, seed=request.seed,
                   identity_scale=request.identity_scale, prompt=request.prompt, **generation)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    target = Path(request.target)
     exclude = load_image(request.exclude) if request.exclude else None
-    if target.suffix.lower() in VIDEO_SUFFIXES:
-        if request.mask or request.targets:
-            raise IdgenError("--mask and --target are for photos; videos are edited on every tracked face.")
-        output = out_dir / f"{target.stem}-{request.method}.mp4"
-        report = swapper.swap_video(target, output, embeds, exclude=exclude, progress=True, **common)
-        details = {"video": asdict(report), "notes": report.notes}
-    else:
-        user_mask = load_image(request.mask) if request.mask else None
-        result = swapper(target, embeds, user_mask=user_mask, exclude=exclude, targets=request.targets,
-                         progress=progress, **{**common, "region": "custom" if user_mask is not None else request.region})
-        output = out_dir / f"{target.stem}-{request.method}-{request.seed}.png"
-        Image.fromarray(result.image).save(output)
-        details = {"faces": [asdict(f) for f in result.faces], "notes": result.notes}
-    record = {
-        "request": asdict(request), "embedded_default": embedded,
-        "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "embedding_notes": notes,
-        "parameters": {"num_inference_steps": generation["num_inference_steps"], "strength": request.strength,
-                       # CFG as diffusers' loop stored it (None when no face was edited)
-                       "guidance_scale": request.guidance_scale if request.guidance_scale is not None else
-                       getattr(pipe, "_guidance_scale", None), "seed": request.seed,
-                       "identity_scale": request.identity_scale if request.identity_scale is not None else
-                       pipe.default_identity_scale},
-        "pipeline": type(pipe).__name__, "crop_size": swapper.crop_size, "face_backend": analyzer.name,
-        "output": str(output), "seconds": round(time.perf_counter() - started, 3), **details,
-    }
-    write_json(out_dir / "record.json", record)
+    with folder:
+        if is_video:
+            with folder.writing(name) as output:
+                report = swapper.swap_video(target, output, embeds, exclude=exclude, progress=True, **common)
+            details = {"video": asdict(report), "notes": report.notes}
+        else:
+            user_mask = load_image(request.mask) if request.mask else None
+            result = swapper(target, embeds, user_mask=user_mask, exclude=exclude, targets=request.targets,
+                             progress=progress, **{**common, "region": "custom" if user_mask is not None else request.region})
+            folder.write_with(name, lambda path: Image.fromarray(result.image).save(path, format="PNG"))
+            details = {"faces": [asdict(f) for f in result.faces], "notes": result.notes}
+        record = {
+            "request": asdict(request), "embedded_default": embedded,
+            "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "embedding_notes": notes,
+            "parameters": {"num_inference_steps": generation["num_inference_steps"], "strength": request.strength,
+                           # CFG as diffusers' loop stored it (None when no face was edited)
+                           "guidance_scale": request.guidance_scale if request.guidance_scale is not None else
+                           getattr(pipe, "_guidance_scale", None), "seed": request.seed,
+                           "identity_scale": request.identity_scale if request.identity_scale is not None else
+                           pipe.default_identity_scale},
+            "pipeline": type(pipe).__name__, "crop_size": swapper.crop_size, "face_backend": analyzer.name,
+            "output": str(folder.path / name), "seconds": round(time.perf_counter() - started, 3), **details,
+        }
+        folder.write_bytes("record.json", json_bytes(record))
     return record
 
 
@@ -119,18 +136,20 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="pva", choices=EDIT_METHODS, help="identity-inpainting adapter (default pva)")
     parser.add_argument("--region", default="face", choices=["face", "face_hair"], help="mask region from landmarks")
     parser.add_argument("--exclude", metavar="MASK", help="occluders to keep (hands, hair): white = never repaint")
-    parser.add_argument("--dilate", type=int, default=8, help="grow the mask by N crop pixels (default 8)")
-    parser.add_argument("--feather", type=int, default=8, help="seam feather in crop pixels (default 8)")
+    parser.add_argument("--dilate", type=arguments.integer(0, MAX_MASK_PIXELS), default=8, help="grow the mask by N crop pixels (default 8)")
+    parser.add_argument("--feather", type=arguments.integer(0, MAX_MASK_PIXELS), default=8, help="seam feather in crop pixels (default 8)")
     parser.add_argument("--prompt", default="photo of a person")
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--base", metavar="PATH", help="inpainting base model folder (default: configured)")
     parser.add_argument("--adapter", metavar="PATH", help="adapter file or folder (default: configured)")
     parser.add_argument("--out", default="outputs", metavar="DIR")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--guidance-scale", type=float, default=None)
-    parser.add_argument("--identity-scale", type=float, default=None)
-    parser.add_argument("--strength", type=float, default=1.0, help="1 = repaint the masked area from noise")
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier results of the same names in --out")
+    parser.add_argument("--seed", type=arguments.seed, default=0)
+    parser.add_argument("--steps", type=arguments.steps, default=None)
+    parser.add_argument("--guidance-scale", type=arguments.scale, default=None)
+    parser.add_argument("--identity-scale", type=arguments.scale, default=None)
+    parser.add_argument("--strength", type=arguments.number(0.0, 1.0, low_open=True), default=1.0,
+                        help="in (0, 1]; 1 = repaint the masked area from noise")
     parser.add_argument("--no-color-match", dest="color_match", action="store_false")
     parser.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
     parser.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
@@ -157,12 +176,12 @@ def _print(record: dict) -> int:
 def _cmd_inpaint(args: argparse.Namespace) -> int:
     request = _request(args, args.image, [args.face], mask=args.mask,
                        targets=None if args.target is None else [args.target])
-    return _print(run_edit(request, Path(args.out)))
+    return _print(run_edit(request, Path(args.out), overwrite=args.overwrite))
 
 
 def _cmd_swap(args: argparse.Namespace) -> int:
     request = _request(args, args.input, args.source, mapping=args.map, references=args.reference or [])
-    return _print(run_edit(request, Path(args.out)))
+    return _print(run_edit(request, Path(args.out), overwrite=args.overwrite))
 
 
 def add_parsers(sub) -> None:
@@ -172,7 +191,7 @@ def add_parsers(sub) -> None:
     inpaint.add_argument("--face", required=True, nargs="+", metavar="PHOTO", help="1-20 photos of the person")
     inpaint.add_argument("--mask", metavar="MASK", help="custom repaint mask for the photo (white = repaint); "
                          "default: the face region from landmarks")
-    inpaint.add_argument("--target", type=int, default=None, help="which face (left-to-right index); default all")
+    inpaint.add_argument("--target", type=arguments.integer(0), default=None, help="which face (left-to-right index); default all")
     _common_arguments(inpaint)
     inpaint.set_defaults(func=_cmd_inpaint)
 

@@ -21,12 +21,17 @@ import torch
 
 from idgen.errors import IdgenError
 from idgen.app.options import PromptOptions
-from idgen.app.records import call_default, write_json
+from idgen.app.records import call_default, json_bytes
 from idgen.conditioning import draw_kps, fit_kps
 from idgen.face import align_face, get_face_analyzer
 from idgen.image_io import load_image
+from idgen.outputs import OutputFolder
+from idgen.resources import check_fits
 from idgen.models.recipes import ARCFACE_DIM, build_generation_pipeline
 from idgen.testing import EMBEDDED_DEFAULT_NOTE
+from idgen.validation import (
+    InvalidArgumentError, check_fraction, check_integer, check_output_size, check_scale, check_size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,24 @@ class GenerationRequest(PromptOptions):
     face_index: Optional[int] = None  # which face of each photo (largest first); None: the largest
     scheduler: Optional[str] = None  # a key of SCHEDULERS; None: the pipeline's own
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.control_scale is not None:
+            self.control_scale = check_scale("control_scale", self.control_scale)
+        for name in ("identity_start", "identity_end"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_fraction(name, getattr(self, name)))
+        if (self.identity_start or 0.0) >= (1.0 if self.identity_end is None else self.identity_end):
+            raise InvalidArgumentError(
+                f"identity_start ({self.identity_start}) must be below identity_end ({self.identity_end}): the "
+                "identity would act in no step.")
+        for name in ("width", "height"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_size(name, getattr(self, name)))
+        check_output_size(self.width, self.height, self.num_images)
+        if self.face_index is not None:
+            self.face_index = check_integer("face_index", self.face_index, low=0)
 
 
 def identity_embeddings(faces, analyzer, embedded: bool) -> tuple[np.ndarray, Optional[str]]:
@@ -101,12 +124,15 @@ def _set_scheduler(pipe, name: Optional[str]) -> None:
     pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(original.config)
 
 
-def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progress=None) -> dict:
+def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progress=None,
+             overwrite: bool = False) -> dict:
     """Run one generation and write `out_dir/<method>-<seed>-<i>.png` and `record.json`.
 
     Args:
         pipeline: an already built `(pipeline, is_embedded_default)` to reuse (the demo keeps one).
         progress: optional `callable(step, total)` called after each denoising step.
+        overwrite: replace results of the same names in `out_dir` (else an existing one is an
+            `OutputError`, raised before anything runs). All files are written or none.
 
     Returns:
         The record written to `record.json` (parameters, faces, files, timing).
@@ -119,6 +145,10 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
     if request.method == "arc2face" and (request.identity_scale is not None or request.identity_start is not None
                                          or request.identity_end is not None):
         raise IdgenError("Arc2Face has no identity scale or window: the identity is its whole prompt.")
+    folder = OutputFolder(out_dir, overwrite=overwrite, hint="pass --overwrite")
+    names = [f"{request.method}-{request.seed}-{i}.png" for i in range(request.num_images)]
+    keypoints_name = f"{request.method}-{request.seed}-keypoints.png"
+    folder.claim(*names, *([keypoints_name] if request.method == "instantid" else []), "record.json")
     pipe, embedded = pipeline or build_generation_pipeline(request.method, base=request.base, adapter=request.adapter,
                                                 embedded_default=request.embedded_default)
     pipe.set_progress_bar_config(disable=True)
@@ -158,6 +188,9 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
             kwargs["controlnet_conditioning_scale"] = request.control_scale
     elif request.method == "faceid-plusv2":
         kwargs["face_crop"] = [align_face(photo, face.kps, size=224).image for photo, face in zip(photos, faces)]
+    default_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    check_fits(pipe, kwargs.get("width") or default_size, kwargs.get("height") or default_size, request.num_images,
+               guidance=(request.guidance_scale if request.guidance_scale is not None else 2.0) > 1.0)
     if progress is not None:
         def _callback(p, step, timestep, tensors):
             progress(step + 1, p.num_timesteps)
@@ -168,15 +201,6 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
     images = pipe(**kwargs).images
     seconds = time.perf_counter() - started
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, image in enumerate(images):
-        path = out_dir / f"{request.method}-{request.seed}-{i}.png"
-        image.save(path)
-        files.append(str(path))
-    if request.method == "instantid":
-        kwargs["image"].save(out_dir / f"{request.method}-{request.seed}-keypoints.png")
     record = {
         "request": request,
         "embedded_default": embedded,
@@ -188,7 +212,12 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
         "faces": [f.to_dict() for f in faces],
         "pose_face": pose_face.to_dict() if pose_face is not None else None,
         "pipeline": type(pipe).__name__, "scheduler": type(pipe.scheduler).__name__,
-        "files": files, "seconds": round(seconds, 3),
+        "files": [str(folder.path / name) for name in names], "seconds": round(seconds, 3),
     }
-    write_json(out_dir / "record.json", record)
+    with folder:
+        for name, image in zip(names, images):
+            folder.write_with(name, lambda path: image.save(path, format="PNG"))
+        if request.method == "instantid":
+            folder.write_with(keypoints_name, lambda path: kwargs["image"].save(path, format="PNG"))
+        folder.write_bytes("record.json", json_bytes(record))
     return record

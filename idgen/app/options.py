@@ -7,6 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from idgen.validation import InvalidArgumentError, check_scale, check_seed, check_steps
+
+#: The face backends a request may name (None: `IDGEN_FACE_BACKEND`, config.json, else automatic).
+FACE_BACKENDS = ("dlib", "insightface")
+
 
 @dataclass(kw_only=True)
 class RunOptions:
@@ -17,6 +22,16 @@ class RunOptions:
     steps: Optional[int] = None
     face_backend: Optional[str] = None
     embedded_default: Optional[bool] = None
+
+    def __post_init__(self):
+        """Check (and normalise: Gradio's 3.0 → 3) every value; raises `InvalidArgumentError`
+        naming the field, so a bad value never reaches the models."""
+        self.seed = check_seed("seed", self.seed)
+        if self.steps is not None:
+            self.steps = check_steps("steps", self.steps)
+        if self.face_backend is not None and self.face_backend not in FACE_BACKENDS:
+            raise InvalidArgumentError(
+                f"face_backend must be one of {', '.join(FACE_BACKENDS)} (or None), got {self.face_backend!r}.")
 
 
 @dataclass(kw_only=True)
@@ -30,3 +45,9 @@ class PromptOptions(RunOptions):
     identity_scale: Optional[float] = None
     base: Optional[str] = None
     adapter: Optional[str] = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("guidance_scale", "identity_scale"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_scale(name, getattr(self, name)))

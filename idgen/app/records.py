@@ -36,10 +36,15 @@ def to_json_value(value: Any) -> Any:
     return str(value)
 
 
+def json_bytes(data: Any) -> bytes:
+    """`data` as strict, indented JSON (see `to_json_value`), UTF-8."""
+    return json.dumps(to_json_value(data), indent=2, allow_nan=False).encode()
+
+
 def write_json(path: Path, data: Any) -> Path:
     """Write `data` to `path` as strict, indented JSON (see `to_json_value`); returns `path`."""
     path = Path(path)
-    path.write_text(json.dumps(to_json_value(data), indent=2, allow_nan=False))
+    path.write_bytes(json_bytes(data))
     return path
 
 

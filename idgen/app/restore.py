@@ -17,18 +17,21 @@ import cv2
 import torch
 from PIL import Image
 
+from idgen import arguments
 from idgen.app.generate import identity_embeddings
 from idgen.app.options import RunOptions
-from idgen.app.records import call_default, write_json
+from idgen.app.records import call_default, json_bytes, write_json
 from idgen.errors import IdgenError
 from idgen.face import align_face, get_face_analyzer
 from idgen.image_io import list_photos, load_image
-from idgen.media.degrade import PRESETS, degrade
+from idgen.outputs import OutputFolder
+from idgen.media.degrade import PRESETS, TASKS, degrade
 from idgen.media.metrics import identity_similarity, landmark_distance, psnr, ssim, temporal_consistency
 from idgen.media.video import read_frames
 from idgen.media.video_faces import process_video
 from idgen.models.recipes import build_restore_pipeline
 from idgen.testing import EMBEDDED_DEFAULT_NOTE
+from idgen.validation import InvalidArgumentError, check_number
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -102,56 +105,65 @@ class RestoreRequest(RunOptions):
     fidelity: float = 0.5
     tasks: tuple[str, ...] = ("bfr",)
 
+    def __post_init__(self):
+        super().__post_init__()
+        self.fidelity = check_number("fidelity", self.fidelity, low=0.0, high=1.0)
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown or not self.tasks:
+            raise InvalidArgumentError(f"tasks must be one or more of {', '.join(TASKS)}, got "
+                                       f"{','.join(self.tasks) or 'none'}.")
+
     @property
     def kind(self) -> str:
         return "video" if Path(self.input).suffix.lower() in VIDEO_SUFFIXES else "image"
 
 
-def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: bool = True) -> dict:
+def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: bool = True,
+                overwrite: bool = False) -> dict:
     """Restore `request.input` and write `<stem>-restored.png|mp4` and `record.json` to `out_dir`;
-    returns the record. `pipeline`: a built `(pipeline, is_embedded_default)` to reuse."""
+    returns the record. `pipeline`: a built `(pipeline, is_embedded_default)` to reuse.
+    `overwrite`: replace earlier results of the same names (else an `OutputError` before the run)."""
     kind = request.kind
     if kind == "image" and tuple(request.tasks) != ("bfr",):
         raise IdgenError("photos are restored with --tasks bfr (colorization/inpainting are the video model's).")
-    if not request.tasks:
-        raise IdgenError("choose at least one restoration task.")
+    target = Path(request.input)
+    name = f"{target.stem}-restored.{'mp4' if kind == 'video' else 'png'}"
+    folder = OutputFolder(out_dir, overwrite=overwrite, hint="pass --overwrite")
+    folder.claim(name, "record.json")
     pipe, embedded = pipeline or build_restore_pipeline(kind, reference=bool(request.reference),
                                                         embedded_default=request.embedded_default)
     pipe.set_progress_bar_config(disable=True)
     analyzer = get_face_analyzer(request.face_backend)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = Path(request.input)
     steps = request.steps or call_default(pipe, "num_inference_steps")
     started = time.perf_counter()
     notes = []
-    if kind == "video":
-        output = out_dir / f"{target.stem}-restored.mp4"
-        report = restore_video(pipe, target, output, analyzer=analyzer, tasks=tuple(request.tasks),
-                               reference=request.reference, embedded=embedded, seed=request.seed, progress=progress,
-                               num_inference_steps=steps)
-        details = {"video": vars(report)}
-        notes += report.notes
-    else:
-        identity = {}
-        if request.reference:
-            face = analyzer.get(load_image(request.reference), select="largest")
-            embeds, note = identity_embeddings([face], analyzer, embedded)
-            identity = {"face_embeds": embeds}
-            notes += [note] if note else []
-        result = pipe.restore_faces(target, analyzer=analyzer, fidelity=request.fidelity, num_inference_steps=steps,
-                                    generator=torch.Generator().manual_seed(request.seed), **identity)
-        output = out_dir / f"{target.stem}-restored.png"
-        Image.fromarray(result.image).save(output)
-        details = {"faces": result.faces}
-        notes += [f["note"] for f in result.faces if f["note"]]
-    record = {"request": request, "kind": kind, "embedded_default": embedded,
-              "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "pipeline": type(pipe).__name__,
-              "face_backend": analyzer.name, "parameters": {"num_inference_steps": steps, "seed": request.seed,
-                                                           **({"fidelity": request.fidelity} if kind == "image" else
-                                                              {"tasks": list(request.tasks)})},
-              "output": str(output), "seconds": round(time.perf_counter() - started, 3), **details, "notes": notes}
-    write_json(out_dir / "record.json", record)
+    with folder:
+        if kind == "video":
+            with folder.writing(name) as output:
+                report = restore_video(pipe, target, output, analyzer=analyzer, tasks=tuple(request.tasks),
+                                       reference=request.reference, embedded=embedded, seed=request.seed,
+                                       progress=progress, num_inference_steps=steps)
+            details = {"video": vars(report)}
+            notes += report.notes
+        else:
+            identity = {}
+            if request.reference:
+                face = analyzer.get(load_image(request.reference), select="largest")
+                embeds, note = identity_embeddings([face], analyzer, embedded)
+                identity = {"face_embeds": embeds}
+                notes += [note] if note else []
+            result = pipe.restore_faces(target, analyzer=analyzer, fidelity=request.fidelity, num_inference_steps=steps,
+                                        generator=torch.Generator().manual_seed(request.seed), **identity)
+            folder.write_with(name, lambda path: Image.fromarray(result.image).save(path, format="PNG"))
+            details = {"faces": result.faces}
+            notes += [f["note"] for f in result.faces if f["note"]]
+        record = {"request": request, "kind": kind, "embedded_default": embedded,
+                  "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "pipeline": type(pipe).__name__,
+                  "face_backend": analyzer.name, "parameters": {"num_inference_steps": steps, "seed": request.seed,
+                                                               **({"fidelity": request.fidelity} if kind == "image" else
+                                                                  {"tasks": list(request.tasks)})},
+                  "output": str(folder.path / name), "seconds": round(time.perf_counter() - started, 3), **details, "notes": notes}
+        folder.write_bytes("record.json", json_bytes(record))
     return record
 
 
@@ -229,7 +241,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     request = RestoreRequest(input=args.input, reference=args.reference, fidelity=args.fidelity,
                              tasks=tuple(args.tasks.split(",")), steps=args.steps, seed=args.seed,
                              face_backend=args.backend, embedded_default=True if args.tiny else None)
-    record = run_restore(request, Path(args.out))
+    record = run_restore(request, Path(args.out), overwrite=args.overwrite)
     print(record["output"])
     for note in [record["note"], *record["notes"]]:
         if note:
@@ -253,11 +265,12 @@ def add_parsers(sub) -> None:
     restore.add_argument("input", help="photo or video")
     restore.add_argument("--reference", metavar="PHOTO",
                          help="a clean photo of the person (photos: needs IP-Adapter-FaceID weights; videos: SVFR's reference)")
-    restore.add_argument("--fidelity", type=float, default=0.5, help="photos: 1 = follow the input, 0 = re-draw details")
+    restore.add_argument("--fidelity", type=arguments.fraction, default=0.5, help="photos: 1 = follow the input, 0 = re-draw details")
     restore.add_argument("--tasks", default="bfr", help="videos: comma-separated bfr,colorize,inpaint")
-    restore.add_argument("--steps", type=int, default=None)
-    restore.add_argument("--seed", type=int, default=0)
+    restore.add_argument("--steps", type=arguments.steps, default=None)
+    restore.add_argument("--seed", type=arguments.seed, default=0)
     restore.add_argument("--out", default="outputs", metavar="DIR")
+    restore.add_argument("--overwrite", action="store_true", help="replace earlier results of the same names in --out")
     restore.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
     restore.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
     restore.set_defaults(func=_cmd_restore)
@@ -269,8 +282,8 @@ def add_parsers(sub) -> None:
     er.add_argument("--preset", default="gfpgan", choices=list(PRESETS))
     er.add_argument("--tasks", default="bfr", help="comma-separated bfr,colorize,inpaint")
     er.add_argument("--out", default="outputs/eval-restore", metavar="DIR")
-    er.add_argument("--seed", type=int, default=0)
-    er.add_argument("--max-items", type=int, default=20, help="photos (or video frames) to evaluate")
-    er.add_argument("--steps", type=int, default=None)
+    er.add_argument("--seed", type=arguments.seed, default=0)
+    er.add_argument("--max-items", type=arguments.integer(1, 10000), default=20, help="photos (or video frames) to evaluate")
+    er.add_argument("--steps", type=arguments.steps, default=None)
     er.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
     er.set_defaults(func=_cmd_eval_restore)

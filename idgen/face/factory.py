@@ -6,10 +6,10 @@ protocol and this module imports the backends, without a circle.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 from idgen.errors import IdgenError
+from idgen.models.config import load_config
 from idgen.face.analyzer import FaceAnalyzer
 from idgen.face.backends.dlib import DlibFaceAnalyzer
 from idgen.face.backends.insightface import InsightFaceAnalyzer, find_pack
@@ -20,10 +20,11 @@ _ANALYZERS: dict = {}
 def get_face_analyzer(backend: Optional[str] = None, **kwargs) -> FaceAnalyzer:
     """The face analyzer for `backend`, created once per (backend, kwargs).
 
-    `backend` None → `IDGEN_FACE_BACKEND` → "insightface" when a local model pack is found,
-    else "dlib" (ships its models in pip packages; always available offline).
+    `backend` None → `IDGEN_FACE_BACKEND` → `"face_backend"` of `$IDGEN_HOME/config.json` →
+    "insightface" when a local model pack is found, else "dlib" (ships its models in pip packages;
+    always available offline).
     """
-    backend = backend or os.environ.get("IDGEN_FACE_BACKEND")
+    backend = backend or load_config().face_backend
     if backend is None:
         backend = "insightface" if find_pack(kwargs.get("pack"), kwargs.get("root")) is not None else "dlib"
     key = (backend, tuple(sorted(kwargs.items())))

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from idgen.errors import IdgenError
+from idgen.errors import ConfigError
+
+#: The face backends (`IDGEN_FACE_BACKEND`, `"face_backend"`); None picks automatically.
+FACE_BACKENDS = ("dlib", "insightface")
 
 
 def idgen_home() -> Path:
@@ -55,20 +58,41 @@ def load_config(home: Optional[os.PathLike] = None) -> ModelConfig:
     """Read `$IDGEN_HOME/config.json` if present.
 
     Raises:
-        IdgenError: the config file is not valid JSON or has the wrong shape.
+        ConfigError: the config file is not valid UTF-8 JSON, has the wrong shape, or names an
+            unknown face backend (as does IDGEN_FACE_BACKEND).
     """
     home = Path(home).expanduser() if home is not None else idgen_home()
     path = home / "config.json"
     data: dict = {}
     if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise IdgenError(f"{path} is not valid JSON: {e}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("models", {}), dict):
-            raise IdgenError(f'{path} must hold an object like {{"models": {{"sdxl": "/path"}}}}.')
-    return ModelConfig(
-        home=home,
-        models={str(k): str(v) for k, v in data.get("models", {}).items()},
-        face_backend=os.environ.get("IDGEN_FACE_BACKEND") or data.get("face_backend"),
-    )
+        data = _read_config(path)
+    face_backend = os.environ.get("IDGEN_FACE_BACKEND") or data.get("face_backend")
+    if face_backend is not None and face_backend not in FACE_BACKENDS:
+        where = "IDGEN_FACE_BACKEND" if os.environ.get("IDGEN_FACE_BACKEND") else f'"face_backend" in {path}'
+        raise ConfigError(f"{where} must be one of {', '.join(FACE_BACKENDS)}, got {face_backend!r}.")
+    return ModelConfig(home=home, models={str(k): str(v) for k, v in data.get("models", {}).items()},
+                       face_backend=face_backend)
+
+
+def _read_config(path: Path) -> dict:
+    """`config.json` as a dict, or a ConfigError naming the file, the line and column, or the key."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not a text (UTF-8) file (byte {e.start}); write it as JSON, e.g. "
+                          '{"models": {"sdxl": "/path"}}.') from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}).") from None
+    except OSError as e:
+        raise ConfigError(f"{path} cannot be read: {e.strerror or e}.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'{path} must hold an object like {{"models": {{"sdxl": "/path"}}}}, got {type(data).__name__}.')
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError(f'"models" in {path} must be an object like {{"sdxl": "/path"}}, got {type(models).__name__}.')
+    for key, value in models.items():
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f'"models": {{"{key}": ...}} in {path} must be a path or hub id (a string), got {value!r}.')
+    if data.get("face_backend") is not None and not isinstance(data["face_backend"], str):
+        raise ConfigError(f'"face_backend" in {path} must be a string, got {data["face_backend"]!r}.')
+    return data

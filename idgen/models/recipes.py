@@ -19,6 +19,7 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 from idgen.adapters.svfr import init_svfr
 from idgen.errors import IdgenError
 from idgen.models.fallback import build_or_embedded
+from idgen.models.loading import check_controlnet_fits, check_model_files, from_pretrained, loading
 from idgen.models.resolve import load_pipeline, resolve_component
 from idgen.pipelines import (
     Arc2FacePipeline, FaceRestorePipeline, SVFRPipeline, StableDiffusionFaceIDInpaintPipeline,
@@ -72,9 +73,12 @@ def load_instantid_pipeline(cls, base_name: str, base: Optional[str], adapter: O
     resolved = resolve_component(base_name, config=config, override=base)
     identitynet = resolve_component("instantid_identitynet", config=config)
     adapter_file = resolve_component("instantid_adapter", config=config, override=adapter)
-    controlnet = ControlNetModel.from_pretrained(str(identitynet.path), torch_dtype=dtype)
+    if resolved.format == "folder":
+        check_controlnet_fits(identitynet.path, resolved.path, "the InstantID IdentityNet")
+    controlnet = from_pretrained(ControlNetModel, identitynet.path, "the InstantID IdentityNet", torch_dtype=dtype)
     pipe = load_pipeline(cls, resolved, controlnet=controlnet, torch_dtype=dtype)
-    pipe.load_instantid(adapter_file.path)
+    with loading("the InstantID adapter", adapter_file.path):
+        pipe.load_instantid(adapter_file.path)
     return pipe
 
 
@@ -86,7 +90,10 @@ def _real_generation_pipeline(method: str, base: Optional[str], adapter: Optiona
         sd15 = resolve_component("sd15", config=config, override=base)
         unet = resolve_component("arc2face_unet", config=config, override=adapter)
         encoder = resolve_component("arc2face_encoder", config=config)
-        pipe = load_arc2face_pipeline(sd15.path, unet_folder=unet.path, encoder_folder=encoder.path, torch_dtype=dtype)
+        for folder in (sd15.path, unet.path, encoder.path):
+            check_model_files(folder)
+        with loading("Arc2Face", unet.path):
+            pipe = load_arc2face_pipeline(sd15.path, unet_folder=unet.path, encoder_folder=encoder.path, torch_dtype=dtype)
     elif method == "instantid":
         pipe = load_instantid_pipeline(StableDiffusionXLInstantIDPipeline, "sdxl", base, adapter, config, dtype)
     else:
@@ -97,9 +104,11 @@ def _real_generation_pipeline(method: str, base: Optional[str], adapter: Optiona
         image_encoder = None
         if method == "faceid-plusv2":
             clip = resolve_component("clip_vit_h", config=config)
-            image_encoder = CLIPVisionModelWithProjection.from_pretrained(str(clip.path), torch_dtype=dtype)
+            image_encoder = from_pretrained(CLIPVisionModelWithProjection, clip.path, "the CLIP ViT-H image encoder",
+                                            torch_dtype=dtype)
             pipe.feature_extractor = CLIPImageProcessor()
-        pipe.load_faceid(adapter_file.path, variant=method, image_encoder=image_encoder)
+        with loading("the IP-Adapter-FaceID file", adapter_file.path):
+            pipe.load_faceid(adapter_file.path, variant=method, image_encoder=image_encoder)
     if torch.cuda.is_available():
         pipe.to("cuda")
     return pipe
@@ -157,10 +166,13 @@ def _real_edit_pipeline(method: str, base: Optional[str], adapter: Optional[str]
         sd = resolve_component("sd15_inpaint", config=config, override=base)
         cls = StableDiffusionPVAInpaintPipeline if method == "pva" else StableDiffusionFaceIDInpaintPipeline
         pipe = load_pipeline(cls, sd, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
-        if method == "pva":
-            pipe.load_pva(resolve_component("pva_adapter", config=config, override=adapter).path)
-        else:
-            pipe.load_faceid(resolve_component("faceid_sd15", config=config, override=adapter).path, variant="faceid")
+        name = "pva_adapter" if method == "pva" else "faceid_sd15"
+        adapter_path = resolve_component(name, config=config, override=adapter).path
+        with loading(f"the {method} adapter", adapter_path):
+            if method == "pva":
+                pipe.load_pva(adapter_path)
+            else:
+                pipe.load_faceid(adapter_path, variant="faceid")
     if torch.cuda.is_available():
         pipe.to("cuda")
     return pipe
@@ -205,16 +217,23 @@ def _tiny_restore_pipeline(kind: str, reference: bool = False):
 def _real_restore_pipeline(kind: str, config, reference: bool = False):
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
     if kind == "video":
-        svd = resolve_component("svd", config=config)
-        pipe = load_svfr_pipeline(svd.path, resolve_component("svfr_unet", config=config).path,
-                                  resolve_component("svfr_id_linear", config=config).path, torch_dtype=dtype)
+        folders = [resolve_component(name, config=config).path for name in RESTORE_WEIGHTS["video"]]
+        for folder in folders:
+            check_model_files(folder)
+        with loading("SVFR", folders[1]):
+            pipe = load_svfr_pipeline(*folders, torch_dtype=dtype)
     else:
-        controlnet = ControlNetModel.from_pretrained(str(resolve_component("restore_controlnet", config=config).path),
-                                                     torch_dtype=dtype)
-        pipe = load_pipeline(FaceRestorePipeline, resolve_component("sd15", config=config), controlnet=controlnet,
+        base = resolve_component("sd15", config=config)
+        controlnet_path = resolve_component("restore_controlnet", config=config).path
+        if base.format == "folder":
+            check_controlnet_fits(controlnet_path, base.path, "the restoration ControlNet")
+        controlnet = from_pretrained(ControlNetModel, controlnet_path, "the restoration ControlNet", torch_dtype=dtype)
+        pipe = load_pipeline(FaceRestorePipeline, base, controlnet=controlnet,
                              torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
         if reference:
-            pipe.load_faceid(resolve_component("faceid_sd15", config=config).path, variant="faceid")
+            faceid = resolve_component("faceid_sd15", config=config).path
+            with loading("the IP-Adapter-FaceID file", faceid):
+                pipe.load_faceid(faceid, variant="faceid")
     if torch.cuda.is_available():
         pipe.to("cuda")
     return pipe

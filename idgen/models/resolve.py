@@ -14,8 +14,9 @@ from typing import Optional
 
 from huggingface_hub import snapshot_download
 
-from idgen.errors import ConfiguredModelError, IdgenError, ModelNotFoundError
+from idgen.errors import CheckpointError, ConfiguredModelError, IdgenError, ModelNotFoundError
 from idgen.models.config import ModelConfig, env_var, load_config
+from idgen.models.loading import check_model_files, loading
 from idgen.models.registry import REGISTRY, Component, FileSpec
 
 logger = logging.getLogger(__name__)
@@ -154,15 +155,22 @@ def load_pipeline(pipeline_class, resolved: ResolvedModel, *, config_folder: Opt
     architecture, e.g. the SDXL base folder) or have the config in the HF cache.
     """
     kwargs.setdefault("local_files_only", True)
+    what = f"a {pipeline_class.__name__} base model"
+    check_model_files(resolved.path)
     if resolved.format == "folder":
-        return pipeline_class.from_pretrained(str(resolved.path), **kwargs)
+        with loading(what, resolved.path):
+            return pipeline_class.from_pretrained(str(resolved.path), **kwargs)
     if config_folder is not None:
         kwargs["config"] = str(config_folder)
     try:
-        return pipeline_class.from_single_file(str(resolved.path), **kwargs)
-    except (OSError, ValueError, EnvironmentError) as e:
+        with loading(what, resolved.path):
+            return pipeline_class.from_single_file(str(resolved.path), **kwargs)
+    except CheckpointError as e:
+        if not isinstance(e.__cause__, OSError):
+            raise
+        # offline, diffusers finds no config of the checkpoint's architecture
         raise ModelNotFoundError(
-            f"could not load single-file checkpoint {resolved.path} offline ({str(e).splitlines()[0]}). "
+            f"could not load single-file checkpoint {resolved.path} offline ({str(e.__cause__).splitlines()[0]}). "
             "Pass config_folder= a local diffusers folder of the same architecture (its model_index.json "
             "and component configs are read; no weights are taken from it)."
         ) from None

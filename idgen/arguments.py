@@ -1,0 +1,43 @@
+"""argparse types for the CLI's numeric options, built on `idgen.validation`: a bad value is a
+usage error (exit 2) whose message names the option, e.g.
+`idgen generate: error: argument --steps: must be an integer between 1 and 1000, got '-1'`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable, Optional
+
+from idgen import validation
+from idgen.validation import InvalidArgumentError
+
+
+def _typed(check: Callable[[str, str], object]) -> Callable[[str], object]:
+    """An argparse type from a check `(name, text) -> value`: its error becomes argparse's own
+    (argparse prefixes the option's name, so the check's name is left out of the message)."""
+    name = "value"
+
+    def convert(text: str):
+        try:
+            return check(name, text)
+        except InvalidArgumentError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix(f"{name} ")) from None
+
+    convert.__name__ = check.__name__.removeprefix("check_")  # what argparse calls the type in messages
+    return convert
+
+
+steps = _typed(validation.check_steps)
+seed = _typed(validation.check_seed)
+size = _typed(validation.check_size)
+fraction = _typed(validation.check_fraction)
+scale = _typed(validation.check_scale)
+
+
+def integer(low: Optional[int] = None, high: Optional[int] = None) -> Callable[[str], int]:
+    """An integer option in `[low, high]`."""
+    return _typed(lambda name, text: validation.check_integer(name, text, low=low, high=high))
+
+
+def number(low: Optional[float] = None, high: Optional[float] = None, low_open: bool = False) -> Callable[[str], float]:
+    """A finite-number option in `[low, high]` (`(low, high]` with `low_open`)."""
+    return _typed(lambda name, text: validation.check_number(name, text, low=low, high=high, low_open=low_open))
