@@ -153,3 +153,28 @@ def _is_above(value, limit: int) -> bool:
         return float(value) > limit
     except (TypeError, ValueError, OverflowError):
         return False
+
+
+#: How each sampling argument of a pipeline call is checked (absent or None: not checked).
+_SAMPLING_CHECKS = {
+    "num_inference_steps": check_steps,
+    "guidance_scale": check_scale, "min_guidance_scale": check_scale, "max_guidance_scale": check_scale,
+    "identity_scale": check_scale, "controlnet_conditioning_scale": check_scale,
+    "strength": lambda name, value: check_number(name, value, low=0.0, high=1.0, low_open=True),
+    "fidelity": check_fraction, "noise_aug_strength": check_fraction,
+    "num_images_per_prompt": lambda name, value: check_integer(name, value, low=1),
+}
+
+
+def check_sampling_arguments(arguments) -> None:
+    """Check the sampling arguments of a pipeline call (`arguments`: its named arguments): steps
+    ≥ 1, finite non-negative scales (each of a per-ControlNet/per-identity list), strength in
+    (0, 1]. Raises InvalidArgumentError (a ValueError, as diffusers' `check_inputs`) naming the
+    argument, before any model runs: NaN or 0 steps would otherwise give black images or a
+    ZeroDivisionError from inside the scheduler."""
+    for name, check in _SAMPLING_CHECKS.items():
+        value = arguments.get(name)
+        if value is None or isinstance(value, dict):  # dict: per-layer scales, checked by their adapter
+            continue
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            check(name, item)

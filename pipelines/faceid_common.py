@@ -35,6 +35,7 @@ from idgen.errors import IdgenError
 from idgen.face import align_face, get_face_analyzer
 from idgen.identity import FaceEmbedsInput, ReferenceMode, in_window, resolve_face_embeds
 from idgen.image_io import load_image
+from idgen.validation import check_sampling_arguments
 
 #: Keys an entry of `identities=[...]` may have (the first five: one person's identity inputs).
 IDENTITY_KEYS = ("face_embeds", "face_image", "face_crop", "clip_image_embeds", "negative_clip_image_embeds",
@@ -361,6 +362,7 @@ class FaceIDPipelineMixin(FaceIDLoaderMixin):
         if isinstance(prompt, (list, tuple)) and isinstance(negative_prompt, str):
             # as the official generate; diffusers refuses a str negative with a list prompt
             arguments["negative_prompt"] = [negative_prompt] * len(prompt)
+        check_sampling_arguments(arguments)
         if get_faceid_state(self.unet) is None and not args.given:
             return super().__call__(**arguments)
         state = self._require_faceid()

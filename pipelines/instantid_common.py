@@ -42,6 +42,7 @@ from idgen.errors import FaceNotFoundError, IdgenError
 from idgen.face import Face, get_face_analyzer
 from idgen.identity import ReferenceMode, in_window, resolve_face_embeds
 from idgen.image_io import load_image
+from idgen.validation import check_sampling_arguments
 
 #: Keys an entry of `identities=[...]` may have.
 IDENTITY_KEYS = ("face_embeds", "face_image", "mask", "kps", "scale")
@@ -423,6 +424,7 @@ class InstantIDPipelineMixin(InstantIDLoaderMixin):
     def _call_with_identity(self, pipeline_call: Callable, people: Sequence[Identity], identity: dict, call: dict):
         """Encode the identities once, then run diffusers' `pipeline_call(**call)` inside
         `identity_branch`."""
+        check_sampling_arguments({**call, "identity_scale": identity["identity_scale"]})
         prompt, prompt_embeds = call["prompt"], call["prompt_embeds"]
         if isinstance(prompt, list):
             batch_size = len(prompt)

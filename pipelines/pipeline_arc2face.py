@@ -20,6 +20,7 @@ from transformers import CLIPTextModel
 from idgen.adapters.arc2face import IDENTITY_PROMPT, check_arc2face_folders, encode_identity
 from idgen.errors import IdgenError
 from idgen.identity import FaceEmbedsInput, ReferenceMode, resolve_face_embeds
+from idgen.validation import check_sampling_arguments
 
 ARCFACE_DIM = 512
 
@@ -74,6 +75,7 @@ class Arc2FacePipeline(StableDiffusionPipeline):
         # the base pipeline's arguments by name (as diffusers' pipelines read `locals()` for callbacks)
         arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__", "face_embeds", "face_image",
                                                                       "prompt", "reference_mode")}
+        check_sampling_arguments(arguments)
         if sum(x is not None for x in (face_embeds, face_image, prompt_embeds)) != 1:
             raise IdgenError("Give exactly one of `face_embeds`, `face_image` and `prompt_embeds` (the identity "
                              "prompt embeddings from `encode_identity`).")

@@ -34,6 +34,7 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 from idgen.errors import FaceNotFoundError, IdgenError
 from idgen.face import align_face, get_face_analyzer, paste_back
 from idgen.image_io import load_image
+from idgen.validation import check_sampling_arguments
 from idgen.pipelines.faceid_common import FaceIDPipelineMixin
 
 DEFAULT_PROMPT = "a high quality, detailed photo of a face"
@@ -98,6 +99,7 @@ class FaceRestorePipeline(FaceIDPipelineMixin, StableDiffusionControlNetImg2ImgP
         """
         if image is None:
             raise IdgenError("give the degraded face crop(s) as `image`.")
+        check_sampling_arguments({"fidelity": fidelity})
         if prompt is None and prompt_embeds is None:
             prompt = DEFAULT_PROMPT
         if negative_prompt is None and negative_prompt_embeds is None:

@@ -42,6 +42,7 @@ from idgen.adapters.svfr import (IDProjection, SVFR_IN_CHANNELS, SVFRConfig, che
                                  frame_weight_sums, load_id_projection, load_svfr_unet, task_vector, triangle_weights,
                                  window_shift, window_starts)
 from idgen.errors import IdgenError
+from idgen.validation import check_sampling_arguments
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 
@@ -270,6 +271,9 @@ class SVFRPipeline(DiffusionPipeline):
             raise IdgenError(f"callback_on_step_end_tensor_inputs can only hold {self._callback_tensor_inputs}; got {sorted(unknown)}.")
         if guidance_scale is not None:
             min_guidance_scale = max_guidance_scale = guidance_scale
+        check_sampling_arguments(dict(num_inference_steps=num_inference_steps, strength=strength,
+                                      min_guidance_scale=min_guidance_scale, max_guidance_scale=max_guidance_scale,
+                                      noise_aug_strength=noise_aug_strength))
         frames = self.preprocess(video)
         task = task_vector(tasks)
         if mask is not None:

@@ -18,6 +18,7 @@ import torch
 from idgen.adapters.pva import PVALoaderMixin, check_identity_scale
 from idgen.identity import FaceEmbedsInput, resolve_face_embeds
 from idgen.errors import IdgenError
+from idgen.validation import check_sampling_arguments
 
 
 class PVAInpaintMixin(PVALoaderMixin):
@@ -66,6 +67,9 @@ class PVAInpaintMixin(PVALoaderMixin):
             kwargs: every other argument of the base inpainting pipeline (`strength`, `height`,
                 `width`, `padding_mask_crop`, SDXL's `prompt_2` / pooled embeddings, ...).
         """
+        check_sampling_arguments(dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                      identity_scale=identity_scale, num_images_per_prompt=num_images_per_prompt,
+                                      strength=kwargs.get("strength")))
         given = [x is not None for x in (face_embeds, face_image, identity_tokens)]
         if sum(given) > 1:
             raise IdgenError("Give at most one of `face_embeds`, `face_image` and `identity_tokens`.")

@@ -73,6 +73,17 @@ class PipelineChecks:
         latent = _images(pipe(**{**inputs, "output_type": "latent"}))
         assert isinstance(latent, torch.Tensor) and latent.ndim == 4
 
+    @pytest.mark.parametrize("name, value", [("num_inference_steps", 0), ("num_inference_steps", -1),
+                                             ("guidance_scale", float("nan")), ("guidance_scale", float("inf"))])
+    def test_bad_sampling_values_are_refused_by_name(self, name, value):
+        """0 steps used to be a ZeroDivisionError inside the scheduler, NaN CFG a black image."""
+        pipe = self.get_pipeline()
+        called = []
+        pipe.unet.register_forward_pre_hook(lambda *a: called.append(1))
+        with pytest.raises(ValueError, match=name):
+            self.run(pipe, **{name: value})
+        assert not called, "a model ran before the check"
+
     def test_callback_on_step_end(self):
         pipe = self.get_pipeline()
         seen = []
