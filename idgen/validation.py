@@ -129,10 +129,8 @@ def check_output_size(width: Optional[int], height: Optional[int], num_images: i
     batch_limit = env_limit("IDGEN_MAX_BATCH")
     check_integer("num_images", num_images, low=1, high=batch_limit,
                   hint=" (raise IDGEN_MAX_BATCH for more)" if _is_above(num_images, batch_limit) else "")
-    if width is None or height is None:
-        return
     limit = env_limit("IDGEN_MAX_OUTPUT_PIXELS")
-    if width * height > limit:
+    if width is not None and height is not None and width * height > limit:
         raise InvalidArgumentError(
             f"an output of {width}x{height} = {width * height} pixels is above the limit of {limit}; "
             "ask for a smaller width/height, or raise IDGEN_MAX_OUTPUT_PIXELS.")

@@ -307,7 +307,11 @@ def _index_folder(folder: Path) -> list[tuple]:
     if not meta.is_file():
         raise DatasetError(f"{folder}: no metadata.jsonl (expected one JSON record per line).")
     items = []
-    for n, line in enumerate(meta.read_text().splitlines(), 1):
+    try:
+        lines = meta.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{meta}: not UTF-8 text (byte {e.start}); prepare the dataset again.") from None
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -431,9 +435,9 @@ def _open_one(path: Path) -> FaceDataset:
         raise DatasetError(f"{path} is not an idgen dataset (no dataset.json); create one with "
                            "`idgen prepare-data PHOTOS_DIR OUT_DIR`, or pass a .tar shard.")
     try:
-        info = json.loads(marker.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{marker}: not JSON ({e}).") from None
+        info = json.loads(marker.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{marker}: not JSON text ({e}); prepare the dataset again with `idgen prepare-data`.") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise DatasetError(f"{marker}: not an idgen dataset description (expected format {FORMAT!r}).")
     if not isinstance(info.get("version"), int) or info["version"] > VERSION:

@@ -18,16 +18,18 @@ _ANALYZERS: dict = {}
 
 
 def get_face_analyzer(backend: Optional[str] = None, **kwargs) -> FaceAnalyzer:
-    """The face analyzer for `backend`, created once per (backend, kwargs).
+    """The face analyzer for `backend`, created once per (backend, kwargs, insightface pack found).
 
     `backend` None → `IDGEN_FACE_BACKEND` → `"face_backend"` of `$IDGEN_HOME/config.json` →
     "insightface" when a local model pack is found, else "dlib" (ships its models in pip packages;
     always available offline).
     """
     backend = backend or load_config().face_backend
+    pack = find_pack(kwargs.get("pack"), kwargs.get("root")) if backend in (None, "insightface") else None
     if backend is None:
-        backend = "insightface" if find_pack(kwargs.get("pack"), kwargs.get("root")) is not None else "dlib"
-    key = (backend, tuple(sorted(kwargs.items())))
+        backend = "insightface" if pack is not None else "dlib"
+    # the pack found is part of the key: another IDGEN_HOME (or a pack installed meanwhile) is another analyzer
+    key = (backend, tuple(sorted(kwargs.items())), pack)
     if key not in _ANALYZERS:
         if backend == "dlib":
             _ANALYZERS[key] = DlibFaceAnalyzer(**kwargs)

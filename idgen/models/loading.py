@@ -97,6 +97,10 @@ def loading(what: str, path: os.PathLike) -> Iterator[None]:
     (the original error stays chained for --debug)."""
     try:
         yield
+    except CheckpointError as e:
+        if str(path) in str(e):
+            raise
+        raise CheckpointError(f"{what} {path}: {e}") from e
     except IdgenError:
         raise
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, AttributeError, EOFError) as e:
