@@ -52,23 +52,49 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: str = "cpu") ->
     return dict(obj)
 
 
-def split_prefixed(state_dict: Mapping[str, object], prefixes: tuple[str, ...]) -> dict[str, dict]:
+def split_prefixed(state_dict: Mapping[str, object], prefixes: tuple[str, ...], *,
+                   what: str = "checkpoint") -> dict[str, dict]:
     """Turn a flat `{"image_proj.a": t, "ip_adapter.1.b": t}` dict into
-    `{"image_proj": {"a": t}, "ip_adapter": {"1.b": t}}`; nested dicts pass through."""
-    if all(p in state_dict and isinstance(state_dict[p], Mapping) for p in prefixes):
-        return {p: dict(state_dict[p]) for p in prefixes}
+    `{"image_proj": {"a": t}, "ip_adapter": {"1.b": t}}`; nested dicts (`{"image_proj": {...}}`)
+    pass through, and the two forms may be mixed. Keys under no prefix are left out.
+
+    Raises:
+        CheckpointError: `state_dict` is not a dict, a prefix holds something other than a dict,
+            or a key is not a string (named, with `what`).
+    """
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"{what}: expected a dict of tensors, got {type(state_dict).__name__}.")
     out: dict[str, dict] = {p: {} for p in prefixes}
     for key, value in state_dict.items():
+        _check_key(key, what)
+        if key in out:
+            if not isinstance(value, Mapping):
+                raise CheckpointError(f"{what}: {key!r} is a {type(value).__name__}, expected a dict of tensors.")
+            for inner in value:
+                _check_key(inner, f"{what} {key}")
+            out[key].update(value)
+            continue
         head, _, rest = key.partition(".")
         if head in out and rest:
             out[head][rest] = value
     return out
 
 
+def _check_key(key: object, what: str) -> None:
+    if not isinstance(key, str):
+        raise CheckpointError(f"{what}: key {key!r} is a {type(key).__name__}, not a string; this is not a state dict.")
+
+
 def resolve_state_dict(source: PathOrStateDict) -> dict:
-    """A path becomes `load_checkpoint(path)`; a mapping is returned as a dict."""
+    """A path becomes `load_checkpoint(path)`; a mapping is returned as a dict.
+
+    Raises:
+        CheckpointError: `source` is neither (a list, a tensor, None...).
+    """
     if isinstance(source, Mapping):
         return dict(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise CheckpointError(f"expected a checkpoint path or a dict of tensors, got {type(source).__name__}.")
     return load_checkpoint(source)
 
 
@@ -79,14 +105,18 @@ def check_state_dict(
     what: str,
     allow_extra: bool = False,
 ) -> None:
-    """Check that `state_dict` has exactly the keys of `expected` with those shapes.
+    """Check that `state_dict` has exactly the keys of `expected`, each a dense floating-point
+    tensor (any float dtype: fp16 files load into fp32 modules) of that shape.
 
     Keys are checked in the order of `expected` so the error names the first bad key.
 
     Raises:
-        CheckpointError: a key is missing, has the wrong shape, is not a tensor, or (unless
-            `allow_extra`) an unexpected key is present.
+        CheckpointError: `state_dict` is not a dict; a key is missing, is not a tensor, is not a
+            dense floating-point tensor, has the wrong shape, or (unless `allow_extra`) an
+            unexpected key is present.
     """
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"{what}: expected a dict of tensors, got {type(state_dict).__name__}.")
     for key, shape in expected.items():
         if key not in state_dict:
             raise CheckpointError(
@@ -96,6 +126,11 @@ def check_state_dict(
         value = state_dict[key]
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{what}: key {key!r} is a {type(value).__name__}, not a tensor.")
+        if not value.is_floating_point() or value.layout != torch.strided:
+            raise CheckpointError(
+                f"{what}: key {key!r} is a {value.dtype} {str(value.layout).replace('torch.', '')} tensor, expected "
+                "dense floating-point weights (fp32/fp16/bf16); the file is damaged or of another kind."
+            )
         if tuple(value.shape) != tuple(shape):
             raise CheckpointError(
                 f"{what}: key {key!r} has shape {tuple(value.shape)}, expected {tuple(shape)}; "
@@ -111,7 +146,8 @@ def check_state_dict(
 
 
 def first_mismatch(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
-    """Check `state_dict` against `module.state_dict()` keys and shapes (see `check_state_dict`)."""
+    """Check `state_dict` against `module.state_dict()` keys and shapes (see `check_state_dict`;
+    every entry must be floating point, as in every UNet and adapter idgen loads this way)."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     check_state_dict(state_dict, expected, what=what)
 

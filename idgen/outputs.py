@@ -14,9 +14,13 @@ import errno
 import os
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator, Union
+from typing import Callable, Iterator, Optional, Union
+
+import numpy as np
+from PIL import Image
 
 from idgen.errors import OutputError
+from idgen.provenance import Provenance, encode_image
 
 PathLike = Union[str, os.PathLike]
 
@@ -107,6 +111,15 @@ class OutputFolder:
             if final.exists():  # a file system without hard links
                 raise OutputError(f"{final} already exists; idgen does not overwrite results: {self.hint}.") from None
             os.replace(temporary, final)
+
+    def write_image(self, name: str, image, provenance: Optional[Provenance] = None) -> Path:
+        """Write `image` (PIL or RGB uint8 `[H, W, 3]`) as `name`, in the format of its suffix
+        (png, jpg, webp); with `provenance`, watermarked and with the manifest in its metadata."""
+        pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+        if provenance is not None:
+            return self.write_bytes(name, encode_image(pixels, Path(name).suffix, provenance))
+        fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(Path(name).suffix.lower(), "PNG")
+        return self.write_with(name, lambda path: Image.fromarray(pixels).save(path, format=fmt))
 
     def write_bytes(self, name: str, data: bytes) -> Path:
         """Write `data` as `name`; returns its final path."""

@@ -26,7 +26,7 @@ class InvalidArgumentError(IdgenError, ValueError):
 SIZE_MULTIPLE = 8
 MIN_SIZE = 64
 #: Default ceilings; raise them with the environment variables named in the messages.
-DEFAULT_LIMITS = {"IDGEN_MAX_OUTPUT_PIXELS": 4096 * 4096, "IDGEN_MAX_BATCH": 16, "IDGEN_MAX_STEPS": 1000}
+DEFAULT_LIMITS = {"IDGEN_MAX_OUTPUT_PIXELS": 4096 * 4096, "IDGEN_MAX_BATCH": 16, "IDGEN_MAX_STEPS": 500}
 #: `torch.Generator.manual_seed` takes unsigned 64-bit seeds.
 MAX_SEED = 2**64 - 1
 
@@ -101,7 +101,8 @@ def check_integer(name: str, value, *, low: Optional[int] = None, high: Optional
 
 
 def check_steps(name: str, value) -> int:
-    """A number of denoising steps: 1 … `IDGEN_MAX_STEPS` (default 1000)."""
+    """A number of denoising steps: 1 … `IDGEN_MAX_STEPS` (default 500: diffusers' schedulers index
+    past their 1000 training timesteps at 1000 steps)."""
     limit = env_limit("IDGEN_MAX_STEPS")
     return check_integer(name, value, low=1, high=limit,
                          hint=" (raise IDGEN_MAX_STEPS for more)" if _is_above(value, limit) else "")
@@ -176,3 +177,9 @@ def check_sampling_arguments(arguments) -> None:
             continue
         for item in value if isinstance(value, (list, tuple)) else (value,):
             check(name, item)
+    steps, strength = arguments.get("num_inference_steps"), arguments.get("strength")
+    if steps is not None and isinstance(strength, numbers.Real) and int(steps * strength) < 1:
+        # diffusers' img2img runs int(steps * strength) steps: none would leave an empty schedule
+        raise InvalidArgumentError(
+            f"num_inference_steps={steps} with strength={strength:g} runs no denoising step "
+            f"(int({steps} x {strength:g}) = 0); use at least {math.ceil(1 / strength)} steps or a higher strength.")

@@ -32,7 +32,7 @@ from idgen.errors import FaceNotFoundError, IdgenError
 from idgen.face import Face, align_face, get_face_analyzer, identity_similarity, paste_back, transform_points
 from idgen.image_io import load_image
 from idgen.media.video import probe_video
-from idgen.media.video_faces import process_video
+from idgen.media.video_faces import Progress, process_video
 
 MAPPINGS = ("all", "index", "reference")
 
@@ -283,7 +283,8 @@ class FaceSwapper:
         batch_size: int = 8,
         max_missing: int = 5,
         smooth_sigma: float = 1.0,
-        progress: bool = True,
+        progress: Progress = True,
+        provenance=None,
         **generation,
     ):
         """Swap the tracked faces of a video; returns `idgen.media.video_faces.VideoReport`.
@@ -293,7 +294,9 @@ class FaceSwapper:
         appearance, left to right, or by reference) and one seed (`seed + track id`), so its
         initial noise is the same in every frame. The audio is kept; frames without a face pass
         through unchanged. `exclude`: an occluder mask of the frame size (white = keep), the same
-        for every frame. Other arguments as in `__call__`.
+        for every frame. `progress`: per frame (`idgen.media.video_faces.Progress`). `provenance`:
+        an `idgen.provenance.Provenance` stamped into every frame and the file. Other arguments
+        as in `__call__`.
         """
         exclude_full = None
         if exclude is not None:
@@ -340,7 +343,7 @@ class FaceSwapper:
             input_path, output_path, process_crops, analyzer=self.analyzer, crop_size=self.crop_size,
             align_mode=self.align_mode, batch_size=batch_size, mask_for=lambda job: masks.pop(id(job)),
             feather=feather, max_missing=max_missing, smooth_sigma=smooth_sigma, min_face_size=min_face_size,
-            progress=progress,
+            progress=progress, provenance=provenance,
         )
         report.notes.extend(f"track {tid}: left as is (no source)" for tid, s in track_source.items() if s is None)
         return report

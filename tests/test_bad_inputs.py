@@ -223,6 +223,13 @@ def test_other_option_values(home, capsys, argv, pattern):
     expect(argv, capsys, 2, pattern)
 
 
+def test_too_few_steps_for_the_strength(home, tmp_path, capsys):
+    """fidelity 0.5 starts restoration part-way (strength < 1): one step would be an empty schedule."""
+    out = tmp_path / "out"
+    expect(["restore", FACE, "--steps", "1", "--out", out, "--backend", "dlib"], capsys, 3, "no denoising step",
+           "at least 2 steps", out=out)
+
+
 def test_unknown_restoration_task(home, tmp_path, capsys):
     expect(["restore", FACE, "--tasks", "bfr,sharpen", "--out", tmp_path / "out"], capsys, 3, "sharpen")
 
@@ -347,6 +354,23 @@ def test_bad_video_files(home, bad, tmp_path, capsys, name):
     out = tmp_path / "out"
     expect(["swap", bad[name], "--source", FACE, "--out", out, "--backend", "dlib", "--steps", "1"], capsys, 3,
            bad[name].name, out=out)
+
+
+@pytest.mark.parametrize("command", ["swap", "restore"])
+def test_a_video_without_faces_is_an_error_not_a_copy(home, tmp_path, capsys, command):
+    from idgen.media.video import write_video
+
+    clip = tmp_path / "gray.mp4"
+    write_video(clip, [np.full((64, 64, 3), 100, np.uint8)] * 4, 8)
+    out = tmp_path / "out"
+    source = ["--source", FACE] if command == "swap" else []
+    expect([command, clip, *source, "--out", out, "--steps", "1", "--backend", "dlib"], capsys, 3,
+           "no face was processed", "gray.mp4", out=out)
+
+
+def test_restoring_a_photo_without_faces(home, bad, tmp_path, capsys):
+    out = tmp_path / "out"
+    expect(["restore", bad["noface"], "--out", out, "--steps", "1", "--backend", "dlib"], capsys, 3, "face", out=out)
 
 
 # ------------------------------------------------------------------------------------ datasets

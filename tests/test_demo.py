@@ -1,8 +1,17 @@
 """The Gradio demo, in-process: every endpoint through `gradio_client` on the tiny models, errors
-as readable messages, the banner, the queue, and the handlers behind each tab."""
+as readable messages, the banner, the queue, the handlers behind each tab, Cancel (which stops the
+job within a step and keeps nothing), one job at a time per pipeline, a results folder per page
+session, and `idgen demo`'s address checks."""
 
+import contextlib
+import functools
 import json
+import os
+import re
 import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +21,18 @@ from PIL import Image
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from idgen.app.demo import DemoContext, launch  # noqa: E402
-from idgen.app.demo.common import MODEL_QUEUE, capabilities, friendly  # noqa: E402
+from idgen.app.cli import main  # noqa: E402
+from idgen.app.demo import DemoContext, app as demo_app, launch  # noqa: E402
+from idgen.app.demo.common import (  # noqa: E402
+    CANCELLED, LOCAL_SESSION, MODEL_QUEUE, Job, capabilities, friendly, without_paths,
+)
 from idgen.app.demo.generate_tab import pick_face, run_generate  # noqa: E402
-from idgen.app.demo.edit_tab import editor_photo_and_mask, run_inpaint  # noqa: E402
-from idgen.app.demo.train_tab import run_train  # noqa: E402
+from idgen.app.demo.edit_tab import editor_photo_and_mask, run_inpaint, run_swap  # noqa: E402
+from idgen.app.demo.restore_tab import restore_job  # noqa: E402
+from idgen.app.demo.train_tab import TRAINING_CANCELLED, run_train  # noqa: E402
 from idgen.errors import IdgenError  # noqa: E402
+from idgen.jobs import JobCancelled  # noqa: E402
+from idgen.models.recipes import build_edit_pipeline, build_generation_pipeline  # noqa: E402
 
 from conftest import SHARED  # noqa: E402
 
@@ -39,6 +54,43 @@ def served(tmp_path_factory):
     app.test_url = f"http://127.0.0.1:{port}/"
     yield ctx, app, Client(app.test_url, verbose=False)
     app.close()
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def press(app, elem_id: str, session: str) -> list:
+    """Press button `elem_id` as the page of `session` does (a call outside the queue); returns
+    what its handler sent back."""
+    import httpx
+
+    index = next(i for i, fn in app.fns.items()
+                 if fn.fn is not None and any(app.blocks[target[0]].elem_id == elem_id for target in fn.targets))
+    reply = httpx.post(app.test_url + "gradio_api/run/predict",
+                       json={"data": [], "fn_index": index, "session_hash": session}, timeout=60)
+    reply.raise_for_status()
+    return reply.json()["data"]
+
+
+@contextlib.contextmanager
+def unet_calls(ctx, key=("generate", "faceid"), build=None):
+    """A list that gains a time stamp at each UNet forward of the demo's cached pipeline `key`."""
+    build = build or functools.partial(build_generation_pipeline, key[1], embedded_default=True)
+    with ctx.pipeline(key, build, Job()) as (pipe, _):
+        calls = []
+        handle = pipe.unet.register_forward_hook(lambda *_: calls.append(time.monotonic()))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
 
 
 def generate_args(method="faceid", photo=FACE, **overrides):
@@ -81,6 +133,8 @@ def test_errors_are_readable_messages(served, tmp_path):
     with pytest.raises(Exception) as err:
         client.predict(*generate_args(photo=str(corrupt)), api_name="/generate")
     assert "could not be decoded" in str(err.value)
+    # the upload's name, not where the server keeps it
+    assert "'corrupt.png'" in str(err.value) and not re.search(r"(^|[\s'\"(])/\S", str(err.value))
     with pytest.raises(Exception) as err:
         client.predict(*generate_args("arc2face", identity_start=0.5), api_name="/generate")
     assert "Arc2Face has no identity scale or window" in str(err.value)
@@ -153,7 +207,7 @@ def test_files_are_served_only_from_the_apps_folder_and_uploads_are_limited(serv
 
     ctx, app, client = served
     client.predict(*generate_args("faceid"), api_name="/generate")
-    served_result = next(ctx.root.glob("results/faceid-*/record.json"))
+    served_result = next(ctx.root.glob("results/*/faceid-*/record.json"))
     outside = tmp_path / "secret.txt"
     outside.write_text("not for the web")
     base = app.test_url + "gradio_api/file="
@@ -200,7 +254,8 @@ def test_banner_follows_the_configured_weights(tmp_path, monkeypatch):
     assert "Part of the demo" in ctx.banner() and "generate arc2face" in ctx.banner()
 
 
-def test_inpaint_handler_repaints_only_the_painted_area(served):
+def test_inpaint_handler_repaints_only_the_painted_area(served, monkeypatch):
+    monkeypatch.setenv("IDGEN_PROVENANCE", "0")  # the provenance watermark touches every pixel
     ctx = served[0]
     photo = np.asarray(Image.open(FACE).convert("RGB"))
     layer = np.zeros((*photo.shape[:2], 4), np.uint8)
@@ -229,28 +284,159 @@ def test_inpaint_strokes_outside_the_face_crop_are_reported(served):
 
 
 def test_train_streams_the_loss_and_cancel_stops_it(served):
-    ctx = served[0]
+    ctx, app, client = served
     updates = list(run_train(ctx, [FACE, OTHER], "a photo of sks person", 3, 4, 1e-3))
     assert [len(u[1]) for u in updates] == [1, 2, 3, 3]
     status, _, weights = updates[-1]
     assert status.startswith("done") and any(w.endswith("pytorch_lora_weights.safetensors") for w in weights)
 
-    # Cancel through the server, as the page's Cancel button: the worker stops at its next step
-    import threading
-    import time
+    # Cancel through the server, by an API client and by the page's Cancel button: the worker
+    # stops at its next step, its folder is removed, and the page's status says so
+    def training():
+        return any(t.name == "idgen-train-lora" for t in threading.enumerate())
 
-    client = served[2]
-    job = client.submit([handle_file(FACE), handle_file(OTHER)], "a photo of sks person", 2000, 4, 1e-3,
-                        api_name="/train_lora")
-    deadline = time.monotonic() + 120
-    while not job.outputs() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert job.outputs() and job.outputs()[-1][0].startswith("step ")
-    job.cancel()
-    run = max((ctx.root / "results").glob("lora-*"), key=lambda p: p.stat().st_mtime) / "run"
-    while any(t.name == "idgen-train-lora" for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(t.name == "idgen-train-lora" for t in threading.enumerate())
-    assert not (run / "summary.json").exists() and len(job.outputs()) < 2000
+    folder = ctx.session_folder(client.session_hash)
+    for cancel, said in ((lambda job: job.cancel(), True),
+                         (lambda job: press(app, "train-cancel", client.session_hash), [TRAINING_CANCELLED])):
+        job = client.submit([handle_file(FACE), handle_file(OTHER)], "a photo of sks person", 2000, 4, 1e-3,
+                            api_name="/train_lora")
+        wait_for(lambda: job.outputs())
+        assert job.outputs()[-1][0].startswith("step ") and list(folder.glob("lora-*"))
+        assert cancel(job) == said
+        wait_for(lambda: not training() and not list(folder.glob("lora-*")), timeout=60)
+        assert len(job.outputs()) < 2000
     with pytest.raises(IdgenError, match="upload photos"):
         next(run_train(ctx, [], "a photo of sks person", 3, 4, 1e-3))
+
+
+def test_cancel_stops_a_running_generation_within_a_step_and_keeps_nothing(served, monkeypatch):
+    monkeypatch.setenv("IDGEN_PROVENANCE", "0")  # unwatermarked images: equal for equal jobs
+    ctx, _, client = served
+    _, reference, _ = client.predict(*generate_args(steps=4), api_name="/generate")
+    folder = ctx.session_folder(client.session_hash)
+    kept = sorted(folder.iterdir())
+    with unet_calls(ctx) as calls:
+        job = client.submit(*generate_args(steps=500), api_name="/generate")
+        wait_for(lambda: len(calls) >= 3)
+        before = len(calls)
+        job.cancel()  # an API client's cancel: it returns once the server's worker has stopped
+        stopped = len(calls)
+        time.sleep(1.0)
+        assert len(calls) == stopped and stopped - before <= 2  # the step under way, at most
+    assert not ctx.running() and sorted(folder.iterdir()) == kept
+
+    # the next job runs on the same pipeline, and gives what it gave before the cancel
+    _, again, _ = client.predict(*generate_args(steps=4), api_name="/generate")
+    assert np.array_equal(pixels(again["files"][0]), pixels(reference["files"][0]))
+
+
+def test_the_cancel_button_stops_the_job_of_its_own_page(served):
+    ctx, app, client = served
+    job = client.submit(*generate_args(steps=500), api_name="/generate")
+    wait_for(lambda: ctx.running())
+    assert press(app, "gen-cancel", "another-page") == [CANCELLED]
+    time.sleep(0.3)
+    assert [j.token.cancelled for j in ctx.running()] == [False]  # another page's Cancel: not this job
+    assert press(app, "gen-cancel", client.session_hash) == [CANCELLED]
+    with pytest.raises(Exception, match="cancelled by the user"):
+        job.result(timeout=60)
+    wait_for(lambda: not ctx.running(), timeout=10)
+
+
+def test_cancel_stops_a_photo_swap_within_a_step(served):
+    ctx = served[0]
+    job = Job()
+    folder = ctx.session_folder(LOCAL_SESSION)
+    build = functools.partial(build_edit_pipeline, "pva", embedded_default=True)
+    with unet_calls(ctx, ("edit", "pva"), build) as calls:
+        # cancelled during the first denoising step
+        with ctx.pipeline(("edit", "pva"), None, job) as (pipe, _):
+            handle = pipe.unet.register_forward_hook(lambda *_: job.token.cancel())
+        try:
+            with pytest.raises(JobCancelled):
+                run_swap(ctx, FACE, None, [OTHER], None, "all", None, "pva", "p", 50, None, 0, None, 1.0, 8, 8, "face",
+                         job=job)
+        finally:
+            handle.remove()
+    assert len(calls) == 1 and not list(folder.glob("swap-*"))
+
+
+def test_cancel_stops_a_video_job_at_the_next_frame(served, tmp_path):
+    from test_video import face_frames, make_video
+
+    ctx = served[0]
+    clip = make_video(tmp_path / "clip.mp4", face_frames(6, blank=()))
+    frames = []
+
+    def progress(value, desc=None):  # the page's progress bar: Cancel pressed at the second frame
+        frames.append(value)
+        if len(frames) == 2:
+            job.token.cancel()
+
+    job = Job(progress=progress)
+    with pytest.raises(JobCancelled):
+        restore_job(ctx, None, str(clip), None, 0.5, ["bfr"], 2, 0, job=job)
+    assert frames == [(1, 6), (2, 6)] and not list(ctx.session_folder(LOCAL_SESSION).glob("restore-*"))
+
+
+def test_two_jobs_on_one_pipeline_take_turns(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDGEN_PROVENANCE", "0")  # unwatermarked images: equal for equal jobs
+    ctx = DemoContext(tiny=True, root=tmp_path)
+    barrier = threading.Barrier(2)
+    steps: dict[str, list[float]] = {}
+
+    def run(name):
+        log = steps.setdefault(name, [])
+        job = Job(progress=lambda value, desc=None: desc == "denoising" and log.append(time.monotonic()))
+        barrier.wait()
+        return run_generate(ctx, "faceid", [FACE], None, None, "p", "", 8, None, 3, None, None, None, None,
+                            "default", 1, 0, 1, job=job)
+
+    with ThreadPoolExecutor(2) as pool:
+        (first, *_), (second, *_) = pool.map(run, ["a", "b"])
+    (a_start, a_end), (b_start, b_end) = [(min(log), max(log)) for log in steps.values()]
+    assert len(steps["a"]) == len(steps["b"]) == 8
+    assert a_end < b_start or b_end < a_start  # one after the other, never interleaved
+    assert np.array_equal(pixels(first[0]), pixels(second[0]))  # neither disturbed the other's scheduler
+
+
+def test_each_page_session_has_its_own_results_folder(served):
+    ctx, app, client = served
+    other = Client(app.test_url, verbose=False)
+    mine = Path(client.predict(*generate_args(), api_name="/generate")[1]["files"][0])
+    theirs = Path(other.predict(*generate_args(), api_name="/generate")[1]["files"][0])
+    assert mine.parents[1] == ctx.session_folder(client.session_hash)
+    assert theirs.parents[1] == ctx.session_folder(other.session_hash) != mine.parents[1]
+    # a session id is the client's to choose: it names no path
+    assert ctx.session_folder("../../etc").parent == ctx.root / "results"
+
+
+def test_error_messages_name_files_not_server_paths():
+    assert without_paths("image file '/tmp/gradio/0a1b/my photo.jpg' could not be decoded") == \
+        "image file 'my photo.jpg' could not be decoded"
+    assert without_paths("/srv/idgen/results/x/faceid-3-0.png: exists (see /srv/models/)") == \
+        "faceid-3-0.png: exists (see models/)"
+    kept = "inpaint/swap needs it; get it from https://huggingface.co/h94/IP-Adapter-FaceID, 3/4 done"
+    assert without_paths(kept) == kept
+
+
+def test_no_telemetry(served):
+    _, app, _ = served
+    assert app.analytics_enabled is False and os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+
+
+def test_demo_command_checks_its_address(capsys, monkeypatch):
+    monkeypatch.setattr(demo_app, "build_app", lambda *a, **k: pytest.fail("the server was started"))
+    assert main(["demo", "--port", "99999"]) == 2 and main(["demo", "--port", "0"]) == 2
+    assert "between 1 and 65535" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["demo", "--port", str(port)]) == 3
+        assert capsys.readouterr().err == f"idgen: port {port} on 127.0.0.1 is in use; pass --port\n"
+    assert main(["demo", "--host", "no-such-host.invalid", "--port", str(free_port())]) == 3
+    assert "'no-such-host.invalid' does not resolve" in capsys.readouterr().err
+    assert main(["demo", "--host", "192.0.2.1", "--port", str(free_port())]) == 3  # not this machine's
+    err = capsys.readouterr().err
+    assert err.startswith("idgen: cannot listen on 192.0.2.1") and "Traceback" not in err

@@ -1,5 +1,6 @@
 """The demo in a real browser: Debian's headless Chromium driven by Selenium. Load the page, upload
-a face photo, pick the detected face, run Generate, wait for the image, save a screenshot.
+a face photo, pick the detected face, run Generate, wait for the image, save a screenshot; start a
+long generation, press Cancel, see it cancelled (nothing kept), then Generate again.
 
 Skips (saying why) where Chromium or its driver is not installed, except when IDGEN_REQUIRE_BROWSER=1
 (set by `.ci/run`, which installs the `chromium` and `chromium-driver` packages): then it fails.
@@ -51,19 +52,27 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    from idgen.app.demo import DemoContext, build_app
+def demo_ctx(tmp_path_factory):
+    from idgen.app.demo import DemoContext
+
+    return DemoContext(tiny=True, root=tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="module")
+def app_url(demo_ctx):
+    from idgen.app.demo import build_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = build_app(DemoContext(tiny=True, root=tmp_path_factory.mktemp("demo")))
+    app = build_app(demo_ctx)
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     app.close()
 
 
-def test_generate_in_a_real_browser(browser, app_url, tmp_path):
+def open_with_a_face(browser, app_url):
+    """Load the page, upload a face photo, pick its face and choose FaceID; returns the wait."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -71,8 +80,6 @@ def test_generate_in_a_real_browser(browser, app_url, tmp_path):
     wait = WebDriverWait(browser, 120)
     browser.get(app_url)
     wait.until(ec.presence_of_element_located((By.ID, "gen-run")))
-    assert "tiny embedded default" in browser.find_element(By.ID, "tiny-banner").text
-
     upload = browser.find_element(By.CSS_SELECTOR, "#gen-faces input[type=file]")
     upload.send_keys(str(SHARED / "faces" / "portrait_glasses.jpg"))
     wait.until(lambda d: "portrait_glasses" in d.find_element(By.ID, "gen-faces").text)
@@ -83,11 +90,69 @@ def test_generate_in_a_real_browser(browser, app_url, tmp_path):
     wait.until(lambda d: index.get_attribute("value") == "0")
     method = browser.find_element(By.CSS_SELECTOR, "#gen-method input[value=faceid]")
     browser.execute_script("arguments[0].click();", method)
-    browser.find_element(By.ID, "gen-run").click()
+    return wait
+
+
+def wait_for_image(browser, wait):
+    """The first result image, once loaded."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
 
     image = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#gen-results img")))
     wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image))
+    return image
+
+
+def set_steps(browser, wait, steps: int) -> None:
+    """Type `steps` into the Advanced accordion's Steps box (opening it first)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    def visible_box(d):
+        boxes = d.find_elements(By.CSS_SELECTOR, "#gen-steps input")
+        return boxes[0] if boxes and boxes[0].is_displayed() else None
+
+    if visible_box(browser) is None:  # a closed accordion may not render its children at all
+        toggle = browser.find_element(By.CSS_SELECTOR, "#gen-advanced button, #gen-advanced .label-wrap")
+        browser.execute_script("arguments[0].click();", toggle)
+    box = wait.until(visible_box)
+    box.clear()
+    box.send_keys(str(steps), Keys.TAB)
+
+
+def test_generate_in_a_real_browser(browser, app_url, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    wait = open_with_a_face(browser, app_url)
+    assert "tiny embedded default" in browser.find_element(By.ID, "tiny-banner").text
+    browser.find_element(By.ID, "gen-run").click()
+
+    image = wait_for_image(browser, wait)
     assert browser.execute_script("return arguments[0].naturalWidth", image) == 64  # FaceID's default: the tiny UNet's size
     shot = tmp_path / "demo-generate.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+
+def test_cancel_in_a_real_browser(browser, app_url, demo_ctx, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    wait = open_with_a_face(browser, app_url)
+    kept = sorted(demo_ctx.root.glob("results/*/faceid-*"))
+    set_steps(browser, wait, 500)
+    browser.find_element(By.ID, "gen-run").click()
+    wait.until(lambda d: demo_ctx.running() and "denoising" in d.find_element(By.TAG_NAME, "body").text)
+    browser.find_element(By.ID, "gen-cancel").click()
+    wait.until(lambda d: "Cancelled" in d.find_element(By.ID, "gen-status").text)
+    wait.until(lambda d: not demo_ctx.running())  # the worker stopped, within a step
+    assert not browser.find_elements(By.CSS_SELECTOR, "#gen-results img")
+    assert sorted(demo_ctx.root.glob("results/*/faceid-*")) == kept  # nothing of it was kept
+    browser.save_screenshot(str(tmp_path / "demo-cancelled.png"))
+
+    set_steps(browser, wait, 2)  # and the next Generate runs as usual
+    browser.find_element(By.ID, "gen-run").click()
+    wait.until(lambda d: d.find_element(By.ID, "gen-status").text == "")
+    image = wait_for_image(browser, wait)
+    assert browser.execute_script("return arguments[0].naturalWidth", image) == 64
+    assert len(sorted(demo_ctx.root.glob("results/*/faceid-*"))) == len(kept) + 1
+

@@ -32,7 +32,7 @@ any_value = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), 
                       st.lists(st.integers(), max_size=2))
 
 TYPES = {
-    "steps": (arguments.steps, lambda v: isinstance(v, int) and 1 <= v <= 1000),
+    "steps": (arguments.steps, lambda v: isinstance(v, int) and 1 <= v <= 500),
     "seed": (arguments.seed, lambda v: isinstance(v, int) and 0 <= v <= validation.MAX_SEED),
     "size": (arguments.size, lambda v: isinstance(v, int) and v >= 64 and v % 8 == 0),
     "fraction": (arguments.fraction, lambda v: 0.0 <= v <= 1.0),
@@ -87,7 +87,7 @@ def test_a_generation_request_is_valid_or_refused_by_name(steps, seed, guidance,
     except InvalidArgumentError as e:
         assert any(name in str(e) for name in ("steps", "seed", "guidance_scale", "width", "num_images", "output"))
         return
-    assert request.steps is None or 1 <= request.steps <= 1000
+    assert request.steps is None or 1 <= request.steps <= 500
     assert request.guidance_scale is None or math.isfinite(request.guidance_scale)
     assert request.width is None or request.width % 8 == 0
 

@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from idgen.checkpoint import check_state_dict
+from idgen.checkpoint import check_state_dict, split_prefixed
 from idgen.errors import CheckpointError
 
 from idgen.adapters.faceid.config import (
@@ -139,17 +139,21 @@ def expected_layout(unet, spec: FaceIDSpec) -> dict[str, dict[str, tuple[int, ..
 
 
 def _detect_family(image_proj: Mapping[str, object]) -> str:
-    """"faceid" or "faceid-plus" from the projection's keys; other IP-Adapter kinds are refused."""
-    if "perceiver_resampler.proj_in.weight" in image_proj:
+    """"faceid" or "faceid-plus" from the projection's keys; other IP-Adapter kinds are refused.
+
+    Any `perceiver_resampler.*` key makes a Plus file, and `proj.0.weight` a plain one, so that a
+    missing key of either is named by the key check, not taken for another kind of file.
+    """
+    if any(key.startswith("perceiver_resampler.") for key in image_proj):
         return "faceid-plus"
-    if "proj.0.weight" in image_proj and "norm.weight" in image_proj:
-        return "faceid"
     if "proj.weight" in image_proj or "latents" in image_proj or "proj.3.weight" in image_proj:
         raise CheckpointError(
             "this is an image IP-Adapter checkpoint (plain/Plus/Full: CLIP-image projection keys "
             "such as 'proj.weight' or 'latents'), not IP-Adapter-FaceID; load it with diffusers' "
             "`pipe.load_ip_adapter(...)` instead."
         )
+    if "proj.0.weight" in image_proj:
+        return "faceid"
     first = next(iter(image_proj), None)
     raise CheckpointError(
         f"image_proj: missing key 'proj.0.weight' (first key present: {first!r}); this is not an "
@@ -317,17 +321,15 @@ class FaceIDWeights:
     lora: dict[str, torch.Tensor]  # peft keys, relative to the UNet
 
 
+#: The two sub-dicts of an official file.
+OFFICIAL_PARTS = ("image_proj", "ip_adapter")
+
+
 def split_official(state_dict: Mapping[str, object]) -> dict[str, dict]:
     """`{"image_proj": {...}, "ip_adapter": {...}}` from a nested dict or a flat safetensors-style
     dict (`"image_proj.proj.0.weight"`)."""
-    if all(isinstance(state_dict.get(k), Mapping) for k in ("image_proj", "ip_adapter")):
-        return {k: dict(state_dict[k]) for k in ("image_proj", "ip_adapter")}
-    out: dict[str, dict] = {"image_proj": {}, "ip_adapter": {}}
-    for key, value in state_dict.items():
-        head, _, rest = key.partition(".")
-        if head in out and rest:
-            out[head][rest] = value
-    for k in ("image_proj", "ip_adapter"):
+    out = split_prefixed(state_dict, OFFICIAL_PARTS, what="IP-Adapter-FaceID")
+    for k in OFFICIAL_PARTS:
         if not out[k]:
             present = next(iter(state_dict), None)
             raise CheckpointError(

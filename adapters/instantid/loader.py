@@ -61,16 +61,14 @@ def convert_official_state_dict(state_dict: Mapping[str, object], adapter: Insta
         CheckpointError: naming the first missing, misshaped or unexpected key (with a hint at the
             Resampler hyperparameters when the projection does not fit).
     """
-    if not isinstance(state_dict, Mapping):
-        raise CheckpointError(f"{CHECKPOINT_NAME}: expected a dict, got {type(state_dict).__name__}.")
-    parts = split_prefixed(state_dict, ("image_proj", "ip_adapter"))
+    parts = split_prefixed(state_dict, ("image_proj", "ip_adapter"), what=CHECKPOINT_NAME)
     if not parts["image_proj"] and not parts["ip_adapter"]:
         first = next(iter(state_dict), None)
         raise CheckpointError(
             f"{CHECKPOINT_NAME}: neither an 'image_proj' nor an 'ip_adapter' part was found (first key "
             f"{first!r}); this is not an InstantID adapter file."
         )
-    stray = [k for k in state_dict if k not in ("image_proj", "ip_adapter") and str(k).partition(".")[0] not in ("image_proj", "ip_adapter")]
+    stray = [k for k in state_dict if k not in ("image_proj", "ip_adapter") and k.partition(".")[0] not in ("image_proj", "ip_adapter")]
     if stray:
         raise CheckpointError(
             f"{CHECKPOINT_NAME}: unexpected key {stray[0]!r} ({len(stray)} outside 'image_proj'/'ip_adapter'); "

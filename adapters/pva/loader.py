@@ -63,24 +63,58 @@ def official_state_dict(adapter: PVAAdapter) -> dict[str, dict[str, torch.Tensor
 
 
 def _official_parts(state_dict: Mapping[str, object], what: str) -> dict[str, dict]:
-    parts = split_prefixed(state_dict, OFFICIAL_PARTS)
+    parts = split_prefixed(state_dict, OFFICIAL_PARTS, what=what)
     if not all(parts.values()):
         raise CheckpointError(
             f"{what}: expected PVA's `transform_network` and `unet` (to_visual_q/k/v) entries; found keys "
-            f"{sorted(state_dict)[:4]}. Is this an official PVA file (FPIP.bin)?"
+            f"{list(state_dict)[:4]}. Is this an official PVA file (FPIP.bin)?"
         )
     return parts
 
 
-def _encoder_config(encoder: Mapping[str, torch.Tensor], what: str) -> dict:
-    """`PVAConfig` settings read off official `transform_network` shapes (one token per reference)."""
-    if "0.weight" not in encoder:
-        raise CheckpointError(f"{what}: `transform_network` has no `0.weight` (its input Linear).")
-    width, embedding_dim = encoder["0.weight"].shape
-    layers = {int(k.split(".")[2]) for k in encoder if k.startswith("1.layers.")}
-    ff = encoder.get("1.layers.0.linear1.weight")
-    return dict(embedding_dim=int(embedding_dim), cross_attention_dim=int(width), num_layers=len(layers),
-                feedforward_dim=int(ff.shape[0]) if ff is not None else 2048, num_tokens=0)
+def _weight_shape(encoder: Mapping[str, object], key: str, what: str) -> tuple[int, int]:
+    """`(out, in)` of the Linear weight `transform_network.<key>`, or a CheckpointError naming it."""
+    value = encoder.get(key)
+    if not isinstance(value, torch.Tensor) or value.ndim != 2 or 0 in value.shape:
+        found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise CheckpointError(f"{what}: key 'transform_network.{key}' should be a Linear weight [out, in], "
+                              f"found {found}; this is not an official PVA file.")
+    return int(value.shape[0]), int(value.shape[1])
+
+
+def _layer_indices(encoder: Mapping[str, object], what: str) -> set[int]:
+    """The transformer layers `i` of the `transform_network.1.layers.<i>.*` keys."""
+    indices = set()
+    for key in encoder:
+        if key.startswith("1.layers."):
+            index = key.split(".")[2]
+            if not index.isdecimal():
+                raise CheckpointError(f"{what}: unexpected key 'transform_network.{key}' (layer index {index!r} "
+                                      "is not a number).")
+            indices.add(int(index))
+    if not indices:
+        raise CheckpointError(f"{what}: missing key 'transform_network.1.layers.0.self_attn.in_proj_weight' "
+                              "(no transformer layer); the file is truncated or not a PVA checkpoint.")
+    return indices
+
+
+def _encoder_config(encoder: Mapping[str, object], what: str, num_heads: int) -> dict:
+    """`PVAConfig` settings read off official `transform_network` shapes (one token per reference).
+
+    Raises:
+        CheckpointError: a shape the settings are read from is missing or impossible (named).
+        IdgenError: `num_heads` is not a positive integer.
+    """
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise IdgenError(f"num_heads must be a positive integer, got {num_heads!r}.")
+    width, embedding_dim = _weight_shape(encoder, "0.weight", what)
+    if width % num_heads:
+        raise CheckpointError(f"{what}: key 'transform_network.0.weight' gives a width of {width}, not divisible "
+                              f"by num_heads={num_heads}; pass the num_heads the file was trained with.")
+    has_ff = "1.layers.0.linear1.weight" in encoder
+    feedforward = _weight_shape(encoder, "1.layers.0.linear1.weight", what)[0] if has_ff else 2048
+    return dict(embedding_dim=embedding_dim, cross_attention_dim=width, num_layers=len(_layer_indices(encoder, what)),
+                feedforward_dim=feedforward, num_tokens=0, num_heads=num_heads)
 
 
 def convert_official_state_dict(state_dict: Mapping[str, object], adapter: PVAAdapter, *,
@@ -120,7 +154,7 @@ def load_pva_adapter(source: PathOrStateDict, unet, *, num_heads: int = OFFICIAL
         what = f"PVA checkpoint {str(source)!r}" if not isinstance(source, Mapping) else "PVA state dict"
         state_dict = resolve_state_dict(source)
         encoder = _official_parts(state_dict, what)["transform_network"]
-        adapter = PVAAdapter.for_unet(unet, init_from_text=False, num_heads=num_heads, **_encoder_config(encoder, what))
+        adapter = PVAAdapter.for_unet(unet, init_from_text=False, **_encoder_config(encoder, what, num_heads))
         adapter.load_state_dict(convert_official_state_dict(state_dict, adapter, what=what))
     return match_unet(adapter, unet).eval()
 

@@ -89,8 +89,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         face_backend=args.backend, embedded_default=True if args.tiny else None,
     )
     record = generate(request, Path(args.out), overwrite=args.overwrite)
-    if record["embedded_default"]:
-        print(f"note: {record['note']}", file=sys.stderr)
+    for note in [record["note"], *record["notes"]]:
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     for path in record["files"]:
         print(path)
     print(str(Path(args.out) / "record.json"))
@@ -160,12 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     from idgen.app.restore import add_parsers as add_restore_parsers
     from idgen.train.cli import add_parser as add_train_parser
     from idgen.train.prepare_data import add_parser as add_prepare_data_parser
+    from idgen.app.verify import add_parser as add_verify_parser
 
     add_face_edit_parsers(sub)
     add_restore_parsers(sub)
     add_demo_parser(sub)
     add_prepare_data_parser(sub)
     add_train_parser(sub)
+    add_verify_parser(sub)
     return parser
 
 

@@ -14,20 +14,22 @@ from typing import Optional
 
 import numpy as np
 
-from PIL import Image
 
 from idgen import arguments
 from idgen.errors import IdgenError
 from idgen.app.options import PromptOptions
 from idgen.app.records import call_default, json_bytes
-from idgen.app.generate import identity_embeddings
+from idgen.app.stamping import job_provenance
+from idgen.app.generate import faces_of_photos, identity_embeddings
+from idgen.media.video_faces import require_processed_faces
 from idgen.face import get_face_analyzer
 from idgen.image_io import load_image
+from idgen.jobs import CancelToken
 from idgen.outputs import OutputFolder
-from idgen.models.recipes import EDIT_METHODS, build_edit_pipeline
+from idgen.models.recipes import EDIT_ADAPTER, EDIT_METHODS, EDIT_WEIGHTS, build_edit_pipeline
 from idgen.pipelines import FaceSwapper
 from idgen.testing import EMBEDDED_DEFAULT_NOTE
-from idgen.validation import check_integer, check_number
+from idgen.validation import InvalidArgumentError, check_integer, check_number
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -53,6 +55,7 @@ class EditRequest(PromptOptions):
     feather: int = 8
     strength: float = 1.0
     color_match: bool = True
+    operation: str = "swap"  # "inpaint" or "swap": what the outputs' provenance calls the job
 
     def __post_init__(self):
         super().__post_init__()
@@ -62,23 +65,28 @@ class EditRequest(PromptOptions):
         self.strength = check_number("strength", self.strength, low=0.0, high=1.0, low_open=True)
         if self.targets is not None:
             self.targets = [check_integer("targets", t, low=0) for t in self.targets]
+        if self.operation not in ("inpaint", "swap"):
+            raise InvalidArgumentError(f"operation must be 'inpaint' or 'swap', got {self.operation!r}.")
 
 
 def _source_embeddings(request: EditRequest, analyzer, embedded: bool) -> tuple[list[np.ndarray], list[str]]:
     embeds, notes = [], []
     for photos in request.sources:
-        faces = [analyzer.get(load_image(p), select="largest") for p in photos]
+        _, faces, skipped = faces_of_photos(photos, analyzer)
         person, note = identity_embeddings(faces, analyzer, embedded)
         embeds.append(person)
-        if note:
-            notes.append(note)
+        notes += skipped + ([note] if note else [])
     return embeds, notes
 
 
-def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=None, overwrite: bool = False) -> dict:
+def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=None, overwrite: bool = False,
+             cancel: Optional[CancelToken] = None) -> dict:
     """Swap/inpaint the faces of `request.target` (photo or video) and write the result and
     `record.json` to `out_dir`. `pipeline`: a built `(pipeline, is_embedded_default)` to reuse.
-    `overwrite`: replace earlier results of the same names (else an `OutputError` before the run)."""
+    `overwrite`: replace earlier results of the same names (else an `OutputError` before the run).
+    `progress`: `callable(done, total)` after each face of a photo or each frame of a video (None:
+    nothing for a photo, tqdm bars for a video). `cancel`: checked at every denoising step (a
+    cancelled job raises `idgen.jobs.JobCancelled` and writes nothing)."""
 
     if not request.sources or not all(request.sources):
         raise IdgenError("give at least one source photo.")
@@ -99,22 +107,34 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
                   "num_inference_steps": request.steps or call_default(pipe, "num_inference_steps")}
     if request.guidance_scale is not None:
         generation["guidance_scale"] = request.guidance_scale
+    if cancel is not None:
+        generation["callback_on_step_end"] = cancel.on_step_end
     swapper = FaceSwapper(pipe, analyzer)
     common = dict(mapping=request.mapping, reference_embeds=references, region=request.region,
                   dilate=request.dilate, feather=request.feather, color_match=request.color_match, seed=request.seed,
                   identity_scale=request.identity_scale, prompt=request.prompt, **generation)
+    weights = EDIT_WEIGHTS[request.method]
+    provenance = job_provenance(  # known before the run: a video is stamped frame by frame as it is written
+        request.operation, request.method, weights, embedded=embedded,
+        overrides={weights[0]: request.base, EDIT_ADAPTER[request.method]: request.adapter},
+        parameters={**{k: v for k, v in generation.items() if k != "callback_on_step_end"}, "seed": request.seed,
+                    "identity_scale": request.identity_scale, "prompt": request.prompt, "region": request.region,
+                    "pipeline": type(pipe).__name__},
+        face_swap=True)  # an identity inpaint puts the source person's face in the photo: a face swap too
     started = time.perf_counter()
     exclude = load_image(request.exclude) if request.exclude else None
     with folder:
         if is_video:
             with folder.writing(name) as output:
-                report = swapper.swap_video(target, output, embeds, exclude=exclude, progress=True, **common)
+                report = swapper.swap_video(target, output, embeds, exclude=exclude, provenance=provenance,
+                                            progress=True if progress is None else progress, **common)
+            require_processed_faces(report, target)
             details = {"video": asdict(report), "notes": report.notes}
         else:
             user_mask = load_image(request.mask) if request.mask else None
             result = swapper(target, embeds, user_mask=user_mask, exclude=exclude, targets=request.targets,
                              progress=progress, **{**common, "region": "custom" if user_mask is not None else request.region})
-            folder.write_with(name, lambda path: Image.fromarray(result.image).save(path, format="PNG"))
+            folder.write_image(name, result.image, provenance)
             details = {"faces": [asdict(f) for f in result.faces], "notes": result.notes}
         record = {
             "request": asdict(request), "embedded_default": embedded,
@@ -127,6 +147,7 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
                            pipe.default_identity_scale},
             "pipeline": type(pipe).__name__, "crop_size": swapper.crop_size, "face_backend": analyzer.name,
             "output": str(folder.path / name), "seconds": round(time.perf_counter() - started, 3), **details,
+            "provenance": provenance.to_dict() if provenance is not None else None,
         }
         folder.write_bytes("record.json", json_bytes(record))
     return record
@@ -174,13 +195,14 @@ def _print(record: dict) -> int:
 
 
 def _cmd_inpaint(args: argparse.Namespace) -> int:
-    request = _request(args, args.image, [args.face], mask=args.mask,
+    request = _request(args, args.image, [args.face], mask=args.mask, operation="inpaint",
                        targets=None if args.target is None else [args.target])
     return _print(run_edit(request, Path(args.out), overwrite=args.overwrite))
 
 
 def _cmd_swap(args: argparse.Namespace) -> int:
-    request = _request(args, args.input, args.source, mapping=args.map, references=args.reference or [])
+    request = _request(args, args.input, args.source, mapping=args.map, references=args.reference or [],
+                       operation="swap")
     return _print(run_edit(request, Path(args.out), overwrite=args.overwrite))
 
 

@@ -19,15 +19,16 @@ import numpy as np
 import diffusers
 import torch
 
-from idgen.errors import IdgenError
+from idgen.errors import FaceNotFoundError, FaceTooSmallError, IdgenError, ImageReadError, MultipleFacesError
 from idgen.app.options import PromptOptions
 from idgen.app.records import call_default, json_bytes
+from idgen.app.stamping import job_provenance
 from idgen.conditioning import draw_kps, fit_kps
 from idgen.face import align_face, get_face_analyzer
 from idgen.image_io import load_image
 from idgen.outputs import OutputFolder
 from idgen.resources import check_fits
-from idgen.models.recipes import ARCFACE_DIM, build_generation_pipeline
+from idgen.models.recipes import ARCFACE_DIM, GENERATION_ADAPTER, GENERATION_WEIGHTS, build_generation_pipeline
 from idgen.testing import EMBEDDED_DEFAULT_NOTE
 from idgen.validation import (
     InvalidArgumentError, check_fraction, check_integer, check_output_size, check_scale, check_size,
@@ -97,6 +98,30 @@ def identity_embeddings(faces, analyzer, embedded: bool) -> tuple[np.ndarray, Op
     )
 
 
+def faces_of_photos(paths, analyzer, select="largest") -> tuple[list[np.ndarray], list, list[str]]:
+    """Load each reference photo of one person and find its face: `(photos, faces, notes)`.
+
+    A photo that can't be used (unreadable, no face, the face too small) is skipped with a note
+    when others remain, so one bad photo among ten does not stop the job; when none remains the
+    first photo's error is raised.
+    """
+    photos, faces, notes, first_error = [], [], [], None
+    for path in paths:
+        try:
+            photo = load_image(path)
+            face = analyzer.get(photo, select=select)
+        except (ImageReadError, FaceNotFoundError, FaceTooSmallError, MultipleFacesError) as e:
+            named = e if isinstance(e, ImageReadError) else type(e)(f"{path}: {e}")  # the reader names the file
+            first_error = first_error or named
+            notes.append(f"reference photo skipped: {named}")
+            continue
+        photos.append(photo)
+        faces.append(face)
+    if not faces:
+        raise first_error
+    return photos, faces, notes
+
+
 def used_parameters(pipe, request: GenerationRequest, kwargs: dict, size: tuple[int, int]) -> dict:
     """The sampling values a finished call used, for `record.json`: what was passed, else the
     pipeline's default (steps: `__call__`'s; CFG: what diffusers' loop stored; identity scale: the
@@ -130,7 +155,8 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
 
     Args:
         pipeline: an already built `(pipeline, is_embedded_default)` to reuse (the demo keeps one).
-        progress: optional `callable(step, total)` called after each denoising step.
+        progress: optional `callable(step, total)` called after each denoising step; an exception
+            it raises (the demo's `idgen.jobs.JobCancelled`) stops the job with nothing written.
         overwrite: replace results of the same names in `out_dir` (else an existing one is an
             `OutputError`, raised before anything runs). All files are written or none.
 
@@ -153,9 +179,8 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
                                                 embedded_default=request.embedded_default)
     pipe.set_progress_bar_config(disable=True)
     analyzer = get_face_analyzer(request.face_backend)
-    photos = [load_image(p) for p in request.faces]
     select = "largest" if request.face_index is None else int(request.face_index)
-    faces = [analyzer.get(photo, select=select) for photo in photos]
+    photos, faces, skipped = faces_of_photos(request.faces, analyzer, select)
     _set_scheduler(pipe, request.scheduler)
     embeds, embed_note = identity_embeddings(faces, analyzer, embedded)
     # the app's one identity input: the analysed Face records (keypoints, size), with the
@@ -205,7 +230,7 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
         "request": request,
         "embedded_default": embedded,
         "note": EMBEDDED_DEFAULT_NOTE if embedded else None,
-        "embedding_note": embed_note,
+        "embedding_note": embed_note, "notes": skipped,
         "parameters": used_parameters(pipe, request, kwargs, images[0].size),
         "width": images[0].size[0], "height": images[0].size[1],
         "face_backend": analyzer.name, "embedding_model": analyzer.embedding_model,
@@ -214,9 +239,17 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
         "pipeline": type(pipe).__name__, "scheduler": type(pipe.scheduler).__name__,
         "files": [str(folder.path / name) for name in names], "seconds": round(seconds, 3),
     }
+    weights = GENERATION_WEIGHTS[request.method]
+    provenance = job_provenance(
+        "generate", request.method, weights, embedded=embedded,
+        overrides={weights[0]: request.base, GENERATION_ADAPTER[request.method]: request.adapter},
+        parameters={**record["parameters"], **prompt, "negative_prompt": request.negative_prompt,
+                    "reference_mode": request.reference_mode, "pipeline": record["pipeline"],
+                    "scheduler": record["scheduler"]})
+    record["provenance"] = provenance.to_dict() if provenance is not None else None
     with folder:
         for name, image in zip(names, images):
-            folder.write_with(name, lambda path: image.save(path, format="PNG"))
+            folder.write_image(name, image, provenance)
         if request.method == "instantid":
             folder.write_with(keypoints_name, lambda path: kwargs["image"].save(path, format="PNG"))
         folder.write_bytes("record.json", json_bytes(record))

@@ -21,22 +21,25 @@ from idgen import arguments
 from idgen.app.generate import identity_embeddings
 from idgen.app.options import RunOptions
 from idgen.app.records import call_default, json_bytes, write_json
+from idgen.app.stamping import job_provenance
 from idgen.errors import IdgenError
 from idgen.face import align_face, get_face_analyzer
 from idgen.image_io import list_photos, load_image
+from idgen.jobs import CancelToken
 from idgen.outputs import OutputFolder
 from idgen.media.degrade import PRESETS, TASKS, degrade
 from idgen.media.metrics import identity_similarity, landmark_distance, psnr, ssim, temporal_consistency
 from idgen.media.video import read_frames
-from idgen.media.video_faces import process_video
-from idgen.models.recipes import build_restore_pipeline
+from idgen.media.video_faces import Progress, process_video, require_processed_faces
+from idgen.models.recipes import RESTORE_REFERENCE_WEIGHTS, RESTORE_WEIGHTS, build_restore_pipeline
 from idgen.testing import EMBEDDED_DEFAULT_NOTE
 from idgen.validation import InvalidArgumentError, check_number
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",), reference=None,
-                  embedded: bool = False, batch_frames: int = 64, seed: int = 0, progress: bool = True, **sampling):
+                  embedded: bool = False, batch_frames: int = 64, seed: int = 0, progress: Progress = True,
+                  provenance=None, **sampling):
     """Restore every tracked face of a video with an `SVFRPipeline`; returns the `VideoReport`.
 
     Faces are tracked, aligned to the pipeline's size (any frame size and aspect ratio), restored
@@ -46,6 +49,7 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
     is reused for its later batches, so the identity stays the same across batches; its identity
     features (the face's embedding, see `identity_embeddings`) go to SVFR's `id_linear`.
     `embedded`: the pipeline is the tiny embedded default (a 128-d embedding may stand in).
+    `provenance`: an `idgen.provenance.Provenance` stamped into every frame and the file.
     """
     analyzer = analyzer or get_face_analyzer()
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -88,7 +92,7 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
         return out
 
     return process_video(input_path, output_path, process_crops, analyzer=analyzer, crop_size=size,
-                         batch_size=batch_frames, progress=progress)
+                         batch_size=batch_frames, progress=progress, provenance=provenance)
 
 
 @dataclass
@@ -118,11 +122,13 @@ class RestoreRequest(RunOptions):
         return "video" if Path(self.input).suffix.lower() in VIDEO_SUFFIXES else "image"
 
 
-def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: bool = True,
-                overwrite: bool = False) -> dict:
+def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Progress = True,
+                overwrite: bool = False, cancel: Optional[CancelToken] = None) -> dict:
     """Restore `request.input` and write `<stem>-restored.png|mp4` and `record.json` to `out_dir`;
     returns the record. `pipeline`: a built `(pipeline, is_embedded_default)` to reuse.
-    `overwrite`: replace earlier results of the same names (else an `OutputError` before the run)."""
+    `overwrite`: replace earlier results of the same names (else an `OutputError` before the run).
+    `progress`: a video's per-frame progress (`idgen.media.video_faces.Progress`). `cancel`: checked
+    at every denoising step (a cancelled job raises `idgen.jobs.JobCancelled` and writes nothing)."""
     kind = request.kind
     if kind == "image" and tuple(request.tasks) != ("bfr",):
         raise IdgenError("photos are restored with --tasks bfr (colorization/inpainting are the video model's).")
@@ -135,6 +141,12 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: bo
     pipe.set_progress_bar_config(disable=True)
     analyzer = get_face_analyzer(request.face_backend)
     steps = request.steps or call_default(pipe, "num_inference_steps")
+    hooks = {} if cancel is None else {"callback_on_step_end": cancel.on_step_end}
+    parameters = {"num_inference_steps": steps, "seed": request.seed,
+                  **({"fidelity": request.fidelity} if kind == "image" else {"tasks": list(request.tasks)})}
+    weights = RESTORE_WEIGHTS[kind] + (RESTORE_REFERENCE_WEIGHTS if kind == "image" and request.reference else ())
+    provenance = job_provenance("restore", "svfr" if kind == "video" else "restore-controlnet", weights,
+                                embedded=embedded, parameters={**parameters, "pipeline": type(pipe).__name__})
     started = time.perf_counter()
     notes = []
     with folder:
@@ -142,7 +154,8 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: bo
             with folder.writing(name) as output:
                 report = restore_video(pipe, target, output, analyzer=analyzer, tasks=tuple(request.tasks),
                                        reference=request.reference, embedded=embedded, seed=request.seed,
-                                       progress=progress, num_inference_steps=steps)
+                                       progress=progress, num_inference_steps=steps, provenance=provenance, **hooks)
+            require_processed_faces(report, target)
             details = {"video": vars(report)}
             notes += report.notes
         else:
@@ -153,16 +166,15 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: bo
                 identity = {"face_embeds": embeds}
                 notes += [note] if note else []
             result = pipe.restore_faces(target, analyzer=analyzer, fidelity=request.fidelity, num_inference_steps=steps,
-                                        generator=torch.Generator().manual_seed(request.seed), **identity)
-            folder.write_with(name, lambda path: Image.fromarray(result.image).save(path, format="PNG"))
+                                        generator=torch.Generator().manual_seed(request.seed), **identity, **hooks)
+            folder.write_image(name, result.image, provenance)
             details = {"faces": result.faces}
             notes += [f["note"] for f in result.faces if f["note"]]
         record = {"request": request, "kind": kind, "embedded_default": embedded,
                   "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "pipeline": type(pipe).__name__,
-                  "face_backend": analyzer.name, "parameters": {"num_inference_steps": steps, "seed": request.seed,
-                                                               **({"fidelity": request.fidelity} if kind == "image" else
-                                                                  {"tasks": list(request.tasks)})},
-                  "output": str(folder.path / name), "seconds": round(time.perf_counter() - started, 3), **details, "notes": notes}
+                  "face_backend": analyzer.name, "parameters": parameters, "output": str(folder.path / name),
+                  "seconds": round(time.perf_counter() - started, 3), **details, "notes": notes,
+                  "provenance": provenance.to_dict() if provenance is not None else None}
         folder.write_bytes("record.json", json_bytes(record))
     return record
 

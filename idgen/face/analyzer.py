@@ -8,7 +8,7 @@ from typing import Optional, Union
 import numpy as np
 
 from idgen.errors import FaceNotFoundError, FaceTooSmallError, IdgenError, MultipleFacesError
-from idgen.image_io import ImageInput, load_image
+from idgen.image_io import ImageInput, describe_image, load_image
 from idgen.face.cache import LRUCache, image_key
 from idgen.face.types import Face
 
@@ -16,6 +16,32 @@ Selection = Union[str, int]
 
 #: Faces narrower than this many pixels are rejected by `get` unless `min_size` says otherwise.
 DEFAULT_MIN_FACE_SIZE = 24
+#: The smallest photo side and the most elongated photo (long side / short side) detection runs
+#: on. SCRFD's smallest anchor is 16 px, and past 32:1 the detectors' resize to their input size
+#: leaves the short side empty (OpenCV's `!dsize.empty()` error).
+MIN_DETECTION_SIDE = 16
+MAX_DETECTION_ASPECT = 32
+
+
+def detectable(pixels: np.ndarray) -> bool:
+    """Whether face detection can run on `pixels` `[H, W, 3]`: each side at least
+    `MIN_DETECTION_SIDE` px and the long side at most `MAX_DETECTION_ASPECT` times the short one."""
+    short, long = sorted(pixels.shape[:2])
+    return short >= MIN_DETECTION_SIDE and long <= MAX_DETECTION_ASPECT * short
+
+
+def check_detectable(pixels: np.ndarray, what: str = "image") -> None:
+    """Refuse a photo too small or too elongated to hold a detectable face (see `detectable`).
+
+    Raises:
+        FaceNotFoundError: naming `what` and its size, and what detection needs.
+    """
+    if not detectable(pixels):
+        height, width = pixels.shape[:2]
+        raise FaceNotFoundError(
+            f"{what} is {width}x{height} px; face detection needs at least {MIN_DETECTION_SIDE} px on each side "
+            f"and an aspect ratio of at most {MAX_DETECTION_ASPECT}:1; use a larger photo or crop it around the face."
+        )
 
 
 class FaceAnalyzer:
@@ -37,8 +63,15 @@ class FaceAnalyzer:
         raise NotImplementedError
 
     def detect(self, image: ImageInput) -> list[Face]:
-        """All faces in `image`, with embeddings, largest first. Results are cached by content."""
+        """All faces in `image`, with embeddings, largest first. Results are cached by content.
+        A photo too small or elongated to hold a detectable face (`detectable`) has none.
+
+        Raises:
+            ImageReadError: `image` cannot be read (see `load_image`).
+        """
         pixels = load_image(image)
+        if not detectable(pixels):
+            return []
         faces = self._cache.get_or_compute(image_key(pixels), lambda: self._sorted(self._detect(pixels)))
         return copy.deepcopy(faces)
 
@@ -64,10 +97,15 @@ class FaceAnalyzer:
             min_size: minimum face width in pixels (default `DEFAULT_MIN_FACE_SIZE`).
 
         Raises:
-            FaceNotFoundError, MultipleFacesError, FaceTooSmallError, IdgenError (bad `select`).
+            ImageReadError: `image` cannot be read.
+            FaceNotFoundError: no face, or a photo too small or elongated for detection (the
+                message names the file and its size).
+            MultipleFacesError, FaceTooSmallError, IdgenError (bad `select`).
         """
         min_size = DEFAULT_MIN_FACE_SIZE if min_size is None else min_size
-        found = self.detect(image)
+        pixels = load_image(image)
+        check_detectable(pixels, describe_image(image))
+        found = self.detect(pixels)
         if not found:
             raise FaceNotFoundError("no face was detected in the image.")
         faces = [f for f in found if min(f.width, f.height) >= min_size]

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, Optional, Union
 import numpy as np
 
 from idgen.errors import IdgenError, ImageReadError
+from idgen.image_io import check_regular_file
 
 PathLike = Union[str, os.PathLike]
 #: Largest frame accepted (pixels), as `load_image`'s limit: 8K UHD.
@@ -56,11 +57,10 @@ class VideoInfo:
 
 
 def _open(path: PathLike):
-    """The PyAV input container of `path`, which must hold a video stream."""
+    """The PyAV input container of `path`, which must hold a video stream FFmpeg can decode."""
     av = _av()
     path = Path(path)
-    if not path.is_file():
-        raise VideoReadError(f"video file {str(path)!r} does not exist or is not a file.")
+    check_regular_file(path, f"video file {str(path)!r}", VideoReadError)
     try:
         container = av.open(str(path))
     except Exception as e:  # PyAV raises many FFmpeg error types for foreign or corrupt files
@@ -68,6 +68,9 @@ def _open(path: PathLike):
     if not container.streams.video:
         container.close()
         raise VideoReadError(f"{str(path)!r} has no video stream.")
+    if container.streams.video[0].codec_context is None:
+        container.close()
+        raise VideoReadError(f"{str(path)!r}: its video stream's codec is unknown or damaged; re-encode it (e.g. to H.264).")
     return container
 
 
@@ -180,10 +183,13 @@ class VideoWriter:
             packets are copied when MP4 holds the codec (`MP4_AUDIO`), else decoded and re-encoded
             to AAC. Audio is interleaved with the video as frames are written.
         crf: x264 quality (0 = lossless in YUV, 18 = visually lossless, 23 = x264's default).
+        provenance: an `idgen.provenance.Provenance`: every frame is watermarked with its id
+            before encoding and the manifest goes into the MP4 metadata (`description`: the
+            manifest JSON, `comment`: a one-line AI-generated label).
     """
 
     def __init__(self, path: PathLike, fps: Union[Fraction, float], size: tuple[int, int], *,
-                 audio_from: Optional[PathLike] = None, crf: int = 18):
+                 audio_from: Optional[PathLike] = None, crf: int = 18, provenance=None):
         width, height = (int(v) for v in size)
         if width <= 0 or height <= 0:
             raise IdgenError(f"video size must be positive (width, height), got {size}.")
@@ -196,6 +202,7 @@ class VideoWriter:
         self.size = (width, height)
         self.audio_from = audio_from
         self.crf = crf
+        self.provenance = provenance
         self.frames_written = 0
         self._out = self._video = self._source = self._audio = self._pending = None
 
@@ -209,6 +216,10 @@ class VideoWriter:
             self._video.pix_fmt = "yuv420p"
             self._video.width, self._video.height = (v + v % 2 for v in self.size)
             self._video.options = {"crf": str(self.crf)}
+            if self.provenance is not None:
+                from idgen.provenance.metadata import video_metadata
+
+                self._out.metadata.update(video_metadata(self.provenance))
             if self._source is not None and self._source.streams.audio:
                 self._audio = _carry_audio(self._source, self._out)
         except BaseException:
@@ -226,6 +237,10 @@ class VideoWriter:
         if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
             raise IdgenError(f"frame {self.frames_written} is {frame.dtype} {tuple(frame.shape)}; this video takes "
                              f"uint8 ({height}, {width}, 3) RGB frames.")
+        if self.provenance is not None:
+            from idgen.provenance.watermark import watermark_frame
+
+            frame = watermark_frame(frame, self.provenance.id)
         if height % 2 or width % 2:
             frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
         for packet in self._video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
@@ -321,9 +336,10 @@ def _carry_audio(source, out) -> Iterator:
 
 
 def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: Union[Fraction, float], *,
-                audio_from: Optional[PathLike] = None, crf: int = 18) -> int:
-    """Encode `frames` (`[H, W, 3]` uint8 RGB, all the size of the first) with a `VideoWriter`;
-    returns the number of frames written."""
+                audio_from: Optional[PathLike] = None, crf: int = 18, provenance=None) -> int:
+    """Encode `frames` (`[H, W, 3]` uint8 RGB, all the size of the first) with a `VideoWriter`
+    (`provenance`: watermark the frames and write the manifest, see `VideoWriter`); returns the
+    number of frames written."""
     frames = iter(frames)
     first = next(frames, None)
     if first is None:
@@ -331,7 +347,8 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: Union[Fractio
     first = np.asarray(first)
     if first.ndim != 3:
         raise IdgenError(f"frames must be [H, W, 3] uint8 RGB, got shape {tuple(first.shape)}.")
-    with VideoWriter(path, fps, (first.shape[1], first.shape[0]), audio_from=audio_from, crf=crf) as writer:
+    with VideoWriter(path, fps, (first.shape[1], first.shape[0]), audio_from=audio_from, crf=crf,
+                     provenance=provenance) as writer:
         writer.write(first)
         for frame in frames:
             writer.write(frame)

@@ -16,6 +16,7 @@ bounded for long videos (smoothing is centred over the whole track, at the cost 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Iterator, Optional, Sequence, Union
@@ -24,7 +25,7 @@ import numpy as np
 
 from tqdm.auto import tqdm
 
-from idgen.errors import IdgenError
+from idgen.errors import FaceNotFoundError, IdgenError
 from idgen.face import Face, align_face, get_face_analyzer, identity_similarity, paste_back, transform_points
 from idgen.face.tracking import TrackedFace, track_faces
 from idgen.image_io import ImageInput, load_image
@@ -71,6 +72,9 @@ class AlignedCropJob:
 
 ProcessBatch = Callable[[list[AlignedCropJob]], Sequence[np.ndarray]]
 MaskFor = Callable[[AlignedCropJob], np.ndarray]
+#: Per-frame progress: True (tqdm bars), False (none), or `callable(done, total)` called after each
+#: frame of each pass (an exception it raises, e.g. `idgen.jobs.JobCancelled`, stops the video).
+Progress = Union[bool, Callable[[int, Optional[int]], None]]
 
 
 @dataclass
@@ -92,6 +96,15 @@ class VideoReport:
     def frames_passed_through(self) -> int:
         """Frames written as decoded (no face processed in them)."""
         return self.frames - self.frames_with_faces
+
+
+def require_processed_faces(report: VideoReport, video) -> None:
+    """Raise FaceNotFoundError when a video job processed no face at all: its output would be a
+    plain copy of the input, which must not pass for a result."""
+    if report.tracks_processed == 0:
+        why = f" ({'; '.join(report.notes)})" if report.notes else ""
+        raise FaceNotFoundError(f"no face was processed in any of the {report.frames} frames of {video}{why}: "
+                                "nothing was written. Check that the video shows a face large enough to detect.")
 
 
 def _select(candidates: list[tuple[int, float, Optional[np.ndarray]]], select: Selection, reference) -> list[int]:
@@ -189,6 +202,23 @@ def process_image_faces(
     return _paste(pixels, jobs, _process(jobs, process_batch), mask_for, feather), jobs
 
 
+@contextmanager
+def _frame_progress(progress: Progress, total: Optional[int], desc: str) -> Iterator[Callable[[int], None]]:
+    """An `advance(frames)` function for one pass over the frames (see `Progress`)."""
+    if callable(progress):
+        done = 0
+
+        def advance(frames: int) -> None:
+            nonlocal done
+            done += frames
+            progress(done, total)
+
+        yield advance
+        return
+    with tqdm(total=total, desc=desc, disable=not progress) as bar:
+        yield bar.update
+
+
 def _batches(iterator: Iterator, size: int) -> Iterator[list]:
     while batch := list(islice(iterator, size)):
         yield batch
@@ -212,7 +242,8 @@ def process_video(
     smooth_sigma: float = 1.0,
     identity_threshold: Optional[float] = None,
     crf: int = 18,
-    progress: bool = True,
+    progress: Progress = True,
+    provenance=None,
 ) -> VideoReport:
     """Run `process_batch` on every tracked face of `input_path` and write `output_path` (H.264
     MP4 with the input's fps and audio; any frame size and aspect ratio).
@@ -229,7 +260,9 @@ def process_video(
             frames): a face lost for up to `max_missing` frames is interpolated and processed in
             them too; a longer loss starts a new track.
         crf: x264 quality of the output.
-        progress: tqdm bars over the frames of both passes.
+        progress: tqdm bars over the frames of both passes, or a callable (see `Progress`).
+        provenance: an `idgen.provenance.Provenance`: every frame watermarked, the manifest in the
+            MP4's metadata (see `VideoWriter`).
     """
 
     if batch_size < 1:
@@ -240,8 +273,11 @@ def process_video(
     report = VideoReport(fps=float(info.fps), has_audio=info.has_audio)
 
     # 1. detect and track (Face records only)
-    detections = [analyzer.detect(frame) for frame in
-                  tqdm(read_frames(input_path), total=info.num_frames, desc="detecting faces", disable=not progress)]
+    detections = []
+    with _frame_progress(progress, info.num_frames, "detecting faces") as advance:
+        for frame in read_frames(input_path):
+            detections.append(analyzer.detect(frame))
+            advance(1)
     tracking = track_faces(detections, max_missing=max_missing, smooth_sigma=smooth_sigma,
                            identity_threshold=identity_threshold)
     report.tracks = tracking.num_tracks
@@ -255,8 +291,8 @@ def process_video(
         return [tf for tf in (per_frame[t] if t < len(per_frame) else []) if tf.track_id in chosen]
 
     writer = VideoWriter(output_path, info.fps, (info.width, info.height), crf=crf,
-                         audio_from=input_path if info.has_audio else None)
-    with writer, tqdm(total=len(per_frame), desc="processing frames", disable=not progress) as bar:
+                         audio_from=input_path if info.has_audio else None, provenance=provenance)
+    with writer, _frame_progress(progress, len(per_frame), "processing frames") as advance:
         start = 0
         for batch in _batches(read_frames(input_path), batch_size):
             frame_jobs = [_align(frame, tracked_at(start + k), crop_size, align_mode) for k, frame in enumerate(batch)]
@@ -266,9 +302,9 @@ def process_video(
                 writer.write(_paste(frame, mine, [next(crops) for _ in mine], mask_for, feather))
                 report.faces_per_frame.append(len(mine))
                 report.frames_with_faces += bool(mine)
+                advance(1)
             report.interpolated_faces += sum(job.interpolated for job in jobs)
             start += len(batch)
-            bar.update(len(batch))
     report.frames = writer.frames_written
     return report
 

@@ -40,6 +40,9 @@ GENERATION_METHODS = ("instantid", "faceid", "faceid-plusv2", "arc2face")
 GENERATION_WEIGHTS = {"instantid": ("sdxl", "instantid_identitynet", "instantid_adapter"),
                       "faceid": ("sd15", "faceid_sd15"), "faceid-plusv2": ("sd15", "faceid_plusv2_sd15", "clip_vit_h"),
                       "arc2face": ("sd15", "arc2face_unet", "arc2face_encoder")}
+#: The component a request's `adapter` path replaces (its `base` replaces the first of the weights).
+GENERATION_ADAPTER = {"instantid": "instantid_adapter", "faceid": "faceid_sd15",
+                      "faceid-plusv2": "faceid_plusv2_sd15", "arc2face": "arc2face_unet"}
 
 
 def _tiny_generation_pipeline(method: str):
@@ -135,6 +138,7 @@ EDIT_METHODS = ("pva", "faceid", "instantid")
 #: The weights each method needs (registry names), checked to tell "not configured" from "partly".
 EDIT_WEIGHTS = {"pva": ("sd15_inpaint", "pva_adapter"), "faceid": ("sd15_inpaint", "faceid_sd15"),
          "instantid": ("sdxl_inpaint", "instantid_identitynet", "instantid_adapter")}
+EDIT_ADAPTER = {"pva": "pva_adapter", "faceid": "faceid_sd15", "instantid": "instantid_adapter"}
 
 
 def _tiny_edit_pipeline(method: str):

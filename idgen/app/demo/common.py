@@ -1,18 +1,26 @@
-"""What every demo tab shares: the app's own temp folder, built pipelines (cached, one build per
-method), readable errors, and progress reporting."""
+"""What every demo tab shares: the app's own temp folder (a results folder per page session),
+built pipelines (cached, one build per method, one job at a time on each), readable errors
+without server paths, progress reporting, and model jobs that Cancel really stops."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Gradio finds a handler's `gr.Request` parameter by its
+# evaluated annotation.
+import asyncio
+import contextlib
 import functools
+import hashlib
 import inspect
 import logging
+import re
+import shutil
 import tempfile
 import threading
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from idgen.errors import IdgenError, ModelNotFoundError
+from idgen.jobs import CancelToken, JobCancelled
 from idgen.models import recipes
 from idgen.models import any_configured, load_config
 
@@ -25,6 +33,12 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets" / "faces"
 MAX_FILE_SIZE = "20mb"
 #: The queue group of every event that runs a model (see `model_job`).
 MODEL_QUEUE = "models"
+#: The session of jobs run outside a page (tests and scripts calling the handlers directly).
+LOCAL_SESSION = "local"
+#: What a tab's status shows once its Cancel button was pressed.
+CANCELLED = "**Cancelled**: the job was stopped; nothing of it was kept."
+#: The folders of an absolute path in a message (its base name, what follows, is kept).
+_FOLDERS = re.compile(r"(?<![\w.:/~-])/(?:[^/\s'\"]+/)+(?=[^/\s'\"()\[\],;:])")
 
 TINY_BANNER = (
     "**Running on the tiny embedded default**: no weights are configured, so the models are random-weight "
@@ -48,6 +62,37 @@ def capabilities() -> dict[str, tuple[str, ...]]:
             "train LoRA": ("sd15",)}
 
 
+@dataclass
+class Job:
+    """One model job: the page session it belongs to (whose results folder it writes to), the tab
+    that runs it (`name`), its cancel flag, and its progress bar (a `gr.Progress`, or any
+    `callable(value, desc=...)`)."""
+
+    session: str = LOCAL_SESSION
+    name: str = ""
+    token: CancelToken = field(default_factory=CancelToken)
+    progress: Optional[Callable] = None
+
+    def steps(self, label: str) -> Callable[[int, Optional[int]], None]:
+        """A `(done, total)` callback for the pipelines (called at each denoising step, face or
+        frame): advances the progress bar, and raises `JobCancelled` once the job is cancelled."""
+        def report(done: int, total: Optional[int]) -> None:
+            self.token.check()
+            if self.progress is not None:
+                self.progress((done, total), desc=label)
+        return report
+
+    def acquire(self, lock: threading.Lock) -> None:
+        """Take `lock` (a pipeline's), showing that the job waits while another job holds it;
+        cancelling the job ends the wait."""
+        if lock.acquire(blocking=False):
+            return
+        if self.progress is not None:
+            self.progress(0.0, desc="waiting for another job to finish with this model")
+        while not lock.acquire(timeout=0.1):
+            self.token.check()
+
+
 class DemoContext:
     """State of one running demo.
 
@@ -61,21 +106,68 @@ class DemoContext:
         self.tiny = tiny
         self.root = Path(root or tempfile.mkdtemp(prefix="idgen-demo-"))
         self.root.mkdir(parents=True, exist_ok=True)
-        self._pipelines: dict[tuple, tuple] = {}
-        self._lock = threading.Lock()
+        self._pipelines: dict[tuple, tuple[tuple, threading.Lock]] = {}
+        self._build_lock = threading.Lock()
+        self._jobs: list[Job] = []
+        self._jobs_lock = threading.Lock()
 
-    def out_dir(self, kind: str) -> Path:
-        """A fresh folder for one request's results."""
-        path = self.root / "results" / f"{kind}-{uuid.uuid4().hex[:10]}"
+    def session_folder(self, session: str) -> Path:
+        """The results folder of one page session, named by a digest of its id (a value the
+        client sends: never part of a path as it is)."""
+        return self.root / "results" / hashlib.sha256(session.encode()).hexdigest()[:16]
+
+    @contextlib.contextmanager
+    def results(self, kind: str, job: Job) -> Iterator[Path]:
+        """A fresh folder in `job`'s session folder for one job's results; removed, with all it
+        holds, when the job fails or is cancelled."""
+        path = self.session_folder(job.session) / f"{kind}-{uuid.uuid4().hex[:10]}"
         path.mkdir(parents=True)
-        return path
+        try:
+            yield path
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
 
-    def pipeline(self, key: tuple, build: Callable[[], tuple]) -> tuple:
-        """`(pipeline, is_embedded_default)` built once per `key` (a method and its weights)."""
-        with self._lock:
+    @contextlib.contextmanager
+    def pipeline(self, key: tuple, build: Callable[[], tuple], job: Job) -> Iterator[tuple]:
+        """`(pipeline, is_embedded_default)` for `key` (a method and its weights), built once and
+        held by `job` alone for the block: no two jobs step one pipeline (and its scheduler) at
+        once; a second one waits (`Job.acquire`)."""
+        with self._build_lock:
             if key not in self._pipelines:
-                self._pipelines[key] = build()
-            return self._pipelines[key]
+                self._pipelines[key] = (build(), threading.Lock())
+            built, lock = self._pipelines[key]
+        job.acquire(lock)
+        try:
+            job.token.check()
+            yield built
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
+    def job(self, session: str, name: str, progress=None) -> Iterator[Job]:
+        """A job of tab `name` for page session `session`, which `cancel` reaches while the block runs."""
+        job = Job(session=session, name=name, progress=progress)
+        with self._jobs_lock:
+            self._jobs.append(job)
+        try:
+            yield job
+        finally:
+            with self._jobs_lock:
+                self._jobs.remove(job)
+
+    def running(self) -> list[Job]:
+        """The jobs running now, all sessions."""
+        with self._jobs_lock:
+            return list(self._jobs)
+
+    def cancel(self, session: str, name: str) -> int:
+        """Cancel the running jobs of tab `name` of page session `session`; returns their number.
+        Each stops at its next step (denoising step, frame or training step)."""
+        jobs = [job for job in self.running() if (job.session, job.name) == (session, name)]
+        for job in jobs:
+            job.token.cancel()
+        return len(jobs)
 
     def embedded_capabilities(self) -> list[str]:
         """The capabilities (keys of `capabilities()`) that run on the tiny embedded default: all
@@ -96,19 +188,29 @@ class DemoContext:
         return TINY_BANNER if len(tiny) == len(capabilities()) else PARTIAL_BANNER.format(names=", ".join(tiny))
 
 
+def without_paths(message: str) -> str:
+    """`message` with each absolute path cut to its base name: the page is told which file, not
+    where the server keeps it (uploads, results, models)."""
+    return _FOLDERS.sub("", message)
+
+
 def friendly(fn):
-    """Turn idgen's errors into a readable message in the page (`gr.Error`), never a traceback."""
+    """Turn idgen's errors into a readable message in the page (`gr.Error`), never a traceback
+    nor a server path."""
     import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
 
     def readable(e: Exception) -> Exception:
         if isinstance(e, gr.Error):
             return e
+        if isinstance(e, JobCancelled):
+            return gr.Error(without_paths(str(e)), title="Cancelled", print_exception=False)
         if isinstance(e, ModelNotFoundError):
-            return gr.Error(f"Missing model: {e}")
+            return gr.Error(f"Missing model: {without_paths(str(e))} (the Models tab shows where to put it)")
         if isinstance(e, IdgenError):
-            return gr.Error(str(e))
+            return gr.Error(without_paths(str(e)))
         logger.error("demo handler %s failed", fn.__name__, exc_info=e)  # details in the log only
-        return gr.Error(f"Unexpected error ({type(e).__name__}): {str(e).splitlines()[0] if str(e) else ''}")
+        first = str(e).splitlines()[0] if str(e) else ""
+        return gr.Error(f"Unexpected error ({type(e).__name__}): {without_paths(first)}")
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -142,14 +244,6 @@ def paths(files) -> list[str]:
     return out
 
 
-def step_progress(progress, label: str) -> Callable[[int, int], None]:
-    """A `(step, total)` callback driving a `gr.Progress` bar."""
-    def report(step: int, total: int) -> None:
-        if progress is not None:
-            progress((step, total), desc=label)
-    return report
-
-
 def photo_or_video(gr, photo_label: str):
     """A photo input and a video input side by side (one of them is used); returns both."""
     with gr.Row():
@@ -158,10 +252,10 @@ def photo_or_video(gr, photo_label: str):
     return photo, video
 
 
-def sampling_controls(gr, steps_label: str = "Steps (empty = default)"):
+def sampling_controls(gr, steps_label: str = "Steps (empty = default)", steps_id: Optional[str] = None):
     """The steps, CFG scale and seed inputs, in one row; returns the three."""
     with gr.Row():
-        steps = gr.Number(label=steps_label, value=None, precision=0)
+        steps = gr.Number(label=steps_label, value=None, precision=0, elem_id=steps_id)
         guidance = gr.Number(label="CFG scale (empty = default)", value=None)
         seed = gr.Number(label="Seed", value=0, precision=0)
     return steps, guidance, seed
@@ -192,21 +286,84 @@ def result_column(with_video: bool = False) -> list:
     return outputs + [gr.JSON(label="Parameters"), gr.File(label="Download", file_count="multiple")]
 
 
-def run_and_cancel_buttons(label: str, elem_id: Optional[str] = None) -> tuple:
-    """The primary action button and its Cancel button, side by side."""
+def run_and_cancel_buttons(label: str, prefix: str) -> tuple:
+    """The primary action button and its Cancel button, side by side (elem_ids `<prefix>-run`
+    and `<prefix>-cancel`)."""
     import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
 
     with gr.Row():
-        return gr.Button(label, variant="primary", elem_id=elem_id), gr.Button("Cancel")
+        return (gr.Button(label, variant="primary", elem_id=f"{prefix}-run"),
+                gr.Button("Cancel", elem_id=f"{prefix}-cancel"))
 
 
-def model_job(run, stop, fn: Callable, inputs: list, outputs: list, api_name: str):
-    """Wire button `run` to `fn` (errors made readable) and `stop` to cancel it.
+def job_status(prefix: str):
+    """The line under a tab's buttons where Cancel says the job was cancelled (elem_id `<prefix>-status`)."""
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
+
+    return gr.Markdown("", elem_id=f"{prefix}-status")
+
+
+#: What `next` gives once a generator job has no more updates.
+_END = object()
+
+
+def session_of(request) -> str:
+    """The page session of a Gradio request (each browser tab and each API client has its own)."""
+    return getattr(request, "session_hash", None) or LOCAL_SESSION
+
+
+async def _in_worker(call: Callable, job: Job):
+    """`call()` in a worker thread. When Gradio cancels the event (the page's Cancel, an API
+    client's `job.cancel()`), cancel `job` too and wait for the worker to stop (within a step),
+    so the job holds its queue slot until its pipeline is free again."""
+    worker = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        return await asyncio.shield(worker)
+    except asyncio.CancelledError:
+        job.token.cancel()
+        with contextlib.suppress(Exception):
+            await worker
+        raise
+
+
+def model_job(ctx: DemoContext, run, stop, status, fn: Callable, inputs: list, outputs: list, api_name: str,
+              cancelled: str = CANCELLED):
+    """Wire button `run` to the model job `fn(ctx, *inputs, job=Job)` (errors made readable) and
+    `stop` to cancel it (then `status` shows `cancelled`).
+
+    `fn` runs in a worker thread (a generator `fn` streams its updates, each computed in a worker
+    thread) and passes its `Job`'s callbacks (`job.steps(...)`, `job.token`) to the pipelines,
+    which check them at each step. Cancel works twice over: `stop`'s own handler runs outside the
+    queue, so while the job runs, and cancels this tab's job of the session; Gradio's cancel of
+    the event (the page's, or an API client's) cancels it as well (see `_in_worker`).
 
     Every event that runs a model joins one queue group (`MODEL_QUEUE`), so the queue's
-    concurrency limit caps model jobs across all tabs (a generation and a training never load
-    two models' activations at once); the others wait in line with their position shown.
+    concurrency limit caps model jobs across all tabs (a generation and a training never load two
+    models' activations at once); the others wait in line with their position shown.
     """
-    event = run.click(friendly(fn), inputs, outputs, api_name=api_name, concurrency_id=MODEL_QUEUE)
-    stop.click(None, cancels=[event], api_name=False)
+    import gradio as gr  # the demo extra: imported when a page is built, so the CLI and tests import this without it
+
+    work = friendly(fn)
+    if inspect.isgeneratorfunction(fn):
+        async def handler(request: gr.Request, *args):
+            with ctx.job(session_of(request), api_name) as job:
+                updates = work(ctx, *args, job=job)
+                try:
+                    while (update := await _in_worker(functools.partial(next, updates, _END), job)) is not _END:
+                        yield update
+                finally:
+                    updates.close()
+    else:
+        # Gradio passes the request and the progress bar by position, before the inputs
+        async def handler(request: gr.Request, progress=gr.Progress(), *args):
+            with ctx.job(session_of(request), api_name, progress) as job:
+                return await _in_worker(functools.partial(work, ctx, *args, job=job), job)
+
+    def cancel(request: gr.Request) -> str:
+        ctx.cancel(session_of(request), api_name)
+        return cancelled
+
+    run.click(lambda: "", None, status, queue=False, api_name=False)
+    event = run.click(handler, inputs, outputs, api_name=api_name, concurrency_id=MODEL_QUEUE)
+    stop.click(cancel, None, status, queue=False, cancels=[event], api_name=False)
     return event

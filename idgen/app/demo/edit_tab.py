@@ -3,7 +3,9 @@ photos and videos."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -13,8 +15,8 @@ from idgen.app.edit import EditRequest, run_edit
 from idgen.models.recipes import EDIT_METHODS, build_edit_pipeline
 
 from idgen.app.demo.common import (
-    DemoContext, model_job, optional, paths, photo_or_video, result_column, run_and_cancel_buttons, sampling_controls,
-    show_notes, step_progress,
+    DemoContext, Job, job_status, model_job, optional, paths, photo_or_video, result_column, run_and_cancel_buttons,
+    sampling_controls, show_notes,
 )
 from idgen.image_io import load_image
 
@@ -36,10 +38,11 @@ def editor_photo_and_mask(value) -> tuple[np.ndarray, np.ndarray | None]:
     return photo, None if mask is None else mask.astype(np.uint8) * 255
 
 
-def _edit(ctx: DemoContext, request: EditRequest, progress):
-    built = ctx.pipeline(("edit", request.method), lambda: build_edit_pipeline(request.method, embedded_default=ctx.tiny))
-    out = Path(request.target).parent
-    record = run_edit(request, out, pipeline=built, progress=step_progress(progress, "faces"))
+def _edit(ctx: DemoContext, request: EditRequest, out: Path, job: Job):
+    """Run `request` on the tab's cached pipeline, held by `job`; results go to `out`."""
+    build = functools.partial(build_edit_pipeline, request.method, embedded_default=ctx.tiny)
+    with ctx.pipeline(("edit", request.method), build, job) as built:
+        record = run_edit(request, out, pipeline=built, progress=job.steps("editing"), cancel=job.token)
     show_notes(record["notes"])
     return record, [record["output"], str(out / "record.json")]
 
@@ -55,40 +58,43 @@ def _request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale,
 
 
 def run_inpaint(ctx: DemoContext, editor, faces, method, prompt, steps, guidance_scale, seed, identity_scale,
-                strength, dilate, feather, region, progress=None):
+                strength, dilate, feather, region, job: Optional[Job] = None):
     """Repaint the painted area (or the detected face region) as the person of `faces`."""
 
+    job = job or Job()
     photo, mask = editor_photo_and_mask(editor)
     photo = load_image(photo)  # the pixel limit
-    out = ctx.out_dir("inpaint")
-    target = out / "photo.png"
-    Image.fromarray(photo).save(target)
-    mask_path = None
-    if mask is not None:
-        mask_path = out / "mask.png"
-        Image.fromarray(mask).save(mask_path)
-    sources = paths(faces)
-    request = EditRequest(target=str(target), sources=[sources], mask=None if mask_path is None else str(mask_path),
-                          **_request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength, dilate,
-                                            feather, region, ctx))
-    record, files = _edit(ctx, request, progress)
+    with ctx.results("inpaint", job) as out:
+        target = out / "photo.png"
+        Image.fromarray(photo).save(target)
+        mask_path = None
+        if mask is not None:
+            mask_path = out / "mask.png"
+            Image.fromarray(mask).save(mask_path)
+        sources = paths(faces)
+        request = EditRequest(target=str(target), sources=[sources], mask=None if mask_path is None else str(mask_path),
+                              operation="inpaint",
+                              **_request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength,
+                                                dilate, feather, region, ctx))
+        record, files = _edit(ctx, request, out, job)
     return record["output"], record, files
 
 
 def run_swap(ctx: DemoContext, photo, video, source_1, source_2, mapping, references, method, prompt, steps,
-             guidance_scale, seed, identity_scale, strength, dilate, feather, region, progress=None):
+             guidance_scale, seed, identity_scale, strength, dilate, feather, region, job: Optional[Job] = None):
     """Swap the faces of a photo or a video; returns (image or None, video or None, record, files)."""
     if (photo is None) == (video is None):
         raise IdgenError("give either a photo or a video to swap faces in.")
+    job = job or Job()
     sources = [s for s in (paths(source_1), paths(source_2)) if s]
-    out = ctx.out_dir("swap")
     given = Path(photo or video)
-    target = out / f"target{given.suffix.lower() or '.png'}"
-    target.write_bytes(given.read_bytes())
-    request = EditRequest(target=str(target), sources=sources, mapping=mapping, references=paths(references),
-                          **_request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength, dilate,
-                                            feather, region, ctx))
-    record, files = _edit(ctx, request, progress)
+    with ctx.results("swap", job) as out:
+        target = out / f"target{given.suffix.lower() or '.png'}"
+        target.write_bytes(given.read_bytes())
+        request = EditRequest(target=str(target), sources=sources, mapping=mapping, references=paths(references),
+                              **_request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength,
+                                                dilate, feather, region, ctx))
+        record, files = _edit(ctx, request, out, job)
     is_video = "video" in record
     return (None if is_video else record["output"]), (record["output"] if is_video else None), record, files
 
@@ -118,14 +124,12 @@ def build_inpaint_tab(ctx: DemoContext) -> None:
                 method = gr.Radio(list(EDIT_METHODS), value="pva", label="Adapter")
                 prompt = gr.Textbox(label="Prompt", value="photo of a person")
                 advanced = _advanced(gr)
-                run, stop = run_and_cancel_buttons("Inpaint")
+                run, stop = run_and_cancel_buttons("Inpaint", "inpaint")
+                status = job_status("inpaint")
             with gr.Column():
                 outputs = result_column()
 
-        def _run(*args, progress=gr.Progress()):
-            return run_inpaint(ctx, *args, progress=progress)
-
-        model_job(run, stop, _run, [editor, faces, method, prompt, *advanced], outputs, "inpaint")
+        model_job(ctx, run, stop, status, run_inpaint, [editor, faces, method, prompt, *advanced], outputs, "inpaint")
 
 
 def build_swap_tab(ctx: DemoContext) -> None:
@@ -144,12 +148,10 @@ def build_swap_tab(ctx: DemoContext) -> None:
                 method = gr.Radio(list(EDIT_METHODS), value="pva", label="Adapter")
                 prompt = gr.Textbox(label="Prompt", value="photo of a person")
                 advanced = _advanced(gr)
-                run, stop = run_and_cancel_buttons("Swap")
+                run, stop = run_and_cancel_buttons("Swap", "swap")
+                status = job_status("swap")
             with gr.Column():
                 outputs = result_column(with_video=True)
 
-        def _run(*args, progress=gr.Progress()):
-            return run_swap(ctx, *args, progress=progress)
-
-        model_job(run, stop, _run, [photo, video, source_1, source_2, mapping, references, method, prompt, *advanced],
-                  outputs, "swap")
+        model_job(ctx, run, stop, status, run_swap,
+                  [photo, video, source_1, source_2, mapping, references, method, prompt, *advanced], outputs, "swap")

@@ -1,5 +1,6 @@
 """Generate tab: InstantID / FaceID / FaceID-Plus v2 / Arc2Face from uploaded face photos."""
 
+import functools
 from pathlib import Path
 from typing import Optional
 
@@ -12,8 +13,8 @@ from idgen.app.generate import SCHEDULERS, GenerationRequest, generate
 from idgen.models.recipes import GENERATION_METHODS, build_generation_pipeline
 
 from idgen.app.demo.common import (
-    ASSETS, DemoContext, friendly, model_job, optional, paths, run_and_cancel_buttons, sampling_controls,
-    step_progress,
+    ASSETS, DemoContext, Job, friendly, job_status, model_job, optional, paths, run_and_cancel_buttons,
+    sampling_controls,
 )
 from idgen.conditioning import draw_kps_many
 from idgen.face import get_face_analyzer
@@ -72,8 +73,9 @@ def pick_face(indices: list, item: int) -> Optional[int]:
 
 def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, negative_prompt, steps, guidance_scale,
                  seed, identity_scale, control_scale, width, height, scheduler, num_images, identity_start,
-                 identity_end, progress=None):
-    """One generation; returns (image paths, record, downloadable files)."""
+                 identity_end, job: Optional[Job] = None):
+    """One generation; returns (image paths, record, downloadable files). `job`: its session,
+    progress bar and cancel flag (default: a local job)."""
 
     if method not in GENERATION_METHODS:
         raise IdgenError(f"choose a method among {GENERATION_METHODS}.")
@@ -90,9 +92,10 @@ def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, nega
     )
     if request.face_index is None:
         _warn_if_several_faces(request.faces)
-    built = ctx.pipeline(("generate", method), lambda: build_generation_pipeline(method, embedded_default=ctx.tiny))
-    out = ctx.out_dir(method)
-    record = generate(request, out, pipeline=built, progress=step_progress(progress, "denoising"))
+    job = job or Job()
+    build = functools.partial(build_generation_pipeline, method, embedded_default=ctx.tiny)
+    with ctx.pipeline(("generate", method), build, job) as built, ctx.results(method, job) as out:
+        record = generate(request, out, pipeline=built, progress=job.steps("denoising"))
     files_out = record["files"] + [str(out / "record.json")]
     return record["files"], record, files_out
 
@@ -129,8 +132,8 @@ def build_generate_tab(ctx: DemoContext) -> None:
                 pose = gr.Image(label="Pose photo (InstantID; optional)", type="filepath")
                 prompt = gr.Textbox(label="Prompt", value="photo of a person in a garden", elem_id="gen-prompt")
                 negative = gr.Textbox(label="Negative prompt", value="")
-                with gr.Accordion("Advanced", open=False):
-                    steps, guidance, seed = sampling_controls(gr, "Steps (empty = method default)")
+                with gr.Accordion("Advanced", open=False, elem_id="gen-advanced"):
+                    steps, guidance, seed = sampling_controls(gr, "Steps (empty = method default)", "gen-steps")
                     with gr.Row():
                         identity_scale = gr.Number(label="Identity scale (empty = default)", value=None)
                         control_scale = gr.Number(label="IdentityNet scale (InstantID)", value=None)
@@ -142,7 +145,8 @@ def build_generate_tab(ctx: DemoContext) -> None:
                     with gr.Row():
                         identity_start = gr.Slider(0, 1, value=0, step=0.05, label="Identity start (fraction of steps)")
                         identity_end = gr.Slider(0, 1, value=1, step=0.05, label="Identity end")
-                run, stop = run_and_cancel_buttons("Generate", elem_id="gen-run")
+                run, stop = run_and_cancel_buttons("Generate", "gen")
+                status = job_status("gen")
             with gr.Column():
                 gallery = gr.Gallery(label="Results", columns=2, elem_id="gen-results")
                 record = gr.JSON(label="Parameters")
@@ -160,9 +164,7 @@ def build_generate_tab(ctx: DemoContext) -> None:
         found.select(_pick, [found_indices], [face_index], api_name=False, queue=False)
         faces.change(lambda: None, None, [face_index], api_name=False, queue=False)
 
-        def _run(*args, progress=gr.Progress()):
-            return run_generate(ctx, *args, progress=progress)
-
-        model_job(run, stop, _run, [method, faces, face_index, pose, prompt, negative, steps, guidance, seed,
-                                    identity_scale, control_scale, width, height, scheduler, num_images,
-                                    identity_start, identity_end], [gallery, record, files], "generate")
+        model_job(ctx, run, stop, status, run_generate,
+                  [method, faces, face_index, pose, prompt, negative, steps, guidance, seed, identity_scale,
+                   control_scale, width, height, scheduler, num_images, identity_start, identity_end],
+                  [gallery, record, files], "generate")

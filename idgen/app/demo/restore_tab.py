@@ -3,27 +3,30 @@ reference) or video (SVFR: BFR, colorization, inpainting)."""
 
 from __future__ import annotations
 
+import functools
+from typing import Optional
+
 from idgen.app.demo.common import (
-    DemoContext, model_job, optional, paths, photo_or_video, result_column, run_and_cancel_buttons,
+    DemoContext, Job, job_status, model_job, optional, paths, photo_or_video, result_column, run_and_cancel_buttons,
 )
 from idgen.app.restore import RestoreRequest, run_restore
 from idgen.models.recipes import build_restore_pipeline
 from idgen.errors import IdgenError
 
 
-def restore_job(ctx: DemoContext, photo, video, reference, fidelity, tasks, steps, seed):
+def restore_job(ctx: DemoContext, photo, video, reference, fidelity, tasks, steps, seed, job: Optional[Job] = None):
     """Restore a photo or a video; returns (image or None, video or None, record, files)."""
     if (photo is None) == (video is None):
         raise IdgenError("give either a photo or a video to restore.")
+    job = job or Job()
     refs = paths(reference)
     request = RestoreRequest(input=photo or video, reference=refs[0] if refs else None, fidelity=float(fidelity),
                              tasks=tuple(tasks or ()), steps=int(steps) if optional(steps) else None, seed=int(seed),
                              embedded_default=ctx.tiny)
     kind, with_reference = request.kind, bool(request.reference)
-    pipeline = ctx.pipeline(("restore", kind, with_reference),
-                            lambda: build_restore_pipeline(kind, reference=with_reference, embedded_default=ctx.tiny))
-    out = ctx.out_dir("restore")
-    record = run_restore(request, out, pipeline=pipeline, progress=False)
+    build = functools.partial(build_restore_pipeline, kind, reference=with_reference, embedded_default=ctx.tiny)
+    with ctx.pipeline(("restore", kind, with_reference), build, job) as pipeline, ctx.results("restore", job) as out:
+        record = run_restore(request, out, pipeline=pipeline, progress=job.steps("frames"), cancel=job.token)
     files = [record["output"], str(out / "record.json")]
     if kind == "video":
         return None, record["output"], record, files
@@ -44,8 +47,8 @@ def build_restore_tab(ctx: DemoContext) -> None:
                 with gr.Accordion("Advanced", open=False):
                     steps = gr.Number(label="Steps (empty = default)", value=None, precision=0)
                     seed = gr.Number(label="Seed", value=0, precision=0)
-                run, stop = run_and_cancel_buttons("Restore")
+                run, stop = run_and_cancel_buttons("Restore", "restore")
+                status = job_status("restore")
             with gr.Column():
                 outputs = result_column(with_video=True)
-        model_job(run, stop, lambda *a: restore_job(ctx, *a), [photo, video, reference, fidelity, tasks, steps, seed],
-                  outputs, "restore")
+        model_job(ctx, run, stop, status, restore_job, [photo, video, reference, fidelity, tasks, steps, seed], outputs, "restore")
