@@ -8,6 +8,7 @@ into the validated float32 tensor. N > 1 means N reference photos of the same pe
 
 from __future__ import annotations
 
+import os
 from typing import Literal, Optional, Sequence, Union
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 
 from idgen.errors import IdgenError
 from idgen.face import Face, get_face_analyzer
+from idgen.image_io import load_image
 
 FaceEmbedsInput = Union[np.ndarray, torch.Tensor, Face, Sequence[Union[np.ndarray, torch.Tensor, Face]]]
 ReferenceMode = Literal["mean", "normed_mean", "concat"]
@@ -124,3 +126,16 @@ def in_window(step_index: int, num_steps: int, start: float, end: float) -> bool
     lo = step_index / num_steps
     hi = (step_index + 1) / num_steps
     return not (lo < start or hi > end)
+
+
+def analyze_photo(path, analyzer, select="largest"):
+    """Load the photo `path` (a file, or anything `load_image` takes) and find its face(s)
+    (`analyzer.get(photo, select=select)`): `(photo [H, W, 3] uint8, Face or list of Face)`. An
+    error of either step names the file."""
+    try:
+        photo = load_image(path)
+        return photo, analyzer.get(photo, select=select)
+    except IdgenError as e:
+        if not isinstance(path, (str, os.PathLike)) or str(path) in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from None

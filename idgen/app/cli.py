@@ -44,11 +44,10 @@ def _cmd_faces(args: argparse.Namespace) -> int:
 
     from idgen.conditioning import draw_kps, face_mask
     from idgen.face import align_face, get_face_analyzer
-    from idgen.image_io import load_image
+    from idgen.identity import analyze_photo
 
-    image = load_image(args.image)
     analyzer = get_face_analyzer(args.backend)
-    faces = analyzer.get(image, select=args.select)
+    image, faces = analyze_photo(args.image, analyzer, args.select)
     faces = faces if isinstance(faces, list) else [faces]
     if args.json:
         print(json.dumps([f.to_dict(with_embedding=args.embedding) for f in faces], indent=2))

@@ -23,6 +23,7 @@ from idgen.app.stamping import job_provenance
 from idgen.app.generate import faces_of_photos, identity_embeddings
 from idgen.media.video_faces import require_processed_faces
 from idgen.face import get_face_analyzer
+from idgen.identity import analyze_photo
 from idgen.image_io import load_image
 from idgen.jobs import CancelToken
 from idgen.outputs import OutputFolder
@@ -102,7 +103,7 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
     pipe.set_progress_bar_config(disable=True)
     analyzer = get_face_analyzer(request.face_backend)
     embeds, notes = _source_embeddings(request, analyzer, embedded)
-    references = [analyzer.get(load_image(p), select="largest").embedding for p in request.references] or None
+    references = [analyze_photo(p, analyzer)[1].embedding for p in request.references] or None
     generation = {"negative_prompt": request.negative_prompt, "strength": request.strength,
                   "num_inference_steps": request.steps or call_default(pipe, "num_inference_steps")}
     if request.guidance_scale is not None:

@@ -25,7 +25,7 @@ from idgen.app.records import call_default, json_bytes
 from idgen.app.stamping import job_provenance
 from idgen.conditioning import draw_kps, fit_kps
 from idgen.face import align_face, get_face_analyzer
-from idgen.image_io import load_image
+from idgen.identity import analyze_photo
 from idgen.outputs import OutputFolder
 from idgen.resources import check_fits
 from idgen.models.recipes import ARCFACE_DIM, GENERATION_ADAPTER, GENERATION_WEIGHTS, build_generation_pipeline
@@ -108,12 +108,10 @@ def faces_of_photos(paths, analyzer, select="largest") -> tuple[list[np.ndarray]
     photos, faces, notes, first_error = [], [], [], None
     for path in paths:
         try:
-            photo = load_image(path)
-            face = analyzer.get(photo, select=select)
+            photo, face = analyze_photo(path, analyzer, select)
         except (ImageReadError, FaceNotFoundError, FaceTooSmallError, MultipleFacesError) as e:
-            named = e if isinstance(e, ImageReadError) else type(e)(f"{path}: {e}")  # the reader names the file
-            first_error = first_error or named
-            notes.append(f"reference photo skipped: {named}")
+            first_error = first_error or e
+            notes.append(f"reference photo skipped: {e}")
             continue
         photos.append(photo)
         faces.append(face)
@@ -205,7 +203,7 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
         # (else the first face's) keypoints fitted, aspect kept, into the size the pipeline picks.
         source = faces[0]
         if request.pose:
-            source = pose_face = analyzer.get(load_image(request.pose), select="largest")
+            source = pose_face = analyze_photo(request.pose, analyzer)[1]
         width, height = pipe.output_size(source.image_size, request.width, request.height)
         kwargs.update(image=draw_kps((width, height), fit_kps(source.kps, source.image_size, (width, height))),
                       width=width, height=height)

@@ -24,6 +24,7 @@ from idgen.app.records import call_default, json_bytes, write_json
 from idgen.app.stamping import job_provenance
 from idgen.errors import IdgenError
 from idgen.face import align_face, get_face_analyzer
+from idgen.identity import analyze_photo
 from idgen.image_io import list_photos, load_image
 from idgen.jobs import CancelToken
 from idgen.outputs import OutputFolder
@@ -57,8 +58,8 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
     identities: dict[int, Optional[np.ndarray]] = {}
     given = None
     if reference is not None:
-        photo = load_image(reference)
-        given = align_face(photo, analyzer.get(photo, select="largest").kps, size=size, mode="ffhq").image
+        photo, face = analyze_photo(reference, analyzer)
+        given = align_face(photo, face.kps, size=size, mode="ffhq").image
 
     def features(faces) -> Optional[np.ndarray]:
         if pipe.id_projection is None or not faces:
@@ -161,7 +162,7 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
         else:
             identity = {}
             if request.reference:
-                face = analyzer.get(load_image(request.reference), select="largest")
+                face = analyze_photo(request.reference, analyzer)[1]
                 embeds, note = identity_embeddings([face], analyzer, embedded)
                 identity = {"face_embeds": embeds}
                 notes += [note] if note else []
