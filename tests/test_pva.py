@@ -241,7 +241,7 @@ def test_bad_call_inputs():
     inputs = TestPVAInpaintPipeline().get_inputs()
     with pytest.raises(IdgenError, match="at most one"):
         pipe(**inputs, face_image="x.jpg")
-    with pytest.raises(IdgenError, match=">= 0"):
+    with pytest.raises(IdgenError, match="identity_scale must be between 0.0 and"):
         pipe(**inputs | {"identity_scale": -1.0})
     inputs.pop("face_embeds")
     with pytest.raises(IdgenError, match="person to inpaint"):
