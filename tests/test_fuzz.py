@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageFile
 
+from test_instantid_adapter import SDXL_UNET
+
 from idgen.adapters.faceid import convert_faceid_checkpoint, extract_faceid_state_dict, load_faceid_into_unet
 from idgen.adapters.faceid.loader import FACEID_ADAPTER_NAME, unload_faceid_from_unet
 from idgen.adapters.instantid import InstantIDAdapter, ResamplerConfig, load_instantid_adapter
@@ -266,13 +268,6 @@ FACEID_SD15_UNET = dict(
     attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
 )
-INSTANTID_SDXL_UNET = dict(
-    sample_size=128, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], block_out_channels=[320, 640, 1280],
-    layers_per_block=2, transformer_layers_per_block=[1, 2, 10], attention_head_dim=[5, 10, 20],
-    cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-)
 PVA_ENCODER = dict(num_tokens=0, num_layers=2, num_heads=2, feedforward_dim=16)
 
 
@@ -280,7 +275,7 @@ PVA_ENCODER = dict(num_tokens=0, num_layers=2, num_heads=2, feedforward_dim=16)
 def meta_unet(kind: str):
     from diffusers import UNet2DConditionModel
 
-    config = {"faceid": FACEID_SD15_UNET, "instantid": INSTANTID_SDXL_UNET}[kind]
+    config = {"faceid": FACEID_SD15_UNET, "instantid": SDXL_UNET}[kind]
     with torch.device("meta"):
         return UNet2DConditionModel(**config)
 

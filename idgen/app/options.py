@@ -7,10 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from idgen.models.config import FACE_BACKENDS
 from idgen.validation import InvalidArgumentError, check_scale, check_seed, check_steps
 
-#: The face backends a request may name (None: `IDGEN_FACE_BACKEND`, config.json, else automatic).
-FACE_BACKENDS = ("dlib", "insightface")
 
 
 @dataclass(kw_only=True)
