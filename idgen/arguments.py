@@ -41,3 +41,20 @@ def integer(low: Optional[int] = None, high: Optional[int] = None) -> Callable[[
 def number(low: Optional[float] = None, high: Optional[float] = None, low_open: bool = False) -> Callable[[str], float]:
     """A finite-number option in `[low, high]` (`(low, high]` with `low_open`)."""
     return _typed(lambda name, text: validation.check_number(name, text, low=low, high=high, low_open=low_open))
+
+
+def _check_weighted_path(name: str, text: str) -> tuple[str, float]:
+    """`PATH[:SCALE]` -> `(PATH, SCALE)`, SCALE a finite number in [-10, 10] (default 1.0). Only a
+    last `:` followed by a number splits, so Windows drive letters and odd names stay paths."""
+    path, sep, tail = text.rpartition(":")
+    if not sep or not path:
+        return text, 1.0
+    try:
+        float(tail)
+    except ValueError:
+        return text, 1.0
+    return path, validation.check_number(name, tail, low=-10.0, high=10.0)
+
+
+#: `PATH[:SCALE]` (a LoRA file and its weight).
+weighted_path = _typed(_check_weighted_path)

@@ -63,5 +63,6 @@ class InsufficientMemoryError(IdgenError, MemoryError):
     @staticmethod
     def advice() -> str:
         """What to do when a job ran out of memory."""
-        return ("out of memory: ask for fewer images (--num-images), a smaller --width/--height, or fewer "
-                "video frames at once; close other jobs using the device.")
+        return ("out of memory: run with --memory balanced (model offload) or --memory low (layer-wise "
+                "offload, VAE tiling; add --fp8 to halve the UNet), or ask for fewer images (--num-images), a "
+                "smaller --width/--height or fewer video frames at once; close other jobs using the device.")

@@ -28,6 +28,7 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
+from idgen.acceleration.mixin import AccelerationMixin
 from idgen.adapters.faceid.config import ID_EMBED_DIM
 from idgen.adapters.faceid.loader import FaceIDLoaderMixin, ScaleConfig, get_faceid_state
 from idgen.deprecation import take_renamed
@@ -120,7 +121,7 @@ def _face_crop(image: np.ndarray, kps: np.ndarray) -> np.ndarray:
     return np.asarray(align_face(image, kps, size=224).image)
 
 
-class FaceIDPipelineMixin(FaceIDLoaderMixin):
+class FaceIDPipelineMixin(AccelerationMixin, FaceIDLoaderMixin):
     r"""The identity part of every FaceID pipeline's `__call__`.
 
     Identity arguments (the same in every FaceID pipeline):

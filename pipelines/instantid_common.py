@@ -27,6 +27,7 @@ from diffusers.models import AutoencoderKL, ControlNetModel, UNet2DConditionMode
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from idgen.acceleration.mixin import AccelerationMixin
 from idgen.adapters.instantid.attention import IdentityAttentionInputs
 from idgen.adapters.instantid.loader import (
     DEFAULT_IDENTITY_SCALE,
@@ -204,7 +205,7 @@ class StableDiffusionInstantIDComponents:
         self.register_to_config(identity_scale=identity_scale)
 
 
-class InstantIDPipelineMixin(InstantIDLoaderMixin):
+class InstantIDPipelineMixin(AccelerationMixin, InstantIDLoaderMixin):
     """Call-time identity logic shared by every InstantID pipeline (text-to-image and inpainting,
     SDXL and SD1.5). A pipeline's `__call__` hands all its arguments to `_generate`."""
 
@@ -506,7 +507,8 @@ class InstantIDText2ImageMixin(InstantIDPipelineMixin):
 
 
 class InstantIDInpaintMixin(InstantIDPipelineMixin):
-    """Identity inpainting: the IdentityNet is fed the keypoints of the face being repainted."""
+    """Identity inpainting: the IdentityNet is fed the keypoints of the face being repainted (of
+    each photo, for a list of photos of the one person: `target_kps` `[B, 5, 2]`)."""
 
     identity_arguments = InstantIDPipelineMixin.identity_arguments + ("target_kps",)
 
@@ -516,13 +518,21 @@ class InstantIDInpaintMixin(InstantIDPipelineMixin):
         self.check_identity_inputs(height=call["height"], width=call["width"], **identity)
         if call["image"] is None or call["mask_image"] is None:
             raise IdgenError("identity inpainting needs `image` (the photo) and `mask_image` (white = repaint).")
-        photo = load_image(call["image"])
-        call["image"] = PIL.Image.fromarray(photo)
+        batched = isinstance(call["image"], list)  # B photos of the one person, a keypoint image each
+        photos = [load_image(image) for image in (call["image"] if batched else [call["image"]])]
+        call["image"] = [PIL.Image.fromarray(p) for p in photos] if batched else PIL.Image.fromarray(photos[0])
         people = self.resolve_identities(
             identity["face_embeds"], identity["face_image"], identity["identities"], identity["reference_mode"]
         )
         if call["control_image"] is None:
-            call["control_image"] = self.control_image_for(photo, call["mask_image"], identity["target_kps"])
+            masks, kps = call["mask_image"], identity["target_kps"]
+            masks = masks if isinstance(masks, list) else [masks] * len(photos)
+            kps = [None] * len(photos) if kps is None else (list(np.asarray(kps, np.float32)) if batched else [kps])
+            if len(masks) != len(photos) or len(kps) != len(photos):
+                raise IdgenError(f"{len(photos)} images need as many masks and `target_kps` ([B, 5, 2]); got "
+                                 f"{len(masks)} masks and {len(kps)} keypoint sets.")
+            controls = [self.control_image_for(*each) for each in zip(photos, masks, kps)]
+            call["control_image"] = controls if batched else controls[0]
         elif identity["target_kps"] is not None:
             raise IdgenError("Give either `control_image` or `target_kps`, not both.")
         return self._call_with_identity(pipeline_call, people, identity, call)

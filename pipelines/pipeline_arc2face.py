@@ -17,6 +17,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel
 
+from idgen.acceleration.mixin import AccelerationMixin
 from idgen.adapters.arc2face import IDENTITY_PROMPT, check_arc2face_folders, encode_identity
 from idgen.errors import IdgenError
 from idgen.identity import FaceEmbedsInput, ReferenceMode, resolve_face_embeds
@@ -25,7 +26,7 @@ from idgen.validation import check_sampling_arguments
 ARCFACE_DIM = 512
 
 
-class Arc2FacePipeline(StableDiffusionPipeline):
+class Arc2FacePipeline(AccelerationMixin, StableDiffusionPipeline):
     r"""Arc2Face: components as [`StableDiffusionPipeline`], with the Arc2Face fine-tuned CLIP text
     encoder as `text_encoder` (a plain `CLIPTextModel`) and the Arc2Face UNet as `unet`.
 

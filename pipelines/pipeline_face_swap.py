@@ -12,6 +12,12 @@ It composes any of idgen's identity-inpainting pipelines (PVA, FaceID, InstantID
 through the arguments they share (`face_embeds`, `identity_scale`, and `target_kps` where there is
 an IdentityNet); it owns no weights, so it is an editor over a pipeline rather than a
 `DiffusionPipeline` of its own.
+
+Batching: the crops of several faces and frames go through one call of the pipeline (lists of
+images, masks, prompts and keypoints; one `torch.Generator` per crop, seeded as the crop would be
+on its own), one call per source identity (each pipeline takes one person per call) and at most
+`batch_size` crops per call. Each crop keeps its own seed and inputs, so a batched result equals
+the crop-by-crop one up to float rounding (batched kernels).
 """
 
 from __future__ import annotations
@@ -33,8 +39,31 @@ from idgen.face import Face, align_face, get_face_analyzer, identity_similarity,
 from idgen.image_io import load_image
 from idgen.media.video import probe_video
 from idgen.media.video_faces import Progress, process_video
+from idgen.validation import check_integer
 
 MAPPINGS = ("all", "index", "reference")
+#: The default `batch_size` fits the crops of this many pixels in one call: 8 crops of 512 px
+#: (SD1.5), 2 of 1024 px (SDXL); never more than `MAX_DEFAULT_BATCH` crops.
+BATCH_PIXELS = 8 * 512 * 512
+MAX_DEFAULT_BATCH = 8
+
+
+def default_batch_size(crop_size: int) -> int:
+    """Crops per pipeline call when `batch_size` is not given, for crops of `crop_size` pixels."""
+    return max(1, min(MAX_DEFAULT_BATCH, BATCH_PIXELS // (crop_size * crop_size)))
+
+
+@dataclass
+class SwapCrop:
+    """One aligned crop to inpaint: `crop` `[S, S, 3]` uint8, repaint `mask` `[S, S]` in [0, 1],
+    the index of its `source` identity, the target's keypoints `kps` `[5, 2]` (crop pixels) and
+    the `seed` of its initial noise."""
+
+    crop: np.ndarray
+    mask: np.ndarray
+    source: int
+    kps: np.ndarray
+    seed: int
 
 
 @dataclass
@@ -127,13 +156,15 @@ class FaceSwapper:
             self.face_analyzer = get_face_analyzer()
         return self.face_analyzer
 
-    def identity_kwargs(self, embeds: np.ndarray, kps_in_crop: np.ndarray, identity_scale: Optional[float]) -> dict:
-        """The identity arguments of the wrapped pipeline's `__call__` for one crop: every idgen
-        identity pipeline takes `face_embeds` and `identity_scale`; those with an IdentityNet also
-        take the target face's keypoints (`target_kps`, crop pixels)."""
+    def identity_kwargs(self, embeds: np.ndarray, kps_in_crops: Sequence[np.ndarray],
+                        identity_scale: Optional[float]) -> dict:
+        """The identity arguments of the wrapped pipeline's `__call__` for a batch of B crops of one
+        person: every idgen identity pipeline takes `face_embeds` `[N, D]` and `identity_scale`;
+        those with an IdentityNet also take each target face's keypoints (`target_kps` `[B, 5, 2]`,
+        crop pixels)."""
         kwargs = {"face_embeds": embeds}
         if "target_kps" in self._call_parameters:
-            kwargs["target_kps"] = kps_in_crop
+            kwargs["target_kps"] = np.stack([np.asarray(k, np.float32) for k in kps_in_crops])
         if identity_scale is not None:
             kwargs["identity_scale"] = identity_scale
         return kwargs
@@ -143,19 +174,54 @@ class FaceSwapper:
         size = (self.crop_size, self.crop_size)
         return face_mask(size, face_in_crop, region=region, dilate=dilate, exclude=exclude)
 
-    def swap_crop(self, crop: np.ndarray, mask: np.ndarray, embeds: np.ndarray, kps_in_crop: np.ndarray, *,
-                  seed: int = 0, color_match: bool = True, identity_scale: Optional[float] = None,
-                  **generation) -> np.ndarray:
-        """Inpaint one aligned crop `[S, S, 3]` uint8 inside `mask` `[S, S]` with identity `embeds`
-        `[N, D]`; returns the colour-matched crop `[S, S, 3]` uint8."""
-        size = self.crop_size
+    def swap_crops(self, crops: Sequence[SwapCrop], source_embeds: Sequence[np.ndarray], *,
+                   batch_size: Optional[int] = None, color_match: bool = True, identity_scale: Optional[float] = None,
+                   prompt: str = "photo of a person", **generation) -> list[np.ndarray]:
+        """Inpaint aligned crops, batched: one pipeline call per source identity and per
+        `batch_size` crops (default `default_batch_size`), each crop with its own generator
+        (`crop.seed`), mask and keypoints, so the result does not depend on the batching.
+
+        Args:
+            crops: the `SwapCrop`s; `crop.source` indexes `source_embeds` (one `[N, D]` per person).
+            generation: other arguments of the pipeline (`num_inference_steps`, `negative_prompt`, ...).
+
+        Returns:
+            the inpainted (and, with `color_match`, colour-matched) crops `[S, S, 3]` uint8, in order.
+        """
+        size = self._batch_size(batch_size)
+        if generation.get("negative_noise"):
+            size = 1  # the pipelines draw that noise once per call (first generator): keep each crop's own
+        by_source: dict[int, list[int]] = {}
+        for i, item in enumerate(crops):
+            by_source.setdefault(item.source, []).append(i)
+        out: list[Optional[np.ndarray]] = [None] * len(crops)
+        for source, members in by_source.items():
+            for start in range(0, len(members), size):
+                chunk = members[start: start + size]
+                images = self._inpaint([crops[i] for i in chunk], source_embeds[source], identity_scale, prompt,
+                                       generation)
+                for i, image in zip(chunk, images):
+                    out[i] = match_color(image, crops[i].crop, crops[i].mask) if color_match else image
+        return out
+
+    def _batch_size(self, batch_size: Optional[int]) -> int:
+        """`batch_size` checked (a positive int), else `default_batch_size` of the crop size."""
+        return default_batch_size(self.crop_size) if batch_size is None else check_integer("batch_size", batch_size, low=1)
+
+    def _inpaint(self, crops: Sequence[SwapCrop], embeds: np.ndarray, identity_scale: Optional[float], prompt: str,
+                 generation: dict) -> list[np.ndarray]:
+        """One pipeline call on B crops of one person: images `[S, S, 3]` uint8 (not colour-matched)."""
+        n, size = len(crops), self.crop_size
+        negative = generation.get("negative_prompt")
+        if isinstance(negative, str):  # diffusers wants a list negative with a list prompt
+            generation = {**generation, "negative_prompt": [negative] * n}
         out = self.pipe(
-            image=Image.fromarray(crop), mask_image=Image.fromarray((mask > 0.5).astype(np.uint8) * 255),
-            height=size, width=size, generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
-            **self.identity_kwargs(embeds, kps_in_crop, identity_scale), **generation,
-        ).images[0]
-        result = np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
-        return match_color(result, crop, mask) if color_match else result
+            prompt=[prompt] * n, image=[Image.fromarray(c.crop) for c in crops],
+            mask_image=[Image.fromarray((c.mask > 0.5).astype(np.uint8) * 255) for c in crops],
+            height=size, width=size, generator=[torch.Generator("cpu").manual_seed(c.seed) for c in crops],
+            output_type="np", **self.identity_kwargs(embeds, [c.kps for c in crops], identity_scale), **generation,
+        ).images
+        return [np.clip(np.rint(np.asarray(image) * 255.0), 0, 255).astype(np.uint8) for image in out]
 
     def __call__(
         self,
@@ -175,6 +241,7 @@ class FaceSwapper:
         seed: int = 0,
         identity_scale: Optional[float] = None,
         prompt: str = "photo of a person",
+        batch_size: Optional[int] = None,
         progress: Optional[Callable[[int, int], None]] = None,
         **generation,
     ) -> FaceSwapOutput:
@@ -193,6 +260,11 @@ class FaceSwapper:
             min_face_size: faces whose box is narrower than this (pixels) are skipped with a note.
             color_match: match the repainted crop's colours to the target face.
             seed: face i uses seed + i, so each face is reproducible on its own.
+            batch_size: most faces per pipeline call (default `default_batch_size`). Faces are
+                pasted back in order and each crop is aligned from the photo as the earlier faces
+                left it, so only faces whose crops do not overlap share a call (the result is the
+                face-by-face one); a face whose crop overlaps an earlier one waits for its paste.
+            progress: `callable(done, total)` after each face pasted back.
             generation: other arguments of the inpainting pipeline (`num_inference_steps`,
                 `guidance_scale`, `strength`, `negative_prompt`, ...).
         """
@@ -212,6 +284,24 @@ class FaceSwapper:
             raise IdgenError(f"targets {list(targets)} out of range: {len(faces)} face(s) found.")
         result, report = photo.copy(), []
         covered = np.zeros((height, width), bool)  # the pixels some edited face crop reaches
+        pending: list[tuple[int, SwapCrop, np.ndarray]] = []  # faces of the next call: (index, crop, inverse)
+        reached = np.zeros((height, width), bool)  # the pixels the pending crops read and will paste over
+
+        def flush() -> None:
+            nonlocal result
+            swapped = self.swap_crops([item for _, item, _ in pending], sources, batch_size=batch_size,
+                                      color_match=color_match, identity_scale=identity_scale, prompt=prompt,
+                                      **generation)
+            for (i, item, inverse), crop in zip(pending, swapped):
+                result = paste_back(result, crop, inverse, mask=item.mask, feather=feather)
+                if exclude_full is not None:  # the warp back blurs the mask edge by a pixel: keep occluders exact
+                    keep = exclude_full > 0.5
+                    result[keep] = photo[keep]
+                if progress is not None:
+                    progress(i + 1, len(faces))
+            pending.clear()
+            reached[:] = False
+
         for i, (face, (source, note)) in enumerate(zip(faces, plan)):
             entry = SwappedFace(index=i, bbox=[float(v) for v in face.bbox], source=source, note=note)
             report.append(entry)
@@ -224,6 +314,10 @@ class FaceSwapper:
                 entry.source, entry.note = None, f"face {face.width:.0f} px wide (< {min_face_size}): skipped"
                 continue
             aligned = align_face(result, face.kps, size=self.crop_size, mode=self.align_mode)
+            footprint = self._footprint(aligned.inverse, (width, height))
+            if (footprint & reached).any():  # an earlier face's paste changes what this crop reads
+                flush()
+                aligned = align_face(result, face.kps, size=self.crop_size, mode=self.align_mode)
             in_crop = _face_in_crop(face, aligned.matrix, self.crop_size)
             exclude_crop = None
             if exclude_full is not None:
@@ -232,19 +326,20 @@ class FaceSwapper:
                 crop_user = cv2.warpAffine(user_full, aligned.matrix, (self.crop_size,) * 2)
                 mask = face_mask((self.crop_size,) * 2, region="custom", user_mask=crop_user, dilate=dilate,
                                  exclude=exclude_crop)
+                covered |= cv2.warpAffine(np.ones((self.crop_size,) * 2, np.uint8), aligned.inverse, (width, height)) > 0
             else:
                 mask = self.crop_mask(in_crop, region=region, dilate=dilate, exclude=exclude_crop)
-            swapped = self.swap_crop(aligned.image, mask, sources[source], in_crop.kps, seed=seed + i,
-                                     color_match=color_match, identity_scale=identity_scale, prompt=prompt, **generation)
-            result = paste_back(result, swapped, aligned.inverse, mask=mask, feather=feather)
-            if user_full is not None:
-                covered |= cv2.warpAffine(np.ones((self.crop_size,) * 2, np.uint8), aligned.inverse, (width, height)) > 0
-            if exclude_full is not None:  # the warp back blurs the mask edge by a pixel: keep occluders exact
-                keep = exclude_full > 0.5
-                result[keep] = photo[keep]
-            if progress is not None:
-                progress(i + 1, len(faces))
+            pending.append((i, SwapCrop(aligned.image, mask, source, in_crop.kps, seed + i), aligned.inverse))
+            reached |= footprint
+        if pending:
+            flush()
         return FaceSwapOutput(image=result, faces=report, warnings=self._mask_outside(user_full, covered))
+
+    def _footprint(self, inverse: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The pixels `[H, W]` of a `size` (w, h) image that the aligned crop with this crop -> image
+        `inverse` reads (bilinear) and pastes over, grown by 2 px for the interpolation."""
+        reach = cv2.warpAffine(np.ones((self.crop_size,) * 2, np.uint8), inverse, size)
+        return cv2.dilate(reach, np.ones((5, 5), np.uint8)) > 0
 
     @staticmethod
     def _mask_outside(user_full: Optional[np.ndarray], covered: np.ndarray) -> list[str]:
@@ -280,7 +375,7 @@ class FaceSwapper:
         seed: int = 0,
         identity_scale: Optional[float] = None,
         prompt: str = "photo of a person",
-        batch_size: int = 8,
+        batch_size: Optional[int] = None,
         max_missing: int = 5,
         smooth_sigma: float = 1.0,
         progress: Progress = True,
@@ -294,7 +389,11 @@ class FaceSwapper:
         appearance, left to right, or by reference) and one seed (`seed + track id`), so its
         initial noise is the same in every frame. The audio is kept; frames without a face pass
         through unchanged. `exclude`: an occluder mask of the frame size (white = keep), the same
-        for every frame. `progress`: per frame (`idgen.media.video_faces.Progress`). `provenance`:
+        for every frame. `batch_size`: frames decoded and edited together, and the most crops per
+        pipeline call (default `default_batch_size`); the crops of those frames (all their faces)
+        are inpainted in one call per source identity, each with its track's seed, so the video is
+        the frame-by-frame one (up to float rounding) at any batch size. `progress`: per frame,
+        advancing as each batch of frames is written (`idgen.media.video_faces.Progress`). `provenance`:
         an `idgen.provenance.Provenance` stamped into every frame and the file. Other arguments
         as in `__call__`.
         """
@@ -327,21 +426,24 @@ class FaceSwapper:
             return masks[id(job)]
 
         def process_crops(jobs):
-            out = []
-            for job in jobs:
-                source = source_of(job)
-                if source is None:
+            out, edited = [job.crop for job in jobs], []
+            for k, job in enumerate(jobs):
+                if source_of(job) is None:
                     masks[id(job)] = np.zeros((self.crop_size,) * 2, np.float32)
-                    out.append(job.crop)
-                    continue
-                out.append(self.swap_crop(job.crop, mask_of(job), sources[source], job.kps,
-                                          seed=seed + job.track.track_id, color_match=color_match,
-                                          identity_scale=identity_scale, prompt=prompt, **generation))
+                else:
+                    edited.append(k)
+            swapped = self.swap_crops(
+                [SwapCrop(jobs[k].crop, mask_of(jobs[k]), source_of(jobs[k]), jobs[k].kps, seed + jobs[k].track.track_id)
+                 for k in edited], sources, batch_size=size, color_match=color_match, identity_scale=identity_scale,
+                prompt=prompt, **generation)
+            for k, crop in zip(edited, swapped):
+                out[k] = crop
             return out
 
+        size = self._batch_size(batch_size)
         report = process_video(
             input_path, output_path, process_crops, analyzer=self.analyzer, crop_size=self.crop_size,
-            align_mode=self.align_mode, batch_size=batch_size, mask_for=lambda job: masks.pop(id(job)),
+            align_mode=self.align_mode, batch_size=size, mask_for=lambda job: masks.pop(id(job)),
             feather=feather, max_missing=max_missing, smooth_sigma=smooth_sigma, min_face_size=min_face_size,
             progress=progress, provenance=provenance,
         )

@@ -71,9 +71,12 @@ class StableDiffusionXLInstantIDInpaintPipeline(
         r"""Repaint the masked face of `image` as the person given by the identity inputs.
 
         Args:
-            image, mask_image (white = repaint): the photo and the region to repaint.
-            control_image: a ready keypoint image (same size as `image`); else drawn from
-                `target_kps` ([5, 2] pixels of `image`), else from the face detected under the mask.
+            image, mask_image (white = repaint): the photo and the region to repaint; or lists of
+                B photos (of one size) and their masks, repainted as the one person in one batch
+                (a list of B prompts; `generator` a list of B for per-photo noise).
+            control_image: a ready keypoint image (same size as `image`; a list of B); else drawn
+                from `target_kps` ([5, 2] pixels of `image`; `[B, 5, 2]` with B photos), else from
+                the face detected under each mask.
             face_embeds, face_image, identities, reference_mode, identity_scale, negative_noise,
                 identity_start, identity_end: the identity, as in
                 [`StableDiffusionXLInstantIDPipeline.__call__`] (old names `ip_adapter_scale`,

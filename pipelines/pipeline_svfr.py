@@ -42,9 +42,11 @@ from idgen.adapters.svfr import (IDProjection, SVFR_IN_CHANNELS, SVFRConfig, che
                                  frame_weight_sums, load_id_projection, load_svfr_unet, task_vector, triangle_weights,
                                  window_shift, window_starts)
 from idgen.errors import IdgenError
-from idgen.validation import check_sampling_arguments
+from idgen.validation import check_integer, check_sampling_arguments
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
+#: Windows per UNet call by default: two 16-frame windows (four UNet batch rows with guidance).
+DEFAULT_WINDOW_BATCH = 2
 
 
 @dataclass
@@ -55,6 +57,11 @@ class SVFRPipelineOutput(BaseOutput):
 
     frames: object
     reference_index: Optional[int] = None
+
+
+def _windows(frames: torch.Tensor, starts: Sequence[int], window: int) -> torch.Tensor:
+    """The windows `[G, window, ...]` of `frames` `[T, ...]` that begin at `starts`."""
+    return torch.stack([frames[start: start + window] for start in starts])
 
 
 def sharpest_frame(frames: torch.Tensor) -> int:
@@ -149,9 +156,10 @@ class SVFRPipeline(DiffusionPipeline):
 
     # -- the sampler ---------------------------------------------------------------------------
     def denoise(self, lq_latents, start_latents, reference_latent, tokens, task, *, num_inference_steps, strength,
-                min_guidance_scale, max_guidance_scale, window, overlap, generator, callback_on_step_end=None,
-                callback_on_step_end_tensor_inputs=("latents",)):
-        """Windowed sampling of latents `[T, 4, h, w]` (see the module docstring)."""
+                min_guidance_scale, max_guidance_scale, window, overlap, window_batch, generator,
+                callback_on_step_end=None, callback_on_step_end_tensor_inputs=("latents",)):
+        """Windowed sampling of latents `[T, 4, h, w]` (see the module docstring); the windows of a
+        step go through the UNet `window_batch` at a time (one batch, the same result as one by one)."""
         device, dtype = lq_latents.device, self.unet.dtype
         num_frames = lq_latents.shape[0]
         window = min(window, num_frames)
@@ -177,24 +185,25 @@ class SVFRPipeline(DiffusionPipeline):
             for i, t in enumerate(timesteps):
                 blended = torch.zeros_like(latents, dtype=torch.float32)
                 shift = window_shift(i, overlap)
-                for start in window_starts(num_frames, window, overlap, shift):
-                    span = slice(start, start + window)
+                starts = window_starts(num_frames, window, overlap, shift)
+                for group in (starts[k: k + window_batch] for k in range(0, len(starts), window_batch)):
                     # Every window takes the same step from t: re-derive the step index from t (as the
                     # official sampler does); diffusers' scheduler otherwise counts one step per call.
                     self.scheduler._step_index = None
-                    x = latents[span][None]
+                    x = _windows(latents, group, window)
                     model_in = self.scheduler.scale_model_input(x, t)
-                    cond = torch.cat([model_in, lq_latents[span][None], reference[span][None]], dim=2).to(dtype)
-                    if do_cfg:
-                        uncond = torch.cat([model_in, lq_latents[span][None], torch.zeros_like(reference[span][None])],
-                                           dim=2).to(dtype)
-                        cond = torch.cat([uncond, cond])
-                    pred = self.unet(cond, t, encoder_hidden_states=hidden, added_time_ids=added, return_dict=False)[0]
+                    lq, ref = _windows(lq_latents, group, window), _windows(reference, group, window)
+                    cond = torch.cat([model_in, lq, ref], dim=2).to(dtype)
+                    if do_cfg:  # [negatives of the G windows, positives]: the layout of `hidden` and `added`
+                        cond = torch.cat([torch.cat([model_in, lq, torch.zeros_like(ref)], dim=2).to(dtype), cond])
+                    pred = self.unet(cond, t, encoder_hidden_states=hidden.repeat_interleave(len(group), dim=0),
+                                     added_time_ids=added.repeat_interleave(len(group), dim=0), return_dict=False)[0]
                     if do_cfg:
                         pred_uncond, pred_cond = pred.chunk(2)
                         pred = pred_uncond + guidance[i] * (pred_cond - pred_uncond)
-                    stepped = self.scheduler.step(pred.float(), t, x.float(), return_dict=False)[0][0]
-                    blended[span] += stepped * weights
+                    stepped = self.scheduler.step(pred.float(), t, x.float(), return_dict=False)[0]
+                    for start, frames in zip(group, stepped):
+                        blended[start: start + window] += frames * weights
                 total = frame_weight_sums(num_frames, window, overlap, shift)
                 latents = (blended / torch.from_numpy(total).to(device)[:, None, None, None]).to(latents.dtype)
                 if callback_on_step_end is not None:
@@ -228,6 +237,7 @@ class SVFRPipeline(DiffusionPipeline):
         noise_aug_strength: float = 0.0,
         window: int = 16,
         overlap: int = 3,
+        window_batch: int = DEFAULT_WINDOW_BATCH,
         decode_chunk_size: int = 8,
         self_refine: bool = True,
         generator: Optional[torch.Generator] = None,
@@ -258,6 +268,9 @@ class SVFRPipeline(DiffusionPipeline):
             noise_aug_strength: pixel noise added to the degraded frames before encoding them as
                 the condition (SVD's augmentation; official: 0).
             window / overlap: temporal window (frames; SVFR: 16) and overlap between windows.
+            window_batch: windows denoised in one UNet call (a batch; the result does not depend
+                on it, up to float rounding): fewer, larger calls for more memory (each window
+                of 16 frames at 512 px is one SVD UNet batch, two with guidance). 1 = least memory.
             decode_chunk_size: frames per VAE encode/decode call (memory bound).
             self_refine: without `reference`, run the first pass that picks one.
             output_type: "np", "pil", "pt" or "latent" (see `SVFRPipelineOutput`).
@@ -288,7 +301,8 @@ class SVFRPipeline(DiffusionPipeline):
         lq_latents, start_latents = (x.to(device) for x in self.encode(frames, decode_chunk_size, noise_aug_strength,
                                                                         generator))
         sampling = dict(num_inference_steps=num_inference_steps, strength=strength, min_guidance_scale=min_guidance_scale,
-                        max_guidance_scale=max_guidance_scale, window=window, overlap=overlap, generator=generator)
+                        max_guidance_scale=max_guidance_scale, window=window, overlap=overlap,
+                        window_batch=check_integer("window_batch", window_batch, low=1), generator=generator)
 
         reference_index = None
         if reference is None and self_refine:

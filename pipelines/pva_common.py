@@ -15,13 +15,14 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
+from idgen.acceleration.mixin import AccelerationMixin
 from idgen.adapters.pva import PVALoaderMixin, check_identity_scale
 from idgen.identity import FaceEmbedsInput, resolve_face_embeds
 from idgen.errors import IdgenError
 from idgen.validation import check_sampling_arguments
 
 
-class PVAInpaintMixin(PVALoaderMixin):
+class PVAInpaintMixin(AccelerationMixin, PVALoaderMixin):
     """`encode_pva_identity` and the PVA `__call__` on top of a diffusers inpainting pipeline."""
 
     face_analyzer = None  # optional idgen FaceAnalyzer used for `face_image`

@@ -47,7 +47,11 @@ def test_doctor_runs_offline(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["models"]["sdxl"]["present"] is False
     assert main(["doctor"]) == EXIT_OK
-    assert "tiny embedded default" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "tiny embedded default" in text and "device: not checked (torch not initialised" in text
+    assert main(["doctor", "--full", "--json"]) == EXIT_OK
+    full = json.loads(capsys.readouterr().out)
+    assert full["accelerator"]["torch_initialised"] is True and full["device"].startswith(("cpu", "cuda", "mps"))
 
 
 @pytest.mark.parametrize("method", ["instantid", "faceid", "faceid-plusv2", "arc2face"])

@@ -26,6 +26,7 @@ from idgen.app.demo import DemoContext, app as demo_app, launch  # noqa: E402
 from idgen.app.demo.common import (  # noqa: E402
     CANCELLED, LOCAL_SESSION, MODEL_QUEUE, Job, capabilities, friendly, without_paths,
 )
+from idgen.acceleration.options import SpeedOptions  # noqa: E402
 from idgen.app.demo.generate_tab import pick_face, run_generate  # noqa: E402
 from idgen.app.demo.edit_tab import editor_photo_and_mask, run_inpaint, run_swap  # noqa: E402
 from idgen.app.demo.restore_tab import restore_job  # noqa: E402
@@ -77,7 +78,7 @@ def press(app, elem_id: str, session: str) -> list:
 
 
 @contextlib.contextmanager
-def unet_calls(ctx, key=("generate", "faceid"), build=None):
+def unet_calls(ctx, key=("generate", "faceid", SpeedOptions().speed_key()), build=None):
     """A list that gains a time stamp at each UNet forward of the demo's cached pipeline `key`."""
     build = build or functools.partial(build_generation_pipeline, key[1], embedded_default=True)
     with ctx.pipeline(key, build, Job()) as (pipe, _):
@@ -96,7 +97,8 @@ def pixels(path) -> np.ndarray:
 def generate_args(method="faceid", photo=FACE, **overrides):
     args = dict(method=method, files=[handle_file(photo)], face_index=None, pose=None, prompt="photo of a person",
                 negative="", steps=2, guidance=None, seed=3, identity_scale=None, control_scale=None, width=None,
-                height=None, scheduler="default", num_images=1, identity_start=0, identity_end=1)
+                height=None, scheduler="default", num_images=1, identity_start=0, identity_end=1, mode="standard",
+                fast_paths=False, fast_weights=None, lora=None, lora_scale=1.0, step_cache=0, memory="max", fp8=False)
     args.update(overrides)
     return list(args.values())
 
@@ -440,3 +442,32 @@ def test_demo_command_checks_its_address(capsys, monkeypatch):
     assert main(["demo", "--host", "192.0.2.1", "--port", str(free_port())]) == 3  # not this machine's
     err = capsys.readouterr().err
     assert err.startswith("idgen: cannot listen on 192.0.2.1") and "Traceback" not in err
+
+
+def test_generate_with_a_few_step_preset_and_a_lora_trained_here(tmp_path):
+    from test_acceleration import _lora_file
+
+    ctx = DemoContext(tiny=True, root=tmp_path / "demo")
+    unet = build_generation_pipeline("faceid", embedded_default=True)[0].unet
+    lcm = _lora_file(unet, tmp_path / "lcm-lora.safetensors")
+    trained = ctx.session_folder(LOCAL_SESSION) / "lora-1" / "run" / "pytorch_lora_weights.safetensors"
+    trained.parent.mkdir(parents=True)
+    _lora_file(unet, trained, seed=1)
+    assert ctx.lora_files(LOCAL_SESSION) == [str(trained)]  # the picker offers what the Train tab made
+
+    def generate(**speed):
+        return run_generate(ctx, "faceid", [FACE], None, None, "p", "", "", None, 3, None, None, None, None,
+                            "default", 1, 0, 1, **speed)[1]
+
+    record = generate(mode="lcm", fast_weights=str(lcm), lora=str(trained), lora_scale=0.5, memory="balanced")
+    assert record["scheduler"] == "LCMScheduler"
+    assert (record["parameters"]["num_inference_steps"], record["parameters"]["guidance_scale"]) == (4, 1.0)
+    assert record["speed"]["fast_preset"]["preset"] == "lcm"
+    assert record["speed"]["lora"] == {"path": str(trained), "scale": 0.5, "applied": "adapter"}  # beside FaceID's
+    assert record["speed"]["memory"]["mode"] == "balanced"
+    # back to the standard mode: a fresh pipeline, the few-step one is dropped
+    record = generate()
+    assert record["scheduler"] != "LCMScheduler" and record["parameters"]["num_inference_steps"] == 4
+    assert len(ctx._pipelines) == 1
+    with pytest.raises(IdgenError, match="needs its weights"):
+        generate(mode="tcd")

@@ -109,7 +109,11 @@ def test_doctor_report_present_and_missing(home):
     assert report["models"]["faceid_sd15"]["present"] is True
     assert report["models"]["sdxl"]["present"] is False
     assert report["models"]["sdxl"]["put_at"] == str(home / "models" / "sdxl")
-    assert report["packages"]["torch"] and report["device"] in ("cpu",) or report["device"].startswith(("cuda", "mps"))
+    # by default the report does not ask torch (nor import it); `full=True` asks it for its device
+    assert report["packages"]["torch"] and report["device"] is None and report["accelerator"]["torch_initialised"] is False
+    full = doctor_report(full=True)
+    assert full["device"] == "cpu" or full["device"].startswith(("cuda", "mps"))
+    assert full["accelerator"]["torch_initialised"] is True and full["models"] == report["models"]
     text = format_doctor_report(report)
     assert "[ok]      faceid_sd15" in text and "[missing] sdxl" in text
 

@@ -32,6 +32,7 @@ from idgen.testing import (
 )
 
 from conftest import REPO
+from test_acceleration import _lora_file
 from test_face_insightface import _export_pack
 from test_video import face_frames, make_video
 
@@ -44,6 +45,7 @@ def _save_models(root) -> None:
     StableDiffusionXLPipeline(**sdxl).save_pretrained(root / "sdxl")
     tiny_controlnet(sdxl["unet"], 5).save_pretrained(root / "InstantID" / "ControlNetModel")
     torch.save(random_instantid_state_dict(sdxl["unet"], seed=6), root / "InstantID" / "ip-adapter.bin")
+    _lora_file(sdxl["unet"], root / "lcm-lora-sdxl.safetensors")
 
     sd15 = tiny_sd15_components(0)
     StableDiffusionPipeline(**sd15, requires_safety_checker=False).save_pretrained(root / "sd15")

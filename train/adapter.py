@@ -29,9 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -41,47 +39,12 @@ from idgen.errors import DatasetError, IdgenError
 from idgen.train.diffusion import (diffusion_loss, encode_captions, encode_latents, freeze_base, is_sdxl, load_base, noise_and_timesteps,
                         training_target)
 from idgen.train.examples import FaceExamples, collate
-from idgen.train.loop import TrainingArgs, TrainingTask
+from idgen.train.loop import TrainingTask
+from idgen.train.options import AdapterOptions, TrainingArgs
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("faceid", "instantid", "arc2face", "pva")
 ARCFACE_DIM = 512
-
-
-@dataclass
-class AdapterOptions:
-    """What identity-adapter training needs beyond `TrainingArgs`."""
-
-    kind: str = field(metadata={"help": "adapter kind: faceid, instantid, arc2face or pva"})
-    base: str = field(metadata={"help": "base model: diffusers folder, single file, cached hub id, or tiny-sd15/tiny-sdxl"})
-    data: str = field(metadata={"help": "a prepared dataset (idgen prepare-data): folder, or a .tar shard"})
-    resolution: int = field(default=512, metadata={"help": "training resolution in pixels (1024 for SDXL)"})
-    caption: Optional[str] = field(default=None, metadata={"help": "one caption for every image (default: the dataset's)"})
-    text_dropout: float = field(default=0.05, metadata={"help": "probability of dropping the text only"})
-    identity_dropout: float = field(default=0.05, metadata={"help": "probability of dropping the identity only"})
-    both_dropout: float = field(default=0.05, metadata={"help": "probability of dropping text and identity"})
-    lora_rank: int = field(default=128, metadata={"help": "faceid: rank of the built-in LoRA (official: 128)"})
-    train_lora: bool = field(default=True, metadata={"help": "faceid: train the built-in LoRA (else it stays zero)"})
-    num_tokens: int = field(default=4, metadata={"help": "faceid: identity tokens (official: 4)"})
-    resampler_config: Optional[str] = field(default=None, metadata={
-        "help": "instantid: Resampler hyperparameters as JSON (default: the official dim 1280, depth 4, heads 20, 16 queries)"})
-    controlnet: Optional[str] = field(default=None, metadata={"help": "instantid: start the IdentityNet from this ControlNet folder"})
-    train_identitynet: bool = field(default=True, metadata={"help": "instantid: train the IdentityNet too"})
-    pva_tokens: int = field(default=10, metadata={"help": "pva: identity tokens (paper: 10; 0 = one per reference, official)"})
-    pva_layers: int = field(default=4, metadata={"help": "pva: transformer layers of the identity encoder"})
-    pva_heads: int = field(default=8, metadata={"help": "pva: attention heads of the identity encoder (official 8)"})
-    init_adapter: Optional[str] = field(default=None, metadata={
-        "help": "pva: start from these PVA weights (a pva_adapter/ folder or FPIP.bin): the per-identity fine-tune"})
-    validation_inference_steps: int = field(default=25, metadata={"help": "denoising steps of validation images"})
-    tiny_text_width: int = field(default=32, metadata={"help": "width of the tiny-sd15 text encoder (tests; arc2face needs >= 512)"})
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise IdgenError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}.")
-        total = self.text_dropout + self.identity_dropout + self.both_dropout
-        if min(self.text_dropout, self.identity_dropout, self.both_dropout) < 0 or total > 1:
-            raise IdgenError(f"dropout probabilities must be >= 0 and sum to at most 1 (got {total}).")
 
 
 def condition_dropout(batch_size: int, options: AdapterOptions, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,94 +15,24 @@ LR-scheduler and EMA states (read back with `weights_only=True`) and a JSON step
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import shutil
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from idgen import arguments
 from idgen.errors import IdgenError
-from idgen.validation import check_integer, check_number
+from idgen.train.options import TrainingArgs
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINABLE_FILE = "trainable.safetensors"
-
-
-@dataclass
-class TrainingArgs:
-    """Options every trainer shares (command-line flags of the same names, `-` for `_`)."""
-
-    output_dir: str = field(metadata={"help": "folder for checkpoints, validation images and the final weights"})
-    max_train_steps: int = field(default=500, metadata={"help": "optimizer steps to train for"})
-    train_batch_size: int = field(default=1, metadata={"help": "samples per process and micro-step"})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-steps per optimizer step"})
-    learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate"})
-    lr_scheduler: str = field(default="constant", metadata={
-        "help": "diffusers schedule: constant, constant_with_warmup, linear, cosine, cosine_with_restarts, polynomial"})
-    lr_warmup_steps: int = field(default=0, metadata={"help": "warm-up optimizer steps"})
-    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
-    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2"})
-    adam_weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay"})
-    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0: off)"})
-    use_8bit_adam: bool = field(default=False, metadata={"help": "bitsandbytes' 8-bit AdamW (CUDA, bitsandbytes installed)"})
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (frozen weights in that dtype, trainable in fp32)"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute UNet activations in backward"})
-    seed: int = field(default=0, metadata={"help": "seed of the data order and of every random draw"})
-    snr_gamma: Optional[float] = field(default=None, metadata={"help": "Min-SNR loss weighting gamma (5.0 is usual); off when unset"})
-    noise_offset: float = field(default=0.0, metadata={"help": "noise offset (0.05-0.1 helps very dark/bright images)"})
-    checkpointing_steps: int = field(default=500, metadata={"help": "save a resumable checkpoint every N optimizer steps"})
-    checkpoints_total_limit: Optional[int] = field(default=None, metadata={"help": "keep at most this many checkpoints"})
-    resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "a checkpoint folder, or 'latest'"})
-    validation_steps: int = field(default=0, metadata={"help": "write validation images every N steps (0: only at the end)"})
-    use_ema: bool = field(default=False, metadata={"help": "keep an exponential moving average of the trainable weights and export it"})
-    ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay"})
-    dataloader_num_workers: int = field(default=0, metadata={"help": "data-loading worker processes"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-
-    def __post_init__(self):
-        for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps"):
-            check_integer(f"--{name.replace('_', '-')}", getattr(self, name), low=1)
-        check_number("--learning-rate", self.learning_rate, low=0.0, low_open=True)
-        for name in ("adam_beta1", "adam_beta2", "ema_decay"):
-            check_number(f"--{name.replace('_', '-')}", getattr(self, name), low=0.0, high=1.0)
-        for name in ("lr_warmup_steps", "validation_steps", "dataloader_num_workers", "seed"):
-            check_integer(f"--{name.replace('_', '-')}", getattr(self, name), low=0)
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise IdgenError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}.")
-
-
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, title: str) -> None:
-    """Register every field of the dataclass `cls` as `--field-name` with its help text
-    (booleans as `--x/--no-x`); read them back with `dataclass_from_namespace`."""
-    types = {"int": arguments.integer(), "float": arguments.number(), "str": str}  # numbers finite
-    group = parser.add_argument_group(title)
-    for f in fields(cls):
-        kwargs = {"dest": f.name, "help": f.metadata["help"]}
-        if f.default is MISSING:
-            kwargs["required"] = True
-        else:
-            kwargs["default"] = f.default
-            kwargs["help"] += f" (default: {f.default})"
-        base_type = str(f.type).removeprefix("Optional[").removesuffix("]")
-        if base_type == "bool":
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = types[base_type]
-        group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
-
-
-def dataclass_from_namespace(cls, ns: argparse.Namespace):
-    return cls(**{f.name: getattr(ns, f.name) for f in fields(cls)})
 
 
 class StepBatchSampler(torch.utils.data.Sampler):

@@ -13,54 +13,23 @@ and idgen's pipelines reads.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
-
-from idgen.errors import IdgenError
 
 from idgen.train.diffusion import (diffusion_loss, encode_captions, encode_latents, freeze_base, is_sdxl, load_base, noise_and_timesteps,
                         training_target)
 from idgen.train.examples import FaceExamples, PhotoFolder, collate, is_prepared_dataset
 from idgen.image_io import IMAGE_SUFFIXES
-from idgen.train.loop import TrainingArgs, TrainingTask
+from idgen.train.loop import TrainingTask
+from idgen.train.options import LoRAOptions, TrainingArgs
 
 logger = logging.getLogger(__name__)
 
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
-
-
-@dataclass
-class LoRAOptions:
-    """What DreamBooth-LoRA training needs beyond `TrainingArgs`."""
-
-    base: str = field(metadata={"help": "base model: diffusers folder, single file, cached hub id, or tiny-sd15/tiny-sdxl"})
-    instance_data: str = field(metadata={"help": "photos of the person: a folder of images or a prepared dataset"})
-    instance_prompt: str = field(default="a photo of sks person", metadata={"help": "prompt with the rare identifier token"})
-    resolution: int = field(default=512, metadata={"help": "training resolution in pixels (1024 for SDXL)"})
-    rank: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: Optional[int] = field(default=None, metadata={"help": "LoRA alpha (default: the rank, i.e. scale 1)"})
-    train_text_encoder: bool = field(default=False, metadata={"help": "also train LoRAs on the text encoder(s)"})
-    with_prior_preservation: bool = field(default=False, metadata={"help": "add the class-prior loss (DreamBooth)"})
-    class_data: Optional[str] = field(default=None, metadata={"help": "class images folder (filled up to --num-class-images by the base model)"})
-    class_prompt: Optional[str] = field(default=None, metadata={"help": "prompt of the class images, e.g. 'a photo of a person'"})
-    num_class_images: int = field(default=100, metadata={"help": "class images needed for prior preservation"})
-    prior_loss_weight: float = field(default=1.0, metadata={"help": "weight of the prior loss"})
-    validation_prompt: Optional[str] = field(default=None, metadata={"help": "prompt of the validation images (default: the instance prompt)"})
-    num_validation_images: int = field(default=2, metadata={"help": "validation images per validation"})
-    validation_inference_steps: int = field(default=25, metadata={"help": "denoising steps of validation images"})
-    config_folder: Optional[str] = field(default=None, metadata={"help": "diffusers folder with the configs of a single-file --base (offline)"})
-
-    def __post_init__(self):
-        if self.with_prior_preservation and not (self.class_data and self.class_prompt):
-            raise IdgenError("--with-prior-preservation needs --class-data and --class-prompt.")
-        if self.rank < 1:
-            raise IdgenError(f"--rank must be at least 1, got {self.rank}.")
 
 
 def attach_text_encoder_lora(encoder: torch.nn.Module, config: LoraConfig, adapter_name: str = "default") -> None:

@@ -1,5 +1,6 @@
 """`idgen prepare-data PHOTOS_DIR OUT_DIR`: detect, align and crop each face, drop unusable photos
-with a reason, store the identity embedding and keypoints per image (format: `records`).
+with a reason, store the identity embedding and keypoints per image (format: `records`). The
+command's parser is in `idgen.train.cli`, its defaults in `idgen.train.options`.
 
 Parallel: `--num-workers N` splits the photos over N processes on this machine; `--distributed`
 under `accelerate launch` gives each process (GPU, node) its share. Each share is written as a
@@ -8,7 +9,6 @@ part (`OUT_DIR.part{i}`) and the parts are merged into one dataset by `merge_dat
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import multiprocessing
@@ -29,25 +29,17 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from idgen import arguments
 from idgen.errors import DatasetError, ImageReadError
 from idgen.face import align_face, get_face_analyzer, transform_points
 from idgen.image_io import list_photos, load_image
+from idgen.train.options import DEFAULT_CAPTION, DEFAULT_MIN_SHARPNESS
 from idgen.train.records import (
     DatasetWriter, FaceRecord, check_out_dir, dataset_info, open_dataset, partial_dir, publish,
 )
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CAPTION = "a photo of a person"
 CAPTION_FIELDS = {"identity", "name"}
-# Default of `min_sharpness`, measured with dlib on ../shared/faces (512 px crops, `sharpness`):
-# the four portraits score 148-499, the two small full-body faces 23-51, and Gaussian-blurred
-# copies (sigma 6 px) 3-12 (sigma 3: 4-45). 20 keeps every portrait with a 7x margin and drops
-# every sigma-6 copy. The raw Laplacian variance of the whole crop could not serve: it falls ~30x
-# from 256 to 1024 px crops (portraits at 1024 score 3-38) and a blurred photo whose crop runs
-# past the image edge scores 170 on the black fill's edge.
-DEFAULT_MIN_SHARPNESS = 20.0
 SHARPNESS_SIZE = 256
 
 PathLike = Union[str, os.PathLike]
@@ -329,55 +321,5 @@ def prepare_distributed(photos_dir: PathLike, out_dir: PathLike, *, overwrite: b
                 shutil.rmtree(part, ignore_errors=True)
 
 
-def _cmd(args: argparse.Namespace) -> int:
-    kwargs = dict(size=args.size, caption=args.caption, backend=args.backend, min_face_size=args.min_face_size,
-                  min_sharpness=args.min_sharpness, shard_size=args.shard_size, overwrite=args.overwrite)
-    if args.distributed:
-        summary = prepare_distributed(args.photos_dir, args.out_dir, **kwargs)
-    elif args.num_workers > 1:
-        summary = prepare_parallel(args.photos_dir, args.out_dir, num_workers=args.num_workers, **kwargs)
-    else:
-        summary = prepare_dataset(args.photos_dir, args.out_dir, **kwargs)
-    if summary is not None:  # None on the non-main processes of a distributed run
-        reasons = ", ".join(f"{n} {r}" for r, n in summary["rejected_by_reason"].items()) or "none"
-        out = Path(args.out_dir)
-        print(f"kept {summary['count']} face(s), rejected {summary['rejected']} ({reasons}; see {out / 'rejected.jsonl'})")
-        print(f"wrote a {summary['layout']} dataset of {summary['identities']} identity(ies) to {out} "
-              f"({summary['size']} px crops, {summary['embedding_model']} {summary['embedding_dim']}-d embeddings)")
-    return 0
-
-
-def add_parser(subparsers) -> None:
-    """Register `prepare-data` on idgen's CLI."""
-    p = subparsers.add_parser("prepare-data", help="build a training dataset of aligned faces from a folder of photos",
-                              description="Detect, align and crop the face in each photo; store the crops with "
-                                          "captions, identity embeddings and keypoints as a training dataset; list "
-                                          "the photos left out, with the reason, in OUT_DIR/rejected.jsonl.")
-    p.add_argument("photos_dir", metavar="PHOTOS_DIR", help="folder of photos, searched recursively; a photo's sub-folder is its identity")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="output dataset folder (must be absent or empty unless --overwrite)")
-    p.add_argument("--size", type=int, default=512, choices=[256, 512, 1024],
-                   help="side of the aligned FFHQ-style crops in pixels (default 512; 1024 for SDXL)")
-    p.add_argument("--caption", default=DEFAULT_CAPTION, metavar="TEMPLATE",
-                   help="caption template; {identity} is the photo's sub-folder, {name} its file name "
-                        f"(default {DEFAULT_CAPTION!r})")
-    p.add_argument("--backend", choices=["dlib", "insightface"], default=None,
-                   help="face backend: insightface gives the 512-d ArcFace embeddings the official adapters use, "
-                        "dlib 128-d (default: IDGEN_FACE_BACKEND, else insightface if a pack is installed, else dlib)")
-    p.add_argument("--min-face-size", type=arguments.integer(1), default=64, metavar="PX",
-                   help="reject faces whose shorter box side in the photo is below this many pixels (default 64)")
-    p.add_argument("--min-sharpness", type=arguments.number(0.0), default=DEFAULT_MIN_SHARPNESS, metavar="S",
-                   help="reject crops whose blur score (variance of the Laplacian at 256 px) is below this "
-                        f"(default {DEFAULT_MIN_SHARPNESS:g}; sharp portraits score ~150-750)")
-    p.add_argument("--shard-size", type=arguments.integer(1), default=None, metavar="N",
-                   help="write WebDataset tar shards of N records instead of a folder of files")
-    parallel = p.add_mutually_exclusive_group()
-    parallel.add_argument("--num-workers", type=arguments.integer(1), default=1, metavar="N",
-                          help="processes on this machine, each preparing a share of the photos (default 1)")
-    parallel.add_argument("--distributed", action="store_true",
-                          help="share the photos over the processes of `accelerate launch` (GPUs, nodes)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR once the new dataset is complete")
-    p.set_defaults(func=_cmd)
-
-
-__all__ = ["DEFAULT_MIN_SHARPNESS", "add_parser", "analyse_photo", "check_caption", "list_photos", "merge_datasets",
+__all__ = ["DEFAULT_MIN_SHARPNESS", "analyse_photo", "check_caption", "list_photos", "merge_datasets",
            "prepare_dataset", "prepare_distributed", "prepare_parallel", "sharpness"]

@@ -11,9 +11,7 @@ ControlNet recipe) with a generic caption, dropped with probability `caption_dro
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -22,38 +20,10 @@ from idgen.errors import IdgenError
 
 from idgen.train.diffusion import diffusion_loss, encode_captions, encode_latents, freeze_base, is_sdxl, load_base, noise_and_timesteps, training_target
 from idgen.train.examples import FaceExamples, PhotoFolder, collate, is_prepared_dataset
-from idgen.train.loop import TrainingArgs, TrainingTask
-from idgen.media.degrade import PRESETS, TASKS, degrade
+from idgen.train.loop import TrainingTask
+from idgen.train.options import RestoreOptions, TrainingArgs
+from idgen.media.degrade import degrade
 from idgen.pipelines.pipeline_face_restore import FaceRestorePipeline
-
-
-@dataclass
-class RestoreOptions:
-    """What restoration-ControlNet training needs beyond `TrainingArgs`."""
-
-    base: str = field(metadata={"help": "SD1.5 base: diffusers folder, single file, cached hub id, or tiny-sd15"})
-    data: str = field(metadata={"help": "clean aligned faces: a folder of photos or a prepared dataset"})
-    preset: str = field(default="gfpgan", metadata={"help": "degradation preset: gfpgan, codeformer, codeformer-light"})
-    tasks: str = field(default="bfr", metadata={"help": "comma-separated tasks drawn per example: bfr, colorize, inpaint"})
-    resolution: int = field(default=512, metadata={"help": "training resolution in pixels"})
-    caption: str = field(default="a high quality, detailed photo of a face", metadata={"help": "caption of every example"})
-    caption_dropout: float = field(default=0.1, metadata={"help": "probability of training with the empty caption"})
-    controlnet: Optional[str] = field(default=None, metadata={"help": "start from this ControlNet folder (else from the UNet)"})
-    validation_inference_steps: int = field(default=25, metadata={"help": "denoising steps of validation images"})
-
-    def __post_init__(self):
-
-        if self.preset not in PRESETS:
-            raise IdgenError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}.")
-        bad = [t for t in self.task_list if t not in TASKS]
-        if bad or not self.task_list:
-            raise IdgenError(f"--tasks must be a comma-separated subset of {', '.join(TASKS)}, got {self.tasks!r}.")
-        if not 0.0 <= self.caption_dropout <= 1.0:
-            raise IdgenError(f"--caption-dropout must be in [0, 1], got {self.caption_dropout}.")
-
-    @property
-    def task_list(self) -> list[str]:
-        return [t.strip() for t in self.tasks.split(",") if t.strip()]
 
 
 class RestoreTask(TrainingTask):

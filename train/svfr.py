@@ -32,7 +32,7 @@ IDProjection.from_pretrained(out / "id_projection"))`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -45,54 +45,19 @@ from safetensors.torch import save_file
 
 from idgen.errors import DatasetError, FaceNotFoundError, FaceTooSmallError, IdgenError
 
-from idgen.train.loop import TrainingArgs, TrainingTask
+from idgen.train.loop import TrainingTask
+from idgen.train.options import SVFROptions, TrainingArgs
 from idgen.adapters.svfr import IDProjection, check_task_conditioning, task_vector, widen_conv_in
 from idgen.face import get_face_analyzer
-from idgen.media.degrade import PRESETS, apply_mask, degrade
+from idgen.media.degrade import apply_mask, degrade
 from idgen.media.video import probe_video, read_frames
 from idgen.testing import tiny_svd_components
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
-IDENTITY_BACKENDS = ("none", "insightface")
 #: Second task sets of the ULR run when the first is BFR alone.
 MIXED_TASKS = (("bfr", "colorize"), ("bfr", "inpaint"), ("bfr", "colorize", "inpaint"))
 ARCFACE_DIM = 512
 ENCODE_CHUNK = 8  # frames per VAE call (memory bound)
-
-
-@dataclass
-class SVFROptions:
-    """What SVFR training needs beyond `TrainingArgs`."""
-
-    base: str = field(metadata={"help": "SVD folder (stable-video-diffusion-img2vid-xt) or an SVFR folder, or tiny-svd"})
-    data: str = field(metadata={"help": "a folder of face videos (aligned crops)"})
-    num_frames: int = field(default=16, metadata={"help": "frames per training clip"})
-    resolution: int = field(default=512, metadata={"help": "frame size in pixels"})
-    preset: str = field(default="gfpgan", metadata={"help": "degradation preset"})
-    task_prob: float = field(default=0.3, metadata={"help": "probability of adding colorization / inpainting to BFR"})
-    reference_dropout: float = field(default=0.3, metadata={
-        "help": "probability of training without reference latent and identity (CFG negative, first pass)"})
-    identity_backend: str = field(default="none", metadata={
-        "help": "none (identity tokens stay zero) or insightface (ArcFace embedding of the reference frame; "
-                "trains id_projection; needs a local insightface pack)"})
-    identity_dropout: float = field(default=0.1, metadata={"help": "probability of dropping the identity alone"})
-    ulr_weight: float = field(default=0.0, metadata={"help": "weight of the unified latent regularisation (0: off)"})
-    ulr_temperature: float = field(default=0.1, metadata={"help": "temperature of the ULR contrastive term"})
-    landmark_weight: float = field(default=0.0, metadata={"help": "weight of the facial landmark prior loss (0: off)"})
-
-    def __post_init__(self):
-        for name in ("task_prob", "reference_dropout", "identity_dropout"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise IdgenError(f"--{name.replace('_', '-')} is a probability; got {getattr(self, name)}.")
-        if min(self.ulr_weight, self.landmark_weight) < 0 or self.ulr_temperature <= 0:
-            raise IdgenError("--ulr-weight and --landmark-weight must be >= 0 and --ulr-temperature > 0.")
-        if self.num_frames < 1 or self.resolution < 8 or self.resolution % 8:
-            raise IdgenError(f"--num-frames must be >= 1 and --resolution a multiple of 8; got {self.num_frames}, "
-                             f"{self.resolution}.")
-        if self.identity_backend not in IDENTITY_BACKENDS:
-            raise IdgenError(f"--identity-backend must be one of {IDENTITY_BACKENDS}, got {self.identity_backend!r}.")
-        if self.preset not in PRESETS:
-            raise IdgenError(f"--preset must be one of {sorted(PRESETS)}, got {self.preset!r}.")
 
 
 class ClipFolder(torch.utils.data.Dataset):

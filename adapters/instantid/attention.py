@@ -112,6 +112,10 @@ class InstantIDAttnProcessor:
             hidden_states = self._add_identity(ip_hidden_states, hidden_states, state)
         return attention_epilogue(attn, state, hidden_states)
 
+    # Run eagerly under `torch.compile`: the lookup by this layer's `index` would make dynamo
+    # specialise every compiled transformer block on its layer (one recompile per layer, over the
+    # recompile limit); outside the compiled graph all blocks of one shape share one graph.
+    @torch.compiler.disable
     def _add_identity(self, inputs: IdentityAttentionInputs, hidden_states: torch.Tensor,
                       state: AttentionState) -> torch.Tensor:
         """`hidden_states` `[B, L, inner_dim]` plus each identity's scaled (and masked) attention

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from idgen import arguments
+from idgen.app.speed_options import add_speed_arguments, speed_arguments
 from idgen.errors import IdgenError, InsufficientMemoryError, ModelNotFoundError
 
 logger = logging.getLogger("idgen")
@@ -29,7 +30,7 @@ EXIT_INTERRUPTED = 130
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from idgen.models.doctor import doctor_report, format_doctor_report
 
-    report = doctor_report()
+    report = doctor_report(full=args.full)
     print(json.dumps(report, indent=2) if args.json else format_doctor_report(report))
     return EXIT_OK
 
@@ -85,7 +86,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance_scale, identity_scale=args.identity_scale, control_scale=args.control_scale,
         identity_start=args.identity_start, identity_end=args.identity_end,
         width=args.width, height=args.height, num_images=args.num_images, reference_mode=args.reference_mode,
-        face_backend=args.backend, embedded_default=True if args.tiny else None,
+        face_backend=args.backend, embedded_default=True if args.tiny else None, **speed_arguments(args),
     )
     record = generate(request, Path(args.out), overwrite=args.overwrite)
     for note in [record["note"], *record["notes"]]:
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="versions, device, and which models are present or missing")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument("--full", action="store_true",
+                        help="also import torch (a few seconds) and report the device it sees: CUDA and its GPU, MPS or CPU")
     doctor.set_defaults(func=_cmd_doctor)
 
     faces = sub.add_parser("faces", help="detect faces: boxes, keypoints, embeddings, crops, masks")
@@ -153,13 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how several --face photos of one person are combined")
     gen.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
     gen.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
+    add_speed_arguments(gen)
     gen.set_defaults(func=_cmd_generate)
 
     from idgen.app.demo.cli import add_parser as add_demo_parser
     from idgen.app.edit import add_parsers as add_face_edit_parsers
     from idgen.app.restore import add_parsers as add_restore_parsers
-    from idgen.train.cli import add_parser as add_train_parser
-    from idgen.train.prepare_data import add_parser as add_prepare_data_parser
+    from idgen.train.cli import add_parser as add_train_parser, add_prepare_data_parser
     from idgen.app.verify import add_parser as add_verify_parser
 
     add_face_edit_parsers(sub)

@@ -19,17 +19,9 @@ from idgen import arguments
 from idgen.errors import IdgenError
 from idgen.app.options import PromptOptions
 from idgen.app.records import call_default, json_bytes
-from idgen.app.stamping import job_provenance
-from idgen.app.generate import faces_of_photos, identity_embeddings
-from idgen.media.video_faces import require_processed_faces
-from idgen.face import get_face_analyzer
-from idgen.identity import analyze_photo
-from idgen.image_io import load_image
 from idgen.jobs import CancelToken
-from idgen.outputs import OutputFolder
-from idgen.models.recipes import EDIT_ADAPTER, EDIT_METHODS, EDIT_WEIGHTS, build_edit_pipeline
-from idgen.pipelines import FaceSwapper
-from idgen.testing import EMBEDDED_DEFAULT_NOTE
+from idgen.media import VIDEO_STEPS
+from idgen.models.methods import EDIT_ADAPTER, EDIT_METHODS, EDIT_WEIGHTS
 from idgen.validation import InvalidArgumentError, check_integer, check_number
 
 
@@ -41,7 +33,8 @@ MAX_MASK_PIXELS = 256
 @dataclass
 class EditRequest(PromptOptions):
     """One `idgen inpaint` / `idgen swap` run (and `PromptOptions`). `sources`: one list of photos
-    per source person."""
+    per source person. `batch_size`: most face crops per diffusion call (video frames, faces of a
+    photo; default `FaceSwapper`'s, from the crop size); the result does not depend on it."""
 
     target: str
     sources: list[list[str]]
@@ -56,6 +49,7 @@ class EditRequest(PromptOptions):
     feather: int = 8
     strength: float = 1.0
     color_match: bool = True
+    batch_size: Optional[int] = None
     operation: str = "swap"  # "inpaint" or "swap": what the outputs' provenance calls the job
 
     def __post_init__(self):
@@ -66,11 +60,15 @@ class EditRequest(PromptOptions):
         self.strength = check_number("strength", self.strength, low=0.0, high=1.0, low_open=True)
         if self.targets is not None:
             self.targets = [check_integer("targets", t, low=0) for t in self.targets]
+        if self.batch_size is not None:
+            self.batch_size = check_integer("batch_size", self.batch_size, low=1)
         if self.operation not in ("inpaint", "swap"):
             raise InvalidArgumentError(f"operation must be 'inpaint' or 'swap', got {self.operation!r}.")
 
 
 def _source_embeddings(request: EditRequest, analyzer, embedded: bool) -> tuple[list[np.ndarray], list[str]]:
+    from idgen.app.generate import faces_of_photos, identity_embeddings
+
     embeds, notes = [], []
     for photos in request.sources:
         _, faces, skipped = faces_of_photos(photos, analyzer)
@@ -88,6 +86,16 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
     `progress`: `callable(done, total)` after each face of a photo or each frame of a video (None:
     nothing for a photo, tqdm bars for a video). `cancel`: checked at every denoising step (a
     cancelled job raises `idgen.jobs.JobCancelled` and writes nothing)."""
+    # lazy (also in `_source_embeddings`): torch, diffusers, OpenCV; keeps `idgen --help` under 1.5 s
+    from idgen.app.stamping import job_provenance
+    from idgen.face import get_face_analyzer
+    from idgen.identity import analyze_photo
+    from idgen.image_io import load_image
+    from idgen.media.video_faces import require_processed_faces
+    from idgen.models.recipes import build_edit_pipeline
+    from idgen.outputs import OutputFolder
+    from idgen.pipelines import FaceSwapper
+    from idgen.testing import EMBEDDED_DEFAULT_NOTE
 
     if not request.sources or not all(request.sources):
         raise IdgenError("give at least one source photo.")
@@ -104,8 +112,9 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
     analyzer = get_face_analyzer(request.face_backend)
     embeds, notes = _source_embeddings(request, analyzer, embedded)
     references = [analyze_photo(p, analyzer)[1].embedding for p in request.references] or None
+    default_steps = VIDEO_STEPS if is_video else call_default(pipe, "num_inference_steps")
     generation = {"negative_prompt": request.negative_prompt, "strength": request.strength,
-                  "num_inference_steps": request.steps or call_default(pipe, "num_inference_steps")}
+                  "num_inference_steps": request.steps or default_steps}
     if request.guidance_scale is not None:
         generation["guidance_scale"] = request.guidance_scale
     if cancel is not None:
@@ -113,7 +122,8 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
     swapper = FaceSwapper(pipe, analyzer)
     common = dict(mapping=request.mapping, reference_embeds=references, region=request.region,
                   dilate=request.dilate, feather=request.feather, color_match=request.color_match, seed=request.seed,
-                  identity_scale=request.identity_scale, prompt=request.prompt, **generation)
+                  identity_scale=request.identity_scale, prompt=request.prompt, batch_size=request.batch_size,
+                  **generation)
     weights = EDIT_WEIGHTS[request.method]
     provenance = job_provenance(  # known before the run: a video is stamped frame by frame as it is written
         request.operation, request.method, weights, embedded=embedded,
@@ -167,7 +177,11 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs", metavar="DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier results of the same names in --out")
     parser.add_argument("--seed", type=arguments.seed, default=0)
-    parser.add_argument("--steps", type=arguments.steps, default=None)
+    parser.add_argument("--steps", type=arguments.steps, default=None,
+                        help=f"denoising steps (default: the pipeline's for photos, {VIDEO_STEPS} for videos)")
+    parser.add_argument("--batch-size", type=arguments.integer(1), default=None,
+                        help="most face crops per diffusion call (video frames, faces of a photo; default: 8 crops "
+                             "of 512 px, 2 of 1024 px); more is faster and takes more memory, the result is the same")
     parser.add_argument("--guidance-scale", type=arguments.scale, default=None)
     parser.add_argument("--identity-scale", type=arguments.scale, default=None)
     parser.add_argument("--strength", type=arguments.number(0.0, 1.0, low_open=True), default=1.0,
@@ -183,7 +197,7 @@ def _request(args: argparse.Namespace, target: str, sources: list[list[str]], **
         dilate=args.dilate, feather=args.feather, prompt=args.prompt, negative_prompt=args.negative_prompt,
         base=args.base, adapter=args.adapter, seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,
         identity_scale=args.identity_scale, strength=args.strength, color_match=args.color_match,
-        face_backend=args.backend, embedded_default=True if args.tiny else None, **extra,
+        batch_size=args.batch_size, face_backend=args.backend, embedded_default=True if args.tiny else None, **extra,
     )
 
 

@@ -22,6 +22,7 @@ import torch
 from idgen.errors import FaceNotFoundError, FaceTooSmallError, IdgenError, ImageReadError, MultipleFacesError
 from idgen.app.options import PromptOptions
 from idgen.app.records import call_default, json_bytes
+from idgen.app.speed_options import accelerate, sampling_defaults
 from idgen.app.stamping import job_provenance
 from idgen.conditioning import draw_kps, fit_kps
 from idgen.face import align_face, get_face_analyzer
@@ -126,6 +127,8 @@ def used_parameters(pipe, request: GenerationRequest, kwargs: dict, size: tuple[
     adapter's configured scale; IdentityNet scale: `__call__`'s)."""
     used = {"num_inference_steps": kwargs["num_inference_steps"], "guidance_scale": pipe.guidance_scale,
             "width": size[0], "height": size[1], "seed": request.seed}
+    if "eta" in kwargs:
+        used["eta"] = kwargs["eta"]
     if request.method != "arc2face":
         used["identity_scale"] = kwargs.get("identity_scale", pipe.default_identity_scale)
     if request.method == "instantid":
@@ -164,6 +167,8 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
 
     if not request.faces:
         raise IdgenError("give at least one face photo.")
+    if request.scheduler is not None and request.fast is not None:
+        raise IdgenError(f"the fast preset {request.fast!r} sets its own scheduler; leave the scheduler unset.")
     if request.control_scale is not None and request.method != "instantid":
         raise IdgenError("--control-scale is the InstantID IdentityNet scale; other methods have no IdentityNet.")
     if request.method == "arc2face" and (request.identity_scale is not None or request.identity_start is not None
@@ -174,8 +179,10 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
     keypoints_name = f"{request.method}-{request.seed}-keypoints.png"
     folder.claim(*names, *([keypoints_name] if request.method == "instantid" else []), "record.json")
     pipe, embedded = pipeline or build_generation_pipeline(request.method, base=request.base, adapter=request.adapter,
-                                                embedded_default=request.embedded_default)
+                                                           embedded_default=request.embedded_default,
+                                                           offload=request.memory != "max")
     pipe.set_progress_bar_config(disable=True)
+    speed = accelerate(pipe, request)
     analyzer = get_face_analyzer(request.face_backend)
     select = "largest" if request.face_index is None else int(request.face_index)
     photos, faces, skipped = faces_of_photos(request.faces, analyzer, select)
@@ -187,12 +194,13 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
 
     # Arc2Face's prompt is the identity prompt ("photo of a id person"), not free text.
     prompt = {} if request.method == "arc2face" else {"prompt": request.prompt}
-    steps = request.steps or call_default(pipe, "num_inference_steps")
+    sampling = sampling_defaults(pipe, request.steps, request.guidance_scale, embedded)
+    sampling.setdefault("num_inference_steps", call_default(pipe, "num_inference_steps"))
     kwargs = dict(**prompt, negative_prompt=request.negative_prompt, face_embeds=people,
-                  reference_mode=request.reference_mode, num_inference_steps=steps,
+                  reference_mode=request.reference_mode, **sampling,
                   num_images_per_prompt=request.num_images, generator=torch.Generator("cpu").manual_seed(request.seed),
                   output_type="pil", **request.extra)
-    for key, value in (("guidance_scale", request.guidance_scale), ("identity_scale", request.identity_scale),
+    for key, value in (("identity_scale", request.identity_scale),
                        ("identity_start", request.identity_start), ("identity_end", request.identity_end),
                        ("width", request.width), ("height", request.height)):
         if value is not None:
@@ -213,7 +221,7 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
         kwargs["face_crop"] = [align_face(photo, face.kps, size=224).image for photo, face in zip(photos, faces)]
     default_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     check_fits(pipe, kwargs.get("width") or default_size, kwargs.get("height") or default_size, request.num_images,
-               guidance=(request.guidance_scale if request.guidance_scale is not None else 2.0) > 1.0)
+               guidance=kwargs.get("guidance_scale", 2.0) > 1.0)
     if progress is not None:
         def _callback(p, step, timestep, tensors):
             progress(step + 1, p.num_timesteps)
@@ -236,6 +244,7 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
         "pose_face": pose_face.to_dict() if pose_face is not None else None,
         "pipeline": type(pipe).__name__, "scheduler": type(pipe.scheduler).__name__,
         "files": [str(folder.path / name) for name in names], "seconds": round(seconds, 3),
+        "speed": speed,
     }
     weights = GENERATION_WEIGHTS[request.method]
     provenance = job_provenance(

@@ -7,15 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from idgen.acceleration.options import SpeedOptions
 from idgen.models.config import FACE_BACKENDS
 from idgen.validation import InvalidArgumentError, check_scale, check_seed, check_steps
 
 
 
 @dataclass(kw_only=True)
-class RunOptions:
-    """Sampling seed and steps, the face backend, and the embedded-default rule
-    (`embedded_default`: True forces it, False forbids it, None uses it when nothing is configured)."""
+class RunOptions(SpeedOptions):
+    """Sampling seed and steps, the face backend, the embedded-default rule (`embedded_default`:
+    True forces it, False forbids it, None uses it when nothing is configured), and the speed and
+    memory options (`SpeedOptions`)."""
 
     seed: int = 0
     steps: Optional[int] = None
@@ -25,6 +27,7 @@ class RunOptions:
     def __post_init__(self):
         """Check (and normalise: Gradio's 3.0 → 3) every value; raises `InvalidArgumentError`
         naming the field, so a bad value never reaches the models."""
+        super().__post_init__()
         self.seed = check_seed("seed", self.seed)
         if self.steps is not None:
             self.steps = check_steps("steps", self.steps)

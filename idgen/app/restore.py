@@ -9,32 +9,22 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-import cv2
-import torch
-from PIL import Image
-
 from idgen import arguments
-from idgen.app.generate import identity_embeddings
 from idgen.app.options import RunOptions
 from idgen.app.records import call_default, json_bytes, write_json
-from idgen.app.stamping import job_provenance
 from idgen.errors import IdgenError
-from idgen.face import align_face, get_face_analyzer
-from idgen.identity import analyze_photo
-from idgen.image_io import list_photos, load_image
 from idgen.jobs import CancelToken
-from idgen.outputs import OutputFolder
+from idgen.media import VIDEO_STEPS
 from idgen.media.degrade import PRESETS, TASKS, degrade
-from idgen.media.metrics import identity_similarity, landmark_distance, psnr, ssim, temporal_consistency
-from idgen.media.video import read_frames
-from idgen.media.video_faces import Progress, process_video, require_processed_faces
-from idgen.models.recipes import RESTORE_REFERENCE_WEIGHTS, RESTORE_WEIGHTS, build_restore_pipeline
-from idgen.testing import EMBEDDED_DEFAULT_NOTE
-from idgen.validation import InvalidArgumentError, check_number
+from idgen.models.methods import RESTORE_REFERENCE_WEIGHTS, RESTORE_WEIGHTS
+from idgen.validation import InvalidArgumentError, check_integer, check_number
+
+if TYPE_CHECKING:
+    from idgen.media.video_faces import Progress
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -51,7 +41,18 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
     features (the face's embedding, see `identity_embeddings`) go to SVFR's `id_linear`.
     `embedded`: the pipeline is the tiny embedded default (a 128-d embedding may stand in).
     `provenance`: an `idgen.provenance.Provenance` stamped into every frame and the file.
+    `progress`: per frame, as each batch is written (`idgen.media.video_faces.Progress`).
+    `sampling`: `SVFRPipeline` arguments (`num_inference_steps`, `window_batch`: the windows of a
+    track's batch denoised in one UNet call, ...).
     """
+    # lazy (in the functions below too): torch, diffusers, OpenCV; keeps `idgen --help` under 1.5 s
+    import torch
+
+    from idgen.app.generate import identity_embeddings
+    from idgen.face import align_face, get_face_analyzer
+    from idgen.identity import analyze_photo
+    from idgen.media.video_faces import process_video
+
     analyzer = analyzer or get_face_analyzer()
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     references: dict[int, np.ndarray] = {}
@@ -102,17 +103,22 @@ class RestoreRequest(RunOptions):
 
     `reference`: a clean photo of the person (photos: through IP-Adapter-FaceID; videos: SVFR's
     reference frame and identity). `fidelity` (photos): 1 = follow the input, 0 = re-draw details.
-    `tasks` (videos): "bfr", "colorize", "inpaint"; and `RunOptions`.
+    `tasks` (videos): "bfr", "colorize", "inpaint". `batch_size` (videos): temporal windows (16
+    frames of one face) per denoising call, default `SVFRPipeline`'s (2); the result does not
+    depend on it. And `RunOptions`.
     """
 
     input: str
     reference: Optional[str] = None
     fidelity: float = 0.5
     tasks: tuple[str, ...] = ("bfr",)
+    batch_size: Optional[int] = None
 
     def __post_init__(self):
         super().__post_init__()
         self.fidelity = check_number("fidelity", self.fidelity, low=0.0, high=1.0)
+        if self.batch_size is not None:
+            self.batch_size = check_integer("batch_size", self.batch_size, low=1)
         unknown = sorted(set(self.tasks) - set(TASKS))
         if unknown or not self.tasks:
             raise InvalidArgumentError(f"tasks must be one or more of {', '.join(TASKS)}, got "
@@ -130,6 +136,17 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
     `overwrite`: replace earlier results of the same names (else an `OutputError` before the run).
     `progress`: a video's per-frame progress (`idgen.media.video_faces.Progress`). `cancel`: checked
     at every denoising step (a cancelled job raises `idgen.jobs.JobCancelled` and writes nothing)."""
+    import torch
+
+    from idgen.app.generate import identity_embeddings
+    from idgen.app.stamping import job_provenance
+    from idgen.face import get_face_analyzer
+    from idgen.identity import analyze_photo
+    from idgen.media.video_faces import require_processed_faces
+    from idgen.models.recipes import build_restore_pipeline
+    from idgen.outputs import OutputFolder
+    from idgen.testing import EMBEDDED_DEFAULT_NOTE
+
     kind = request.kind
     if kind == "image" and tuple(request.tasks) != ("bfr",):
         raise IdgenError("photos are restored with --tasks bfr (colorization/inpainting are the video model's).")
@@ -141,7 +158,7 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
                                                         embedded_default=request.embedded_default)
     pipe.set_progress_bar_config(disable=True)
     analyzer = get_face_analyzer(request.face_backend)
-    steps = request.steps or call_default(pipe, "num_inference_steps")
+    steps = request.steps or (VIDEO_STEPS if kind == "video" else call_default(pipe, "num_inference_steps"))
     hooks = {} if cancel is None else {"callback_on_step_end": cancel.on_step_end}
     parameters = {"num_inference_steps": steps, "seed": request.seed,
                   **({"fidelity": request.fidelity} if kind == "image" else {"tasks": list(request.tasks)})}
@@ -152,10 +169,12 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
     notes = []
     with folder:
         if kind == "video":
+            batching = {} if request.batch_size is None else {"window_batch": request.batch_size}
             with folder.writing(name) as output:
                 report = restore_video(pipe, target, output, analyzer=analyzer, tasks=tuple(request.tasks),
                                        reference=request.reference, embedded=embedded, seed=request.seed,
-                                       progress=progress, num_inference_steps=steps, provenance=provenance, **hooks)
+                                       progress=progress, num_inference_steps=steps, provenance=provenance,
+                                       **batching, **hooks)
             require_processed_faces(report, target)
             details = {"video": vars(report)}
             notes += report.notes
@@ -183,6 +202,7 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
 # --------------------------------------------------------------------------------------------- eval
 def _grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int = 160) -> np.ndarray:
     """Side-by-side rows clean | degraded | restored, each `size` px."""
+    import cv2
 
     return np.concatenate([np.concatenate([cv2.resize(x, (size, size)) for x in row], axis=1) for row in rows], axis=0)
 
@@ -198,6 +218,15 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
     """Degrade clean faces with `preset`, restore them, and report PSNR, SSIM, identity similarity
     and landmark distance (dlib: a face model independent of the restorers), plus the flow-warping
     temporal error for a video. Writes `metrics.json` and `grid.png` to `out_dir`."""
+    import cv2
+    import torch
+    from PIL import Image
+
+    from idgen.face import get_face_analyzer
+    from idgen.image_io import list_photos, load_image
+    from idgen.media.metrics import identity_similarity, landmark_distance, psnr, ssim, temporal_consistency
+    from idgen.media.video import read_frames
+    from idgen.models.recipes import build_restore_pipeline
 
     source = Path(input_path)
     is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
@@ -252,7 +281,8 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
 # --------------------------------------------------------------------------------------------- CLI
 def _cmd_restore(args: argparse.Namespace) -> int:
     request = RestoreRequest(input=args.input, reference=args.reference, fidelity=args.fidelity,
-                             tasks=tuple(args.tasks.split(",")), steps=args.steps, seed=args.seed,
+                             tasks=tuple(args.tasks.split(",")), steps=args.steps, batch_size=args.batch_size,
+                             seed=args.seed,
                              face_backend=args.backend, embedded_default=True if args.tiny else None)
     record = run_restore(request, Path(args.out), overwrite=args.overwrite)
     print(record["output"])
@@ -280,7 +310,11 @@ def add_parsers(sub) -> None:
                          help="a clean photo of the person (photos: needs IP-Adapter-FaceID weights; videos: SVFR's reference)")
     restore.add_argument("--fidelity", type=arguments.fraction, default=0.5, help="photos: 1 = follow the input, 0 = re-draw details")
     restore.add_argument("--tasks", default="bfr", help="videos: comma-separated bfr,colorize,inpaint")
-    restore.add_argument("--steps", type=arguments.steps, default=None)
+    restore.add_argument("--steps", type=arguments.steps, default=None,
+                         help=f"denoising steps (default: the pipeline's for photos, {VIDEO_STEPS} for videos)")
+    restore.add_argument("--batch-size", type=arguments.integer(1), default=None,
+                         help="videos: 16-frame windows per denoising call (default 2; 1 = least memory); more is "
+                              "faster and takes more memory, the result is the same")
     restore.add_argument("--seed", type=arguments.seed, default=0)
     restore.add_argument("--out", default="outputs", metavar="DIR")
     restore.add_argument("--overwrite", action="store_true", help="replace earlier results of the same names in --out")

@@ -32,7 +32,6 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Optional, Sequence, Union
 
-import cv2
 import numpy as np
 
 from idgen.errors import IdgenError
@@ -261,6 +260,8 @@ def jitter_params(params: BlindParams, preset: Union[str, DegradationPreset], am
 
 def _luma(x: np.ndarray) -> np.ndarray:
     """BT.601 luminance `[..., H, W]` of RGB `[..., H, W, 3]` (OpenCV's RGB2GRAY weights)."""
+    import cv2  # lazy (here and below): the CLI's parsers read PRESETS, and `idgen --help` stays under 1.5 s
+
     flat = x.reshape(-1, x.shape[-2], 3)
     return cv2.cvtColor(np.ascontiguousarray(flat), cv2.COLOR_RGB2GRAY).reshape(x.shape[:-1])
 
@@ -268,6 +269,8 @@ def _luma(x: np.ndarray) -> np.ndarray:
 def _photometric(x: np.ndarray, ops: Sequence[tuple[str, float]]) -> np.ndarray:
     """torchvision's `adjust_brightness/contrast/saturation/hue` on float RGB [0, 1], in order.
     Written with OpenCV because torchvision is not a dependency."""
+    import cv2
+
     for op, factor in ops:
         if op == "brightness":
             x = x * factor
@@ -286,6 +289,8 @@ def _photometric(x: np.ndarray, ops: Sequence[tuple[str, float]]) -> np.ndarray:
 def apply_blind(image: np.ndarray, params: BlindParams, rng: RandomSource) -> np.ndarray:
     """The blind degradation `params` of one RGB uint8 image `[H, W, 3]` (steps 1–9 of the module
     docstring); `rng` draws the noise. Returns uint8 `[H, W, 3]`."""
+    import cv2
+
     rng = _generator(rng)
     h, w = image.shape[:2]
     x = image.astype(np.float32) / 255.0
@@ -337,6 +342,8 @@ def random_brush_mask(size: tuple[int, int], rng: RandomSource, *, strokes: tupl
     (± up to 2π/12) and whose lengths are N(d/8, d/16) clipped to [0, d/4], d the image diagonal,
     drawn with round joints `width` pixels thick at 512 px (scaled with √(H·W) / 512).
     """
+    import cv2
+
     (h, w), rng = _size(size), _generator(rng)
     scale, radius = math.sqrt(h * w) / 512.0, math.hypot(h, w) / 8.0
     mask = np.zeros((h, w), np.uint8)

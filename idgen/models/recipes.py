@@ -1,6 +1,7 @@
-"""Every pipeline recipe of the application in one place: which registry components each
-capability needs, how its pipeline is built from configured weights, and its tiny embedded default
-(random miniature models plus a random adapter in the official file layout).
+"""Every pipeline recipe of the application in one place: how each capability's pipeline is built
+from configured weights (the registry components each method needs: the tables of
+`idgen.models.methods`, re-exported here), and its tiny embedded default (random miniature models
+plus a random adapter in the official file layout).
 
 `build_generation_pipeline`, `build_edit_pipeline` and `build_restore_pipeline` return
 `(pipeline, is_embedded_default)` by the rule of `idgen.models.build_or_embedded`. This module sits
@@ -20,6 +21,10 @@ from idgen.adapters.svfr import init_svfr
 from idgen.errors import IdgenError
 from idgen.models.fallback import build_or_embedded
 from idgen.models.loading import check_controlnet_fits, check_model_files, from_pretrained, loading
+from idgen.models.methods import (  # noqa: F401 (the *_ADAPTER tables: re-exported for the application)
+    EDIT_ADAPTER, EDIT_METHODS, EDIT_WEIGHTS, GENERATION_ADAPTER, GENERATION_METHODS, GENERATION_WEIGHTS,
+    RESTORE_REFERENCE_WEIGHTS, RESTORE_WEIGHTS,
+)
 from idgen.models.resolve import load_pipeline, resolve_component
 from idgen.pipelines import (
     Arc2FacePipeline, FaceRestorePipeline, SVFRPipeline, StableDiffusionFaceIDInpaintPipeline,
@@ -35,14 +40,6 @@ ARCFACE_DIM = 512
 
 
 # -- generation (`idgen generate`, the demo's Generate tab) -------------------------------------
-GENERATION_METHODS = ("instantid", "faceid", "faceid-plusv2", "arc2face")
-#: The registry components each method's real pipeline needs.
-GENERATION_WEIGHTS = {"instantid": ("sdxl", "instantid_identitynet", "instantid_adapter"),
-                      "faceid": ("sd15", "faceid_sd15"), "faceid-plusv2": ("sd15", "faceid_plusv2_sd15", "clip_vit_h"),
-                      "arc2face": ("sd15", "arc2face_unet", "arc2face_encoder")}
-#: The component a request's `adapter` path replaces (its `base` replaces the first of the weights).
-GENERATION_ADAPTER = {"instantid": "instantid_adapter", "faceid": "faceid_sd15",
-                      "faceid-plusv2": "faceid_plusv2_sd15", "arc2face": "arc2face_unet"}
 
 
 def _tiny_generation_pipeline(method: str):
@@ -85,7 +82,15 @@ def load_instantid_pipeline(cls, base_name: str, base: Optional[str], adapter: O
     return pipe
 
 
-def _real_generation_pipeline(method: str, base: Optional[str], adapter: Optional[str], config):
+def _on_accelerator(pipe, offload: bool):
+    """`pipe` moved to CUDA when there is one, unless it is built for an offloading memory mode
+    (`idgen.acceleration.memory`: the mode moves what it needs; the whole pipeline may not fit)."""
+    if torch.cuda.is_available() and not offload:
+        pipe.to("cuda")
+    return pipe
+
+
+def _real_generation_pipeline(method: str, base: Optional[str], adapter: Optional[str], config, offload: bool):
     """Pipelines on configured weights. Raises ModelNotFoundError naming what is missing."""
 
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
@@ -112,14 +117,13 @@ def _real_generation_pipeline(method: str, base: Optional[str], adapter: Optiona
             pipe.feature_extractor = CLIPImageProcessor()
         with loading("the IP-Adapter-FaceID file", adapter_file.path):
             pipe.load_faceid(adapter_file.path, variant=method, image_encoder=image_encoder)
-    if torch.cuda.is_available():
-        pipe.to("cuda")
-    return pipe
+    return _on_accelerator(pipe, offload)
 
 
 def build_generation_pipeline(method: str, *, base: Optional[str] = None, adapter: Optional[str] = None,
-                   embedded_default: Optional[bool] = None):
-    """`(pipeline, is_embedded_default)` for `method`.
+                   embedded_default: Optional[bool] = None, offload: bool = False):
+    """`(pipeline, is_embedded_default)` for `method`; `offload`: leave it on the CPU for an
+    offloading memory mode.
 
     With `embedded_default=None`, configured weights are used when every file is found, and the
     tiny embedded default when none of the method's weights are configured at all; a partial
@@ -128,17 +132,12 @@ def build_generation_pipeline(method: str, *, base: Optional[str] = None, adapte
 
     if method not in GENERATION_METHODS:
         raise IdgenError(f"method must be one of {', '.join(GENERATION_METHODS)}, got {method!r}.")
-    return build_or_embedded(method, GENERATION_WEIGHTS[method], lambda config: _real_generation_pipeline(method, base, adapter, config),
+    return build_or_embedded(method, GENERATION_WEIGHTS[method], lambda config: _real_generation_pipeline(method, base, adapter, config, offload),
                              lambda: _tiny_generation_pipeline(method), embedded_default=embedded_default,
                              explicit=bool(base or adapter))
 
 
 # -- identity inpainting and face swap (`idgen inpaint`, `idgen swap`) ---------------------------
-EDIT_METHODS = ("pva", "faceid", "instantid")
-#: The weights each method needs (registry names), checked to tell "not configured" from "partly".
-EDIT_WEIGHTS = {"pva": ("sd15_inpaint", "pva_adapter"), "faceid": ("sd15_inpaint", "faceid_sd15"),
-         "instantid": ("sdxl_inpaint", "instantid_identitynet", "instantid_adapter")}
-EDIT_ADAPTER = {"pva": "pva_adapter", "faceid": "faceid_sd15", "instantid": "instantid_adapter"}
 
 
 def _tiny_edit_pipeline(method: str):
@@ -162,7 +161,7 @@ def _tiny_edit_pipeline(method: str):
     return pipe
 
 
-def _real_edit_pipeline(method: str, base: Optional[str], adapter: Optional[str], config):
+def _real_edit_pipeline(method: str, base: Optional[str], adapter: Optional[str], config, offload: bool):
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
     if method == "instantid":
         pipe = load_instantid_pipeline(StableDiffusionXLInstantIDInpaintPipeline, "sdxl_inpaint", base, adapter, config, dtype)
@@ -177,27 +176,23 @@ def _real_edit_pipeline(method: str, base: Optional[str], adapter: Optional[str]
                 pipe.load_pva(adapter_path)
             else:
                 pipe.load_faceid(adapter_path, variant="faceid")
-    if torch.cuda.is_available():
-        pipe.to("cuda")
-    return pipe
+    return _on_accelerator(pipe, offload)
 
 
 def build_edit_pipeline(method: str, *, base: Optional[str] = None, adapter: Optional[str] = None,
-                        embedded_default: Optional[bool] = None):
+                        embedded_default: Optional[bool] = None, offload: bool = False):
     """`(inpainting pipeline, is_embedded_default)` for `method` (see `build_generation_pipeline`
-    for the fallback rule: the tiny default only when none of the method's weights are configured)."""
+    for the fallback rule: the tiny default only when none of the method's weights are configured,
+    and `offload`)."""
 
     if method not in EDIT_METHODS:
         raise IdgenError(f"method must be one of {', '.join(EDIT_METHODS)}, got {method!r}.")
-    return build_or_embedded(f"{method} inpainting", EDIT_WEIGHTS[method], lambda config: _real_edit_pipeline(method, base, adapter, config),
+    return build_or_embedded(f"{method} inpainting", EDIT_WEIGHTS[method], lambda config: _real_edit_pipeline(method, base, adapter, config, offload),
                              lambda: _tiny_edit_pipeline(method), embedded_default=embedded_default,
                              explicit=bool(base or adapter))
 
 
 # -- restoration (`idgen restore`, `idgen eval restore`) ----------------------------------------
-RESTORE_WEIGHTS = {"image": ("sd15", "restore_controlnet"), "video": ("svd", "svfr_unet", "svfr_id_linear")}
-#: What a photo restoration with a clean reference of the person needs in addition (FaceID).
-RESTORE_REFERENCE_WEIGHTS = ("faceid_sd15",)
 
 
 def _tiny_restore_pipeline(kind: str, reference: bool = False):
@@ -218,7 +213,7 @@ def _tiny_restore_pipeline(kind: str, reference: bool = False):
     return pipe
 
 
-def _real_restore_pipeline(kind: str, config, reference: bool = False):
+def _real_restore_pipeline(kind: str, config, reference: bool = False, offload: bool = False):
     dtype = torch.float16 if torch.cuda.is_available() else torch.float32
     if kind == "video":
         folders = [resolve_component(name, config=config).path for name in RESTORE_WEIGHTS["video"]]
@@ -238,13 +233,13 @@ def _real_restore_pipeline(kind: str, config, reference: bool = False):
             faceid = resolve_component("faceid_sd15", config=config).path
             with loading("the IP-Adapter-FaceID file", faceid):
                 pipe.load_faceid(faceid, variant="faceid")
-    if torch.cuda.is_available():
-        pipe.to("cuda")
-    return pipe
+    return _on_accelerator(pipe, offload)
 
 
-def build_restore_pipeline(kind: str, *, reference: bool = False, embedded_default: Optional[bool] = None):
-    """`(pipeline, is_embedded_default)`: `FaceRestorePipeline` ("image") or `SVFRPipeline` ("video").
+def build_restore_pipeline(kind: str, *, reference: bool = False, embedded_default: Optional[bool] = None,
+                           offload: bool = False):
+    """`(pipeline, is_embedded_default)`: `FaceRestorePipeline` ("image") or `SVFRPipeline` ("video");
+    `offload` as in `build_generation_pipeline`.
 
     `reference`: photos restored with a clean reference of the person: IP-Adapter-FaceID is loaded
     into the restoration pipeline (SVFR takes its identity without extra weights).
@@ -253,6 +248,6 @@ def build_restore_pipeline(kind: str, *, reference: bool = False, embedded_defau
         raise IdgenError(f"kind must be 'image' or 'video', got {kind!r}.")
     with_faceid = reference and kind == "image"
     needs = RESTORE_WEIGHTS[kind][1:] + (RESTORE_REFERENCE_WEIGHTS if with_faceid else ())
-    return build_or_embedded(f"{kind} restoration", needs, lambda config: _real_restore_pipeline(kind, config, with_faceid),
+    return build_or_embedded(f"{kind} restoration", needs, lambda config: _real_restore_pipeline(kind, config, with_faceid, offload),
                              lambda: _tiny_restore_pipeline(kind, with_faceid), embedded_default=embedded_default,
                              base=RESTORE_WEIGHTS[kind][:1])

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from huggingface_hub import snapshot_download
-
 from idgen.errors import CheckpointError, ConfiguredModelError, IdgenError, ModelNotFoundError
 from idgen.models.config import ModelConfig, env_var, load_config
 from idgen.models.loading import check_model_files, loading
@@ -51,13 +49,21 @@ def missing_files(component: Component, path: Path) -> list[str]:
 
 
 def _from_hf_cache(repo_id: str, allow_download: bool) -> Optional[Path]:
+    from huggingface_hub import constants  # light; `snapshot_download` (hf_api, httpx: ~0.5 s) only when needed
+
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    local_only = not allow_download or offline
     # Read the cache location now, not at huggingface_hub's import time, so HF_HUB_CACHE/HF_HOME
     # set by the caller (or a test) are honoured.
     cache_dir = os.environ.get("HF_HUB_CACHE") or (
         os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None)
+    repo_folder = Path(cache_dir or constants.HF_HUB_CACHE) / constants.REPO_ID_SEPARATOR.join(("models", *repo_id.split("/")))
+    if local_only and not repo_folder.is_dir():
+        return None  # never cached (huggingface_hub's layout): `idgen doctor` need not import its client
+    from huggingface_hub import snapshot_download
+
     try:
-        return Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=not allow_download or offline))
+        return Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=local_only))
     except Exception as e:  # huggingface_hub raises several types for "not in cache" / offline
         logger.debug("hub id %s not available locally: %s", repo_id, e)
         return None

@@ -135,6 +135,7 @@ class DemoContext:
         once; a second one waits (`Job.acquire`)."""
         with self._build_lock:
             if key not in self._pipelines:
+                self._evict_siblings(key)
                 self._pipelines[key] = (build(), threading.Lock())
             built, lock = self._pipelines[key]
         job.acquire(lock)
@@ -143,6 +144,24 @@ class DemoContext:
             yield built
         finally:
             lock.release()
+
+    def _evict_siblings(self, key: tuple) -> None:
+        """Drop the idle pipelines built for the same tab and method as `key` with other speed or
+        memory options (the user switched mode: the old one would only hold memory). A pipeline a
+        job is using stays."""
+        for other in [k for k in self._pipelines if k[:2] == key[:2] and k != key]:
+            lock = self._pipelines[other][1]
+            if lock.acquire(blocking=False):
+                del self._pipelines[other]
+                lock.release()
+
+    def lora_files(self, session: str) -> list[str]:
+        """LoRA files the pickers offer: `$IDGEN_HOME/loras/` (few-step and user LoRAs) and the
+        LoRAs trained in this session's Train tab."""
+        from idgen.models.config import idgen_home
+        from idgen.models.loras import lora_files
+
+        return lora_files([idgen_home() / "loras", self.session_folder(session)])
 
     @contextlib.contextmanager
     def job(self, session: str, name: str, progress=None) -> Iterator[Job]:
@@ -259,6 +278,53 @@ def sampling_controls(gr, steps_label: str = "Steps (empty = default)", steps_id
         guidance = gr.Number(label="CFG scale (empty = default)", value=None)
         seed = gr.Number(label="Seed", value=0, precision=0)
     return steps, guidance, seed
+
+
+#: The demo's mode selector: the plain path or a few-step preset.
+MODES = ("standard", "lcm", "lightning", "hyper-sd", "tcd")
+
+
+def speed_controls(gr, ctx: "DemoContext", prefix: str) -> list:
+    """The "Speed and memory" accordion of a tab: mode (standard or a few-step preset), the
+    preset's weights and a LoRA (pickers over `ctx.lora_files`, with a refresh button; a path may
+    be typed), the LoRA's scale, fast paths, step caching and the memory mode. Returns the inputs
+    in the order `speed_options` takes them."""
+    with gr.Accordion("Speed and memory", open=False, elem_id=f"{prefix}-speed"):
+        with gr.Row():
+            mode = gr.Radio(list(MODES), value="standard", label="Mode (few-step presets need their weights)",
+                            elem_id=f"{prefix}-mode")
+            fast_paths = gr.Checkbox(False, label="Fast paths (fused attention, bf16, compile on GPU)")
+        with gr.Row():
+            weights = gr.Dropdown([], value=None, allow_custom_value=True, label="Few-step weights (LoRA / UNet file)",
+                                  elem_id=f"{prefix}-fast-weights")
+            lora = gr.Dropdown([], value=None, allow_custom_value=True, label="LoRA (e.g. trained in the Train tab)",
+                               elem_id=f"{prefix}-lora")
+            lora_scale = gr.Number(1.0, label="LoRA scale")
+            refresh = gr.Button("Refresh LoRA list", size="sm")
+        with gr.Row():
+            step_cache = gr.Number(0, precision=0, label="Step cache: full UNet step every N (0 = off)")
+            memory = gr.Radio(["max", "balanced", "low"], value="max", label="Memory")
+            fp8 = gr.Checkbox(False, label="fp8 weights (lossy)")
+
+    def _refresh(request: gr.Request):
+        files = ctx.lora_files(session_of(request))
+        return gr.update(choices=files), gr.update(choices=files)
+
+    refresh.click(_refresh, None, [weights, lora], api_name=False, queue=False)
+    return [mode, fast_paths, weights, lora, lora_scale, step_cache, memory, fp8]
+
+
+def speed_options(mode, fast_paths, weights, lora, lora_scale, step_cache, memory, fp8) -> dict:
+    """The `SpeedOptions` fields from the values of `speed_controls`."""
+    if mode not in MODES:
+        raise IdgenError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
+    preset = None if mode == "standard" else mode
+    if preset is not None and not optional(weights):
+        raise IdgenError(f"the {mode} mode needs its weights: pick or type the file under 'Few-step weights'.")
+    return {"speed": "fast" if fast_paths else "default", "fast": preset,
+            "fast_weights": optional(weights) if preset else None, "lora": optional(lora),
+            "lora_scale": 1.0 if optional(lora_scale) is None else float(lora_scale),
+            "step_cache": int(optional(step_cache) or 0), "memory": memory or "max", "fp8": bool(fp8)}
 
 
 def show_notes(notes) -> None:

@@ -14,7 +14,7 @@ from idgen.models.recipes import GENERATION_METHODS, build_generation_pipeline
 
 from idgen.app.demo.common import (
     ASSETS, DemoContext, Job, friendly, job_status, model_job, optional, paths, run_and_cancel_buttons,
-    sampling_controls,
+    sampling_controls, speed_controls, speed_options,
 )
 from idgen.conditioning import draw_kps_many
 from idgen.face import get_face_analyzer
@@ -73,7 +73,8 @@ def pick_face(indices: list, item: int) -> Optional[int]:
 
 def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, negative_prompt, steps, guidance_scale,
                  seed, identity_scale, control_scale, width, height, scheduler, num_images, identity_start,
-                 identity_end, job: Optional[Job] = None):
+                 identity_end, mode="standard", fast_paths=False, fast_weights=None, lora=None, lora_scale=1.0,
+                 step_cache=0, memory="max", fp8=False, job: Optional[Job] = None):
     """One generation; returns (image paths, record, downloadable files). `job`: its session,
     progress bar and cancel flag (default: a local job)."""
 
@@ -89,12 +90,15 @@ def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, nega
         num_images=int(num_images), face_index=int(face_index) if optional(face_index) is not None else None,
         scheduler=None if scheduler in (None, "default") else scheduler, embedded_default=ctx.tiny,
         identity_start=float(identity_start) if window else None, identity_end=float(identity_end) if window else None,
+        **speed_options(mode, fast_paths, fast_weights, lora, lora_scale, step_cache, memory, fp8),
     )
     if request.face_index is None:
         _warn_if_several_faces(request.faces)
     job = job or Job()
-    build = functools.partial(build_generation_pipeline, method, embedded_default=ctx.tiny)
-    with ctx.pipeline(("generate", method), build, job) as built, ctx.results(method, job) as out:
+    build = functools.partial(build_generation_pipeline, method, embedded_default=ctx.tiny,
+                              offload=request.memory != "max")
+    with ctx.pipeline(("generate", method, request.speed_key()), build, job) as built, \
+            ctx.results(method, job) as out:
         record = generate(request, out, pipeline=built, progress=job.steps("denoising"))
     files_out = record["files"] + [str(out / "record.json")]
     return record["files"], record, files_out
@@ -145,6 +149,7 @@ def build_generate_tab(ctx: DemoContext) -> None:
                     with gr.Row():
                         identity_start = gr.Slider(0, 1, value=0, step=0.05, label="Identity start (fraction of steps)")
                         identity_end = gr.Slider(0, 1, value=1, step=0.05, label="Identity end")
+                speed = speed_controls(gr, ctx, "gen")
                 run, stop = run_and_cancel_buttons("Generate", "gen")
                 status = job_status("gen")
             with gr.Column():
@@ -166,5 +171,5 @@ def build_generate_tab(ctx: DemoContext) -> None:
 
         model_job(ctx, run, stop, status, run_generate,
                   [method, faces, face_index, pose, prompt, negative, steps, guidance, seed, identity_scale,
-                   control_scale, width, height, scheduler, num_images, identity_start, identity_end],
+                   control_scale, width, height, scheduler, num_images, identity_start, identity_end, *speed],
                   [gallery, record, files], "generate")

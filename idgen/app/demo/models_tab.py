@@ -10,7 +10,7 @@ def models_report() -> tuple[list[list[str]], str]:
     """A table `[model, status, where, source]` (where: its path, or where to put it) and the
     `idgen doctor` text."""
 
-    report = doctor_report()
+    report = doctor_report(full=True)  # the demo has torch loaded: its device costs nothing more
     rows = [[name, "present" if info["present"] else "missing",
              str(info["path"] if info["present"] else info["put_at"]), str(info.get("source", ""))]
             for name, info in report["models"].items()]

@@ -1,0 +1,67 @@
+"""Applying a LoRA file to a built pipeline, and finding the LoRA files a user has.
+
+`apply_lora` reads the file safely (`idgen.checkpoint.load_checkpoint`: safetensors, or a
+weights-only pickle) and hands the dict to diffusers' `load_lora_weights` (no hub, no path
+guessing). Where the UNet carries no other LoRA, the LoRA is fused at its scale and its layers
+unloaded, so the UNet is plain again (fused attention and `torch.compile` see ordinary layers, and
+no per-step LoRA matmuls remain). Where it does (IP-Adapter-FaceID's own LoRA is a peft adapter
+whose weight stays adjustable), fusing would disable that adapter (peft skips every adapter of a
+merged layer), so the new LoRA stays an active adapter at its scale beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Union
+
+import torch
+
+from idgen.checkpoint import load_checkpoint
+from idgen.errors import CheckpointError, IdgenError
+
+LoRASource = Union[str, os.PathLike, Mapping[str, torch.Tensor]]
+
+
+def _peft_adapters(unet) -> list[str]:
+    return list(getattr(unet, "peft_config", None) or {})
+
+
+def apply_lora(pipe, weights: LoRASource, *, scale: float = 1.0, adapter_name: str = "idgen_lora") -> str:
+    """Load LoRA `weights` (a file or a state dict) into `pipe` at `scale`.
+
+    Returns:
+        "fused" (merged into the weights, layers unloaded) or "adapter" (kept as an active peft
+        adapter next to the pipeline's own, e.g. FaceID's).
+
+    Raises:
+        IdgenError: the pipeline takes no LoRAs; `CheckpointError`: the file is no LoRA of this
+            base; `ModelNotFoundError`: no such file.
+    """
+    what = f"LoRA {str(weights)!r}" if not isinstance(weights, Mapping) else "LoRA"
+    if not hasattr(pipe, "load_lora_weights"):
+        raise IdgenError(f"{type(pipe).__name__} does not take LoRAs.")
+    state_dict = dict(weights) if isinstance(weights, Mapping) else load_checkpoint(weights)
+    if not any("lora" in k for k in state_dict):
+        raise CheckpointError(f"{what} has no LoRA weights (first keys: {list(state_dict)[:3]}).")
+    others = _peft_adapters(pipe.unet)
+    try:
+        pipe.load_lora_weights(state_dict, adapter_name=adapter_name)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{what} does not fit this pipeline's UNet: {str(e).splitlines()[0]}") from None
+    if others:
+        pipe.set_adapters([adapter_name], [scale])
+        return "adapter"
+    pipe.fuse_lora(lora_scale=scale, adapter_names=[adapter_name])
+    pipe.unload_lora_weights()
+    return "fused"
+
+
+def lora_files(folders: Iterable[os.PathLike]) -> list[str]:
+    """The `.safetensors` files under `folders` (recursively; missing folders are skipped), sorted."""
+    found = set()
+    for folder in folders:
+        folder = Path(folder)
+        if folder.is_dir():
+            found.update(str(p) for p in folder.rglob("*.safetensors") if p.is_file())
+    return sorted(found)
