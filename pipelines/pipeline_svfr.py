@@ -38,6 +38,7 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from idgen.acceleration.mixin import AccelerationMixin
 from idgen.adapters.svfr import (IDProjection, SVFR_IN_CHANNELS, SVFRConfig, check_task_conditioning,
                                  frame_weight_sums, load_id_projection, load_svfr_unet, task_vector, triangle_weights,
                                  window_shift, window_starts)
@@ -72,7 +73,7 @@ def sharpest_frame(frames: torch.Tensor) -> int:
     return int(response.flatten(1).var(1).argmax())
 
 
-class SVFRPipeline(DiffusionPipeline):
+class SVFRPipeline(AccelerationMixin, DiffusionPipeline):
     r"""Video face restoration (BFR, colorization, inpainting, any combination).
 
     Args:

@@ -94,6 +94,10 @@ def pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+#: The "Speed and memory" inputs every model endpoint ends with, at their defaults.
+SPEED_DEFAULTS = ["standard", False, None, None, 1.0, 0, "max", False]
+
+
 def generate_args(method="faceid", photo=FACE, **overrides):
     args = dict(method=method, files=[handle_file(photo)], face_index=None, pose=None, prompt="photo of a person",
                 negative="", steps=2, guidance=None, seed=3, identity_scale=None, control_scale=None, width=None,
@@ -162,28 +166,29 @@ def test_swap_endpoint(served):
     _, _, client = served
     image, video, record, files = client.predict(
         handle_file(FACE), None, [handle_file(OTHER)], None, "all", None, "pva", "photo of a person",
-        2, None, 0, None, 1.0, 8, 8, "face", api_name="/swap")
+        2, None, 0, None, 1.0, 8, 8, "face", *SPEED_DEFAULTS, api_name="/swap")
     assert video is None and record["faces"][0]["source"] == 0
     assert np.any(np.asarray(Image.open(image).convert("RGB")) != np.asarray(Image.open(FACE).convert("RGB")))
     with pytest.raises(Exception, match="either a photo or a video"):
         client.predict(None, None, [handle_file(OTHER)], None, "all", None, "pva", "p", 2, None, 0, None, 1.0, 8, 8,
-                       "face", api_name="/swap")
+                       "face", *SPEED_DEFAULTS, api_name="/swap")
 
 
 def test_restore_endpoint_photo_and_video(served, tmp_path):
     from test_video import face_frames, make_video
 
     _, _, client = served
-    image, video, record, files = client.predict(handle_file(FACE), None, None, 0.7, ["bfr"], 2, 0, api_name="/restore")
+    image, video, record, files = client.predict(handle_file(FACE), None, None, 0.7, ["bfr"], 2, 0, *SPEED_DEFAULTS,
+                                                 api_name="/restore")
     assert video is None and record["faces"][0]["restored"] and record["parameters"]["fidelity"] == 0.7
     clip = make_video(tmp_path / "clip.mp4", face_frames(3, blank=()))
     image, video, record, files = client.predict(None, handle_file(str(clip)), None, 0.5, ["bfr", "colorize"], 2,
-                                                 0, api_name="/restore")
+                                                 0, *SPEED_DEFAULTS, api_name="/restore")
     assert image is None and record["video"]["tracks"] == 1 and record["parameters"]["tasks"] == ["bfr", "colorize"]
     with pytest.raises(Exception, match="either a photo or a video"):
-        client.predict(None, None, None, 0.5, ["bfr"], 2, 0, api_name="/restore")
+        client.predict(None, None, None, 0.5, ["bfr"], 2, 0, *SPEED_DEFAULTS, api_name="/restore")
     image, _, record, _ = client.predict(handle_file(FACE), None, handle_file(OTHER), 0.5, ["bfr"], 2, 0,
-                                         api_name="/restore")
+                                         *SPEED_DEFAULTS, api_name="/restore")
     assert record["faces"][0]["restored"] and record["request"]["reference"]
 
 
@@ -350,9 +355,9 @@ def test_cancel_stops_a_photo_swap_within_a_step(served):
     job = Job()
     folder = ctx.session_folder(LOCAL_SESSION)
     build = functools.partial(build_edit_pipeline, "pva", embedded_default=True)
-    with unet_calls(ctx, ("edit", "pva"), build) as calls:
+    with unet_calls(ctx, ("edit", "pva", SpeedOptions().speed_key()), build) as calls:
         # cancelled during the first denoising step
-        with ctx.pipeline(("edit", "pva"), None, job) as (pipe, _):
+        with ctx.pipeline(("edit", "pva", SpeedOptions().speed_key()), None, job) as (pipe, _):
             handle = pipe.unet.register_forward_hook(lambda *_: job.token.cancel())
         try:
             with pytest.raises(JobCancelled):

@@ -34,7 +34,7 @@ def rss_mb() -> float:
 
 def generate_args(seed: int) -> list:
     return ["faceid", [handle_file(FACE)], None, None, "photo of a person", "", 3, None, seed, None, None, None, None,
-            "default", 1, 0, 1]
+            "default", 1, 0, 1, "standard", False, None, None, 1.0, 0, "max", False]
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from idgen.app.speed_options import EMBEDDED_DEFAULT_STEPS
 from idgen.app.cli import EXIT_BAD_INPUT, EXIT_MISSING_MODEL, EXIT_OK, main
 from idgen.errors import CheckpointError
 from idgen.media.video import probe_video
@@ -50,7 +51,7 @@ def test_restore_a_photo_with_a_reference_of_the_person(faces_dir, tmp_path, cap
     assert main(["restore", photo, "--reference", str(faces_dir / "portrait_smile.jpg"), "--out", str(referred),
                  "--backend", "dlib"]) == EXIT_OK, capsys.readouterr().err
     record = json.loads((referred / "record.json").read_text())
-    assert record["faces"][0]["restored"] and record["parameters"]["num_inference_steps"] == 30  # the default, recorded
+    assert record["faces"][0]["restored"] and record["parameters"]["num_inference_steps"] == EMBEDDED_DEFAULT_STEPS  # recorded
     a, b = (np.asarray(Image.open(d / "portrait_glasses-restored.png"), dtype=float) for d in (plain, referred))
     assert np.abs(a - b).max() > 10, "the reference's identity must change the restored face"
     no_face = tmp_path / "flat.png"

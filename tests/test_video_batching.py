@@ -24,14 +24,19 @@ from idgen.pipelines.pipeline_face_swap import default_batch_size
 from conftest import SHARED, dlib_faces
 from test_video import make_video
 
-GREY_LEVELS = 1  # the most a batched uint8 crop may differ from the crop-by-crop one
+GREY_LEVELS = 1  # the most a batched uint8 image of the pipeline may differ from the crop-by-crop one
+#: ... and the colour-matched crop: the Reinhard transfer scales a 1-level change by the ratio of
+#: the target's to the result's standard deviation in L*a*b*.
+MATCHED_LEVELS = 3
 SOURCE_A = np.random.default_rng(0).normal(size=(1, 512)).astype(np.float32)
 SOURCE_B = np.random.default_rng(1).normal(size=(1, 512)).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=None)
 def _pipeline(method):
-    return build_edit_pipeline(method, embedded_default=True)[0]
+    pipe = build_edit_pipeline(method, embedded_default=True)[0]
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,22 +48,25 @@ def two_face_frames(n):
     """Two people side by side (glasses left, older right), drifting 2 px per frame."""
     frames = []
     for i in range(n):
-        canvas = np.full((200, 420, 3), 90, np.uint8)
+        canvas = np.full((220, 420, 3), 90, np.uint8)
         canvas[10:190, 2 * i: 2 * i + 180] = _portrait("portrait_glasses.jpg", 180)
-        canvas[10:190, 230 + 2 * i: 410 + 2 * i] = _portrait("portrait_older.jpg", 180)
+        canvas[10:210, 200 + 2 * i: 400 + 2 * i] = _portrait("portrait_older.jpg", 200)
         frames.append(canvas)
     return frames
 
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Records every pipeline call of `FaceSwapper` (its crops' seeds) and every crop it returns."""
-    record = {"calls": [], "crops": []}
+    """Records every pipeline call of `FaceSwapper` (its crops' seeds), its images by crop (before
+    the colour match) and every crop `swap_crops` returns (after it)."""
+    record = {"calls": [], "crops": [], "raw": {}}
     inpaint, swap = FaceSwapper._inpaint, FaceSwapper.swap_crops
 
     def counting_inpaint(self, crops, *args):
         record["calls"].append([c.seed for c in crops])
-        return inpaint(self, crops, *args)
+        out = inpaint(self, crops, *args)
+        record["raw"].update({(c.seed, c.crop.tobytes()): image for c, image in zip(crops, out)})
+        return out
 
     def recording_swap(self, *args, **kwargs):
         out = swap(self, *args, **kwargs)
@@ -71,15 +79,23 @@ def spy(monkeypatch):
 
 
 def _run(record, fn):
-    record["calls"].clear()
-    record["crops"].clear()
+    for kept in record.values():
+        kept.clear()
     result = fn()
-    return result, list(record["calls"]), np.stack(record["crops"])
+    return result, list(record["calls"]), np.stack(record["crops"]), dict(record["raw"])
 
 
-def _close(a, b):
+def _levels(a, b) -> int:
     assert a.shape == b.shape
-    assert np.abs(a.astype(int) - b.astype(int)).max() <= GREY_LEVELS
+    return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+
+def _same_swaps(raw, other_raw, crops, other_crops):
+    """The pipeline's images of every crop within `GREY_LEVELS`, the colour-matched crops within
+    `MATCHED_LEVELS`."""
+    assert raw.keys() == other_raw.keys()
+    assert max(_levels(raw[k], other_raw[k]) for k in raw) <= GREY_LEVELS
+    assert _levels(crops, other_crops) <= MATCHED_LEVELS
 
 
 # -- video swap -----------------------------------------------------------------------------------
@@ -91,13 +107,13 @@ def test_batched_video_swap_equals_frame_by_frame(method, spy, tmp_path):
     swapper = FaceSwapper(_pipeline(method), dlib_faces())
     run = functools.partial(swapper.swap_video, source, tmp_path / "out.mp4", [SOURCE_A, SOURCE_B], mapping="index",
                             num_inference_steps=2, progress=False)
-    report, one_by_one, crops = _run(spy, lambda: run(batch_size=1))
-    batched_report, batched, batched_crops = _run(spy, lambda: run(batch_size=8))
+    report, one_by_one, crops, raw = _run(spy, lambda: run(batch_size=1))
+    batched_report, batched, batched_crops, batched_raw = _run(spy, lambda: run(batch_size=8))
     assert report.tracks == 2 and report.faces_per_frame == [2, 2, 2] and batched_report == report
     # frame by frame: one call per crop; batched: one call per source identity, each crop its track's seed
     assert one_by_one == [[0], [1]] * 3
     assert batched == [[0, 0, 0], [1, 1, 1]]
-    _close(crops, batched_crops)
+    _same_swaps(raw, batched_raw, crops, batched_crops)
 
 
 def test_one_source_puts_every_face_of_the_batch_in_one_call(spy, tmp_path):
@@ -105,11 +121,11 @@ def test_one_source_puts_every_face_of_the_batch_in_one_call(spy, tmp_path):
     swapper = FaceSwapper(_pipeline("pva"), dlib_faces())
     run = functools.partial(swapper.swap_video, source, tmp_path / "out.mp4", [SOURCE_A], num_inference_steps=2,
                             progress=False)
-    _, calls, crops = _run(spy, lambda: run(batch_size=4))
+    _, calls, crops, raw = _run(spy, lambda: run(batch_size=4))
     assert calls == [[0, 1, 0, 1], [0, 1]]  # 4 crops at most per call, the frames' faces in order
-    _, default_calls, default_crops = _run(spy, lambda: run())  # default: 8 crops of 64 px
+    _, default_calls, default_crops, default_raw = _run(spy, lambda: run())  # default: 8 crops of 64 px
     assert default_batch_size(swapper.crop_size) == 8 and default_calls == [[0, 1] * 3]
-    _close(crops, default_crops)
+    _same_swaps(raw, default_raw, crops, default_crops)
 
 
 def test_video_progress_advances_per_frame(spy, tmp_path):
@@ -135,14 +151,16 @@ def _sequential(monkeypatch):
 def test_photo_faces_with_separate_crops_share_one_call(spy, monkeypatch):
     photo = two_face_frames(1)[0]
     swapper = FaceSwapper(_pipeline("instantid"), dlib_faces())
-    batched, calls, _ = _run(spy, lambda: swapper(photo, [SOURCE_A], num_inference_steps=2))
+    batched, calls, crops, raw = _run(spy, lambda: swapper(photo, [SOURCE_A], num_inference_steps=2))
     assert calls == [[0, 1]]
-    by_source, calls, _ = _run(spy, lambda: swapper(photo, [SOURCE_A, SOURCE_B], mapping="index", num_inference_steps=2))
+    _, calls, _, _ = _run(spy, lambda: swapper(photo, [SOURCE_A, SOURCE_B], mapping="index", num_inference_steps=2))
     assert calls == [[0], [1]]  # one person per call
     _sequential(monkeypatch)
-    sequential, calls, _ = _run(spy, lambda: swapper(photo, [SOURCE_A], num_inference_steps=2))
+    sequential, calls, sequential_crops, sequential_raw = _run(spy, lambda: swapper(photo, [SOURCE_A],
+                                                                                    num_inference_steps=2))
     assert calls == [[0], [1]]
-    _close(batched.image, sequential.image)
+    _same_swaps(raw, sequential_raw, crops, sequential_crops)
+    assert _levels(batched.image, sequential.image) <= MATCHED_LEVELS
     assert np.abs(batched.image.astype(int) - photo).max() > 10
 
 
@@ -151,15 +169,18 @@ def test_photo_faces_with_overlapping_crops_stay_sequential(spy, monkeypatch):
     photo[10:190, 0:180] = _portrait("portrait_glasses.jpg", 180)
     photo[30:170, 185:325] = _portrait("portrait_older.jpg", 140)
     swapper = FaceSwapper(_pipeline("pva"), dlib_faces())
-    out, calls, _ = _run(spy, lambda: swapper(photo, [SOURCE_A], num_inference_steps=2))
+    out, calls, _, _ = _run(spy, lambda: swapper(photo, [SOURCE_A], num_inference_steps=2))
     assert [f.source for f in out.faces] == [0, 0] and calls == [[0], [1]]
     _sequential(monkeypatch)
-    reference, _, _ = _run(spy, lambda: swapper(photo, [SOURCE_A], num_inference_steps=2))
+    reference, _, _, _ = _run(spy, lambda: swapper(photo, [SOURCE_A], num_inference_steps=2))
     np.testing.assert_array_equal(out.image, reference.image)  # the very same calls
 
 
-def test_instantid_inpainting_takes_a_batch_of_photos_with_their_keypoints():
-    pipe = _pipeline("instantid")
+@pytest.mark.parametrize("method", ["pva", "faceid", "instantid"])
+def test_a_batch_of_crops_in_one_call_equals_one_call_each(method):
+    """What `FaceSwapper` relies on: lists of images, masks, prompts (and InstantID's keypoints
+    `[B, 5, 2]`) with one generator per image give each image its single-call result."""
+    pipe = _pipeline(method)
     rng = np.random.default_rng(0)
     photos = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
     mask = np.zeros((64, 64), np.uint8)
@@ -167,14 +188,16 @@ def test_instantid_inpainting_takes_a_batch_of_photos_with_their_keypoints():
     kps = np.array([[24, 28], [40, 28], [32, 36], [26, 44], [38, 44]], np.float32)
     kps = np.stack([kps, kps + 3])
     common = dict(face_embeds=SOURCE_A, num_inference_steps=2, height=64, width=64, output_type="np")
-    single = [pipe(prompt="a person", image=p, mask_image=mask, target_kps=k,
-                   generator=torch.Generator().manual_seed(s), **common).images[0]
-              for p, k, s in zip(photos, kps, (3, 4))]
-    batch = pipe(prompt=["a person"] * 2, image=photos, mask_image=[mask] * 2, target_kps=kps,
-                 generator=[torch.Generator().manual_seed(s) for s in (3, 4)], **common).images
+    each = [{"target_kps": k} if method == "instantid" else {} for k in kps]
+    single = [pipe(prompt="a person", image=p, mask_image=mask, generator=torch.Generator().manual_seed(s),
+                   **e, **common).images[0] for p, e, s in zip(photos, each, (3, 4))]
+    batch = pipe(prompt=["a person"] * 2, image=photos, mask_image=[mask] * 2,
+                 generator=[torch.Generator().manual_seed(s) for s in (3, 4)],
+                 **({"target_kps": kps} if method == "instantid" else {}), **common).images
     np.testing.assert_allclose(batch, np.stack(single), atol=1e-4)
-    with pytest.raises(IdgenError, match=r"2 images need as many masks"):
-        pipe(prompt=["a person"] * 2, image=photos, mask_image=[mask] * 2, target_kps=kps[:1], **common)
+    if method == "instantid":
+        with pytest.raises(IdgenError, match=r"2 images need as many masks"):
+            pipe(prompt=["a person"] * 2, image=photos, mask_image=[mask] * 2, target_kps=kps[:1], **common)
 
 
 # -- video restoration ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from idgen import arguments
 from idgen.errors import IdgenError
 from idgen.app.options import PromptOptions
 from idgen.app.records import call_default, json_bytes
+from idgen.app.speed_options import accelerate, add_speed_arguments, sampling_defaults, speed_arguments
 from idgen.jobs import CancelToken
 from idgen.media import VIDEO_STEPS
 from idgen.models.methods import EDIT_ADAPTER, EDIT_METHODS, EDIT_WEIGHTS
@@ -107,16 +108,17 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
     folder = OutputFolder(out_dir, overwrite=overwrite, hint="pass --overwrite")
     folder.claim(name, "record.json")
     pipe, embedded = pipeline or build_edit_pipeline(request.method, base=request.base, adapter=request.adapter,
-                                                     embedded_default=request.embedded_default)
+                                                     embedded_default=request.embedded_default,
+                                                     offload=request.memory != "max")
     pipe.set_progress_bar_config(disable=True)
+    speed = accelerate(pipe, request)
     analyzer = get_face_analyzer(request.face_backend)
     embeds, notes = _source_embeddings(request, analyzer, embedded)
     references = [analyze_photo(p, analyzer)[1].embedding for p in request.references] or None
-    default_steps = VIDEO_STEPS if is_video else call_default(pipe, "num_inference_steps")
-    generation = {"negative_prompt": request.negative_prompt, "strength": request.strength,
-                  "num_inference_steps": request.steps or default_steps}
-    if request.guidance_scale is not None:
-        generation["guidance_scale"] = request.guidance_scale
+    sampling = sampling_defaults(pipe, request.steps, request.guidance_scale, embedded,
+                                 default_steps=VIDEO_STEPS if is_video else None)
+    sampling.setdefault("num_inference_steps", call_default(pipe, "num_inference_steps"))
+    generation = {"negative_prompt": request.negative_prompt, "strength": request.strength, **sampling}
     if cancel is not None:
         generation["callback_on_step_end"] = cancel.on_step_end
     swapper = FaceSwapper(pipe, analyzer)
@@ -152,13 +154,13 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
             "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "embedding_notes": notes,
             "parameters": {"num_inference_steps": generation["num_inference_steps"], "strength": request.strength,
                            # CFG as diffusers' loop stored it (None when no face was edited)
-                           "guidance_scale": request.guidance_scale if request.guidance_scale is not None else
-                           getattr(pipe, "_guidance_scale", None), "seed": request.seed,
+                           "guidance_scale": generation.get("guidance_scale", getattr(pipe, "_guidance_scale", None)),
+                           "seed": request.seed,
                            "identity_scale": request.identity_scale if request.identity_scale is not None else
                            pipe.default_identity_scale},
             "pipeline": type(pipe).__name__, "crop_size": swapper.crop_size, "face_backend": analyzer.name,
             "output": str(folder.path / name), "seconds": round(time.perf_counter() - started, 3), **details,
-            "provenance": provenance.to_dict() if provenance is not None else None,
+            "provenance": provenance.to_dict() if provenance is not None else None, "speed": speed,
         }
         folder.write_bytes("record.json", json_bytes(record))
     return record
@@ -189,6 +191,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-color-match", dest="color_match", action="store_false")
     parser.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
     parser.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
+    add_speed_arguments(parser)
 
 
 def _request(args: argparse.Namespace, target: str, sources: list[list[str]], **extra) -> EditRequest:
@@ -197,7 +200,8 @@ def _request(args: argparse.Namespace, target: str, sources: list[list[str]], **
         dilate=args.dilate, feather=args.feather, prompt=args.prompt, negative_prompt=args.negative_prompt,
         base=args.base, adapter=args.adapter, seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,
         identity_scale=args.identity_scale, strength=args.strength, color_match=args.color_match,
-        batch_size=args.batch_size, face_backend=args.backend, embedded_default=True if args.tiny else None, **extra,
+        batch_size=args.batch_size, face_backend=args.backend, embedded_default=True if args.tiny else None,
+        **speed_arguments(args), **extra,
     )
 
 

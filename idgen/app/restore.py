@@ -16,6 +16,7 @@ import numpy as np
 from idgen import arguments
 from idgen.app.options import RunOptions
 from idgen.app.records import call_default, json_bytes, write_json
+from idgen.app.speed_options import accelerate, add_speed_arguments, sampling_defaults, speed_arguments
 from idgen.errors import IdgenError
 from idgen.jobs import CancelToken
 from idgen.media import VIDEO_STEPS
@@ -155,12 +156,17 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
     folder = OutputFolder(out_dir, overwrite=overwrite, hint="pass --overwrite")
     folder.claim(name, "record.json")
     pipe, embedded = pipeline or build_restore_pipeline(kind, reference=bool(request.reference),
-                                                        embedded_default=request.embedded_default)
+                                                        embedded_default=request.embedded_default,
+                                                        offload=request.memory != "max")
     pipe.set_progress_bar_config(disable=True)
+    speed = accelerate(pipe, request)
     analyzer = get_face_analyzer(request.face_backend)
-    steps = request.steps or (VIDEO_STEPS if kind == "video" else call_default(pipe, "num_inference_steps"))
+    sampling = sampling_defaults(pipe, request.steps, None, embedded,
+                                 default_steps=VIDEO_STEPS if kind == "video" else None)
+    steps = sampling.pop("num_inference_steps", None) or call_default(pipe, "num_inference_steps")
     hooks = {} if cancel is None else {"callback_on_step_end": cancel.on_step_end}
-    parameters = {"num_inference_steps": steps, "seed": request.seed,
+    hooks.update(sampling)  # a few-step preset's CFG (and eta)
+    parameters = {"num_inference_steps": steps, "seed": request.seed, **sampling,
                   **({"fidelity": request.fidelity} if kind == "image" else {"tasks": list(request.tasks)})}
     weights = RESTORE_WEIGHTS[kind] + (RESTORE_REFERENCE_WEIGHTS if kind == "image" and request.reference else ())
     provenance = job_provenance("restore", "svfr" if kind == "video" else "restore-controlnet", weights,
@@ -194,7 +200,7 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
                   "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "pipeline": type(pipe).__name__,
                   "face_backend": analyzer.name, "parameters": parameters, "output": str(folder.path / name),
                   "seconds": round(time.perf_counter() - started, 3), **details, "notes": notes,
-                  "provenance": provenance.to_dict() if provenance is not None else None}
+                  "provenance": provenance.to_dict() if provenance is not None else None, "speed": speed}
         folder.write_bytes("record.json", json_bytes(record))
     return record
 
@@ -283,7 +289,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     request = RestoreRequest(input=args.input, reference=args.reference, fidelity=args.fidelity,
                              tasks=tuple(args.tasks.split(",")), steps=args.steps, batch_size=args.batch_size,
                              seed=args.seed,
-                             face_backend=args.backend, embedded_default=True if args.tiny else None)
+                             face_backend=args.backend, embedded_default=True if args.tiny else None,
+                             **speed_arguments(args))
     record = run_restore(request, Path(args.out), overwrite=args.overwrite)
     print(record["output"])
     for note in [record["note"], *record["notes"]]:
@@ -320,6 +327,7 @@ def add_parsers(sub) -> None:
     restore.add_argument("--overwrite", action="store_true", help="replace earlier results of the same names in --out")
     restore.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
     restore.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
+    add_speed_arguments(restore)
     restore.set_defaults(func=_cmd_restore)
 
     evaluate = sub.add_parser("eval", help="evaluate a capability on your data")

@@ -82,17 +82,17 @@ def accelerate(pipe, options: SpeedOptions) -> dict:
 def sampling_defaults(pipe, steps: Optional[int], guidance_scale: Optional[float], embedded: bool,
                       default_steps: Optional[int] = None) -> dict:
     """`num_inference_steps` (and, under a few-step preset, `guidance_scale` / `eta`) for a call:
-    what the request asks for, else the preset's recipe, else `EMBEDDED_DEFAULT_STEPS` on the
-    embedded default, else `default_steps` (a command's own default), else nothing (the pipeline's
-    `__call__` default)."""
+    what the request asks for, else the preset's recipe, else `default_steps` (a command's own
+    default, e.g. `idgen.media.VIDEO_STEPS`), else `EMBEDDED_DEFAULT_STEPS` on the embedded default,
+    else nothing (the pipeline's `__call__` default)."""
     mode = getattr(pipe, "fast_mode", None)
     out = dict(mode.call_kwargs) if mode is not None else {}
     if steps is not None:
         out["num_inference_steps"] = steps
-    elif mode is None and embedded:
-        out["num_inference_steps"] = EMBEDDED_DEFAULT_STEPS
     elif mode is None and default_steps is not None:
         out["num_inference_steps"] = default_steps
+    elif mode is None and embedded:
+        out["num_inference_steps"] = EMBEDDED_DEFAULT_STEPS
     if guidance_scale is not None:
         out["guidance_scale"] = guidance_scale
     return out

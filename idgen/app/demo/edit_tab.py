@@ -16,7 +16,7 @@ from idgen.models.recipes import EDIT_METHODS, build_edit_pipeline
 
 from idgen.app.demo.common import (
     DemoContext, Job, job_status, model_job, optional, paths, photo_or_video, result_column, run_and_cancel_buttons,
-    sampling_controls, show_notes,
+    sampling_controls, show_notes, speed_controls, speed_options,
 )
 from idgen.image_io import load_image
 
@@ -40,28 +40,31 @@ def editor_photo_and_mask(value) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _edit(ctx: DemoContext, request: EditRequest, out: Path, job: Job):
     """Run `request` on the tab's cached pipeline, held by `job`; results go to `out`."""
-    build = functools.partial(build_edit_pipeline, request.method, embedded_default=ctx.tiny)
-    with ctx.pipeline(("edit", request.method), build, job) as built:
+    build = functools.partial(build_edit_pipeline, request.method, embedded_default=ctx.tiny,
+                              offload=request.memory != "max")
+    with ctx.pipeline(("edit", request.method, request.speed_key()), build, job) as built:
         record = run_edit(request, out, pipeline=built, progress=job.steps("editing"), cancel=job.token)
     show_notes(record["notes"])
     return record, [record["output"], str(out / "record.json")]
 
 
 def _request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength, dilate, feather, region,
-                    ctx: DemoContext) -> dict:
+                    ctx: DemoContext, speed: dict) -> dict:
     if method not in EDIT_METHODS:
         raise IdgenError(f"choose a method among {EDIT_METHODS}.")
     return dict(method=method, prompt=prompt or "photo of a person", steps=int(steps) if optional(steps) else None,
                 guidance_scale=optional(guidance_scale), seed=int(seed), identity_scale=optional(identity_scale),
                 strength=float(strength), dilate=int(dilate), feather=int(feather), region=region,
-                embedded_default=ctx.tiny)
+                embedded_default=ctx.tiny, **speed)
 
 
 def run_inpaint(ctx: DemoContext, editor, faces, method, prompt, steps, guidance_scale, seed, identity_scale,
-                strength, dilate, feather, region, job: Optional[Job] = None):
+                strength, dilate, feather, region, mode="standard", fast_paths=False, fast_weights=None, lora=None,
+                lora_scale=1.0, step_cache=0, memory="max", fp8=False, job: Optional[Job] = None):
     """Repaint the painted area (or the detected face region) as the person of `faces`."""
 
     job = job or Job()
+    speed = speed_options(mode, fast_paths, fast_weights, lora, lora_scale, step_cache, memory, fp8)
     photo, mask = editor_photo_and_mask(editor)
     photo = load_image(photo)  # the pixel limit
     with ctx.results("inpaint", job) as out:
@@ -75,17 +78,20 @@ def run_inpaint(ctx: DemoContext, editor, faces, method, prompt, steps, guidance
         request = EditRequest(target=str(target), sources=[sources], mask=None if mask_path is None else str(mask_path),
                               operation="inpaint",
                               **_request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength,
-                                                dilate, feather, region, ctx))
+                                                dilate, feather, region, ctx, speed))
         record, files = _edit(ctx, request, out, job)
     return record["output"], record, files
 
 
 def run_swap(ctx: DemoContext, photo, video, source_1, source_2, mapping, references, method, prompt, steps,
-             guidance_scale, seed, identity_scale, strength, dilate, feather, region, job: Optional[Job] = None):
+             guidance_scale, seed, identity_scale, strength, dilate, feather, region, mode="standard",
+             fast_paths=False, fast_weights=None, lora=None, lora_scale=1.0, step_cache=0, memory="max", fp8=False,
+             job: Optional[Job] = None):
     """Swap the faces of a photo or a video; returns (image or None, video or None, record, files)."""
     if (photo is None) == (video is None):
         raise IdgenError("give either a photo or a video to swap faces in.")
     job = job or Job()
+    speed = speed_options(mode, fast_paths, fast_weights, lora, lora_scale, step_cache, memory, fp8)
     sources = [s for s in (paths(source_1), paths(source_2)) if s]
     given = Path(photo or video)
     with ctx.results("swap", job) as out:
@@ -93,13 +99,13 @@ def run_swap(ctx: DemoContext, photo, video, source_1, source_2, mapping, refere
         target.write_bytes(given.read_bytes())
         request = EditRequest(target=str(target), sources=sources, mapping=mapping, references=paths(references),
                               **_request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength,
-                                                dilate, feather, region, ctx))
+                                                dilate, feather, region, ctx, speed))
         record, files = _edit(ctx, request, out, job)
     is_video = "video" in record
     return (None if is_video else record["output"]), (record["output"] if is_video else None), record, files
 
 
-def _advanced(gr):
+def _advanced(gr, ctx: DemoContext, prefix: str):
     with gr.Accordion("Advanced", open=False):
         steps, guidance, seed = sampling_controls(gr)
         with gr.Row():
@@ -109,7 +115,8 @@ def _advanced(gr):
             dilate = gr.Slider(0, 32, value=8, step=1, label="Mask dilation (crop px)")
             feather = gr.Slider(0, 32, value=8, step=1, label="Seam feather (crop px)")
             region = gr.Radio(["face", "face_hair"], value="face", label="Region (no painted mask)")
-    return [steps, guidance, seed, identity_scale, strength, dilate, feather, region]
+    return [steps, guidance, seed, identity_scale, strength, dilate, feather, region,
+            *speed_controls(gr, ctx, prefix)]
 
 
 def build_inpaint_tab(ctx: DemoContext) -> None:
@@ -123,7 +130,7 @@ def build_inpaint_tab(ctx: DemoContext) -> None:
                 faces = gr.File(label="Photos of the person (1-20)", file_count="multiple", file_types=["image"])
                 method = gr.Radio(list(EDIT_METHODS), value="pva", label="Adapter")
                 prompt = gr.Textbox(label="Prompt", value="photo of a person")
-                advanced = _advanced(gr)
+                advanced = _advanced(gr, ctx, "inpaint")
                 run, stop = run_and_cancel_buttons("Inpaint", "inpaint")
                 status = job_status("inpaint")
             with gr.Column():
@@ -147,7 +154,7 @@ def build_swap_tab(ctx: DemoContext) -> None:
                                      file_count="multiple", file_types=["image"])
                 method = gr.Radio(list(EDIT_METHODS), value="pva", label="Adapter")
                 prompt = gr.Textbox(label="Prompt", value="photo of a person")
-                advanced = _advanced(gr)
+                advanced = _advanced(gr, ctx, "swap")
                 run, stop = run_and_cancel_buttons("Swap", "swap")
                 status = job_status("swap")
             with gr.Column():
