@@ -39,6 +39,7 @@ UNET = {
                         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, norm_num_groups=32),
              "xl": dict(block_out_channels=(320, 640, 1280), layers_per_block=2, attention_head_dim=(5, 10, 20),
                         transformer_layers_per_block=(1, 2, 10), sample_size=128,
+                        addition_time_embed_dim=256, projection_class_embeddings_input_dim=6 * 256 + 1280,
                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=32)},
 }
@@ -64,12 +65,15 @@ def _resize_unet(components: dict, size: str, xl: bool) -> None:
         components["controlnet"] = tiny_controlnet(components["unet"], 5)
 
 
-def build(method: str, size: str, ours: bool):
-    import diffusers
+def latent_side(method: str, size: str) -> int:
+    """The latent side of `method`'s images at `size` (full: SDXL's 128 for InstantID, else SD1.5's 64)."""
+    return LATENT[size] or (128 if method == "instantid" else 64)
 
-    from idgen.pipelines import Arc2FacePipeline, StableDiffusionFaceIDPipeline, StableDiffusionXLInstantIDPipeline
-    from idgen.testing import (TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict,
-                               tiny_controlnet, tiny_sd15_components, tiny_sdxl_components)
+
+def random_components(method: str, size: str) -> dict:
+    """The random-weight components both pipelines of `method` are built from at `size`: the kit's
+    (`idgen.testing`) with the UNet (and ControlNet) of `size` and text encoders of its width."""
+    from idgen.testing import tiny_controlnet, tiny_sd15_components, tiny_sdxl_components
 
     if method == "instantid":
         components = tiny_sdxl_components(0)
@@ -83,16 +87,29 @@ def build(method: str, size: str, ours: bool):
                 {**components["unet"].config, "cross_attention_dim": w1 + w2, "projection_class_embeddings_input_dim": 6 * 8 + w2})
         components["controlnet"] = tiny_controlnet(components["unet"], 5)
         _resize_unet(components, size, xl=True)
+        return components
+    width = max(TEXT_WIDTH[size], 512) if method == "arc2face" else TEXT_WIDTH[size]
+    components = tiny_sd15_components(0, text_width=width, in_channels=9 if method == "pva" else 4)
+    _resize_unet(components, size, xl=False)
+    components["requires_safety_checker"] = False
+    return components
+
+
+def build(method: str, size: str, ours: bool):
+    import diffusers
+
+    from idgen.pipelines import Arc2FacePipeline, StableDiffusionFaceIDPipeline, StableDiffusionXLInstantIDPipeline
+    from idgen.testing import TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict
+
+    components = random_components(method, size)
+    if method == "instantid":
         if not ours:
             return diffusers.StableDiffusionXLControlNetPipeline(**components)
         pipe = StableDiffusionXLInstantIDPipeline(**components)
         resampler = OFFICIAL_RESAMPLER if size == "full" else TINY_RESAMPLER
         pipe.load_instantid(random_instantid_state_dict(pipe.unet, resampler_config=resampler), resampler_config=resampler)
         return pipe
-    width = max(TEXT_WIDTH[size], 512) if method == "arc2face" else TEXT_WIDTH[size]
-    components = tiny_sd15_components(0, text_width=width, in_channels=9 if method == "pva" else 4)
-    _resize_unet(components, size, xl=False)
-    components["requires_safety_checker"] = False
+    width = components["text_encoder"].config.hidden_size
     if method == "pva":
         from idgen.pipelines import StableDiffusionPVAInpaintPipeline
 
@@ -117,7 +134,7 @@ def run_case(method: str, size: str, ours: bool, device: str, dtype: str, steps:
     torch.set_grad_enabled(False)
     pipe = build(method, size, ours).to(device, getattr(torch, dtype))
     pipe.set_progress_bar_config(disable=True)
-    side = (LATENT[size] or (128 if method == "instantid" else 64)) * pipe.vae_scale_factor
+    side = latent_side(method, size) * pipe.vae_scale_factor
     kwargs = dict(num_inference_steps=steps, guidance_scale=5.0, height=side, width=side, output_type="latent",
                   generator=torch.Generator("cpu").manual_seed(0))
     face = np.random.default_rng(0).normal(size=(1, 512)).astype(np.float32)

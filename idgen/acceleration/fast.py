@@ -163,7 +163,10 @@ def enable_fast_inference(
         if with_lora:
             record.notes.append(f"{with_lora} attention modules with LoRA layers left unfused")
     if channels_last:
-        for model in _components(pipe, CONV_MODELS).values():
+        for name, model in _components(pipe, CONV_MODELS).items():
+            if any(p.ndim == 5 for p in model.parameters()):  # video models' 3-D convolutions
+                record.notes.append(f"{name}: channels-last skipped (5-D weights)")
+                continue
             model.to(memory_format=torch.channels_last)
         record.channels_last = True
     if compile == "auto":

@@ -99,11 +99,15 @@ def set_memory_mode(pipe, mode: str, *, device: Union[str, torch.device, None] =
                                   use_stream=target.type == "cuda")
         record.offload = "group (leaf level)"
     if mode in ("balanced", "low") and vae is not None:
-        vae.enable_slicing()
-        record.vae_slicing = True
-        if mode == "low":
-            vae.enable_tiling()
-            record.vae_tiling = True
+        for setting, wanted in (("slicing", True), ("tiling", mode == "low")):
+            if not wanted:
+                continue
+            try:
+                getattr(vae, f"enable_{setting}")()
+            except (AttributeError, NotImplementedError):  # e.g. SVD's temporal VAE has neither
+                record.notes.append(f"VAE {setting}: not available for {type(vae).__name__}")
+                continue
+            setattr(record, f"vae_{setting}", True)
     pipe.memory_mode = record
     logger.info("memory mode: %s", record.to_dict())
     return record

@@ -271,6 +271,8 @@ def enable_step_cache(unet, interval: int = 3, *, controlnet=None) -> StepCache:
                 "call disable_step_cache(unet) before enabling another.")
     handle = StepCache(unet, int(interval), controlnet)
     _INSTALLED[unet] = handle
+    if controlnet is not None:
+        _INSTALLED[controlnet] = handle
     return handle
 
 
