@@ -655,12 +655,12 @@ def parse_args(argv=None):
     return args
 
 
+@torch.no_grad()  # scoped, not set_grad_enabled(False): main() also runs inside the test process
 def main(argv=None) -> int:
     """Run the benchmark; 0 when every case that ran succeeded, 1 when one failed."""
     args = parse_args(argv)
     from idgen.acceleration.fast import default_dtype
 
-    torch.set_grad_enabled(False)
     device = torch.device(args.device)
     dtype = default_dtype(device) if args.dtype == "auto" else getattr(torch, args.dtype)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)

@@ -2,8 +2,9 @@
 
 Tolerance: batched kernels round floats differently from batch-1 ones, so pipeline outputs agree
 to float precision (atol 1e-4 on [0, 1] images and SVFR frames), the pipelines' images rounded to
-uint8 to at most 1 grey level (`GREY_LEVELS`), the colour-matched crops to `MATCHED_LEVELS`. Videos are compared through the crops that are pasted into the
-frames, not through the encoded file (H.264 turns a 1-level change into larger ones).
+uint8 to at most 1 grey level (`GREY_LEVELS`), the colour-matched crops to `MATCHED_LEVELS`.
+Videos are compared through the crops that are pasted into the frames, not through the encoded
+file (H.264 turns a 1-level change into larger ones).
 """
 
 import functools
