@@ -123,6 +123,19 @@ def test_fusing_then_loading_a_lora_is_refused(tmp_path):
         pipe.load_fast_preset("lcm", _lora_file(pipe.unet, tmp_path / "lcm.safetensors"))
 
 
+def test_only_stock_processors_are_fused():
+    from diffusers.models.attention_processor import AttnProcessor
+
+    unet = instantid.make_pipeline().unet
+    name = next(n for n in unet.attn_processors if "attn2" in n)
+    custom = AttnProcessor()  # any processor that is not diffusers' stock AttnProcessor2_0 (an identity one)
+    unet.set_attn_processor({**unet.attn_processors, name: custom})
+    fused, _ = fuse_attention_projections(unet)
+    assert fused == len(unet.attn_processors) - 1
+    assert unet.attn_processors[name] is custom
+    assert not getattr(unet.get_submodule(name[: -len(".processor")]), "fused_projections", False)
+
+
 def test_unfused_lora_layers_are_not_fused():
     pipe = instantid.make_pipeline()
     pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v"]))

@@ -16,6 +16,7 @@ from typing import Optional, Union
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from idgen.errors import IdgenError
 
@@ -60,14 +61,6 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _has_unfused_lora(linear) -> bool:
-    try:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:  # peft absent: no LoRA layers can exist
-        return False
-    return isinstance(linear, BaseTunerLayer)
-
-
 def fuse_attention_projections(model: torch.nn.Module) -> tuple[int, int]:
     """Fuse the projections of every attention module of `model` that runs diffusers' stock
     `AttnProcessor2_0`: q/k/v into one matmul for self-attention, k/v for cross-attention, with
@@ -89,7 +82,7 @@ def fuse_attention_projections(model: torch.nn.Module) -> tuple[int, int]:
             continue
         if type(module.processor) is not AttnProcessor2_0:
             continue
-        if any(_has_unfused_lora(getattr(module, name)) for name in ("to_q", "to_k", "to_v")):
+        if any(isinstance(getattr(module, name), BaseTunerLayer) for name in ("to_q", "to_k", "to_v")):
             with_lora += 1
             continue
         module.fuse_projections()

@@ -27,6 +27,7 @@ from typing import Mapping, Optional, Union
 import diffusers
 import torch
 
+from idgen.acceleration.fast import has_fused_attention
 from idgen.checkpoint import load_checkpoint
 from idgen.errors import CheckpointError, IdgenError
 from idgen.models.loras import apply_lora
@@ -175,8 +176,6 @@ def apply_fast_preset(
         IdgenError: unknown preset, a pipeline it does not fit (Lightning on SD1.5, no LoRA
             support), fused attention already on; `CheckpointError`/`ModelNotFoundError`: the file.
     """
-    from idgen.acceleration.fast import has_fused_attention
-
     if name not in FAST_PRESETS:
         raise IdgenError(f"fast preset must be one of {', '.join(FAST_PRESETS)}, got {name!r}.")
     preset = FAST_PRESETS[name]

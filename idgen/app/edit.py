@@ -18,7 +18,7 @@ import numpy as np
 from idgen import arguments
 from idgen.errors import IdgenError
 from idgen.app.options import PromptOptions
-from idgen.app.records import call_default, json_bytes
+from idgen.app.records import json_bytes
 from idgen.app.speed_options import accelerate, add_speed_arguments, sampling_defaults, speed_arguments
 from idgen.jobs import CancelToken
 from idgen.media import VIDEO_STEPS
@@ -117,7 +117,6 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
     references = [analyze_photo(p, analyzer)[1].embedding for p in request.references] or None
     sampling = sampling_defaults(pipe, request.steps, request.guidance_scale, embedded,
                                  default_steps=VIDEO_STEPS if is_video else None)
-    sampling.setdefault("num_inference_steps", call_default(pipe, "num_inference_steps"))
     generation = {"negative_prompt": request.negative_prompt, "strength": request.strength, **sampling}
     if cancel is not None:
         generation["callback_on_step_end"] = cancel.on_step_end

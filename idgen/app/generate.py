@@ -195,7 +195,6 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
     # Arc2Face's prompt is the identity prompt ("photo of a id person"), not free text.
     prompt = {} if request.method == "arc2face" else {"prompt": request.prompt}
     sampling = sampling_defaults(pipe, request.steps, request.guidance_scale, embedded)
-    sampling.setdefault("num_inference_steps", call_default(pipe, "num_inference_steps"))
     kwargs = dict(**prompt, negative_prompt=request.negative_prompt, face_embeds=people,
                   reference_mode=request.reference_mode, **sampling,
                   num_images_per_prompt=request.num_images, generator=torch.Generator("cpu").manual_seed(request.seed),

@@ -15,7 +15,7 @@ import numpy as np
 
 from idgen import arguments
 from idgen.app.options import RunOptions
-from idgen.app.records import call_default, json_bytes, write_json
+from idgen.app.records import json_bytes, write_json
 from idgen.app.speed_options import accelerate, add_speed_arguments, sampling_defaults, speed_arguments
 from idgen.errors import IdgenError
 from idgen.jobs import CancelToken
@@ -163,7 +163,7 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
     analyzer = get_face_analyzer(request.face_backend)
     sampling = sampling_defaults(pipe, request.steps, None, embedded,
                                  default_steps=VIDEO_STEPS if kind == "video" else None)
-    steps = sampling.pop("num_inference_steps", None) or call_default(pipe, "num_inference_steps")
+    steps = sampling.pop("num_inference_steps")
     hooks = {} if cancel is None else {"callback_on_step_end": cancel.on_step_end}
     hooks.update(sampling)  # a few-step preset's CFG (and eta)
     parameters = {"num_inference_steps": steps, "seed": request.seed, **sampling,

@@ -14,6 +14,7 @@ from typing import Optional
 
 from idgen import arguments
 from idgen.acceleration.options import FAST_PRESET_NAMES, MEMORY_MODES, SPEEDS, SpeedOptions
+from idgen.app.records import call_default
 from idgen.errors import IdgenError
 
 #: Denoising steps of the tiny embedded default when none are asked for: its random weights only
@@ -84,7 +85,7 @@ def sampling_defaults(pipe, steps: Optional[int], guidance_scale: Optional[float
     """`num_inference_steps` (and, under a few-step preset, `guidance_scale` / `eta`) for a call:
     what the request asks for, else the preset's recipe, else `default_steps` (a command's own
     default, e.g. `idgen.media.VIDEO_STEPS`), else `EMBEDDED_DEFAULT_STEPS` on the embedded default,
-    else nothing (the pipeline's `__call__` default)."""
+    else the pipeline's `__call__` default."""
     mode = getattr(pipe, "fast_mode", None)
     out = dict(mode.call_kwargs) if mode is not None else {}
     if steps is not None:
@@ -93,6 +94,8 @@ def sampling_defaults(pipe, steps: Optional[int], guidance_scale: Optional[float
         out["num_inference_steps"] = default_steps
     elif mode is None and embedded:
         out["num_inference_steps"] = EMBEDDED_DEFAULT_STEPS
+    else:
+        out.setdefault("num_inference_steps", call_default(pipe, "num_inference_steps"))
     if guidance_scale is not None:
         out["guidance_scale"] = guidance_scale
     return out
