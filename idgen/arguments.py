@@ -26,6 +26,15 @@ def _typed(check: Callable[[str, str], object]) -> Callable[[str], object]:
     return convert
 
 
+def typed(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type from a parser `text -> value` that raises `InvalidArgumentError`."""
+    def check(name: str, text: str):
+        return parse(text)
+
+    check.__name__ = parse.__name__.lstrip("_")
+    return _typed(check)
+
+
 steps = _typed(validation.check_steps)
 seed = _typed(validation.check_seed)
 size = _typed(validation.check_size)
@@ -58,3 +67,4 @@ def _check_weighted_path(name: str, text: str) -> tuple[str, float]:
 
 #: `PATH[:SCALE]` (a LoRA file and its weight).
 weighted_path = _typed(_check_weighted_path)
+

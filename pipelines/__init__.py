@@ -3,8 +3,11 @@ diffusers' scheme (`StableDiffusion[XL]<Method>[Inpaint]Pipeline`).
 
 - `StableDiffusionXLInstantIDPipeline` and `StableDiffusionInstantIDPipeline` (the SD1.5
   architecture): IdentityNet ControlNet + Resampler identity tokens, official `ip-adapter.bin`.
+- `StableDiffusionXLInstantIDImg2ImgPipeline`: InstantID img2img (init image + `strength`).
 - `StableDiffusionFaceIDPipeline` / `StableDiffusionXLFaceIDPipeline`: IP-Adapter-FaceID and
   FaceID-Plus (v2), official files with their LoRA.
+- `StableDiffusionXLPuLIDPipeline`: PuLID v1 / v1.1 (ID encoder on ArcFace + EVA-CLIP features, ID
+  attention), official `pulid_*.safetensors` / `.bin` and EVA02-CLIP-L-336 files.
 - `Arc2FacePipeline` (SD1.5): the ArcFace embedding injected into the CLIP text encoder's input.
 - Identity inpainting: `StableDiffusion[XL]PVAInpaintPipeline` (PVA),
   `StableDiffusion[XL]FaceIDInpaintPipeline`, `StableDiffusion[XL]InstantIDInpaintPipeline`.
@@ -29,7 +32,9 @@ from idgen.pipelines.pipeline_stable_diffusion_pva_inpaint import StableDiffusio
 from idgen.pipelines.pipeline_stable_diffusion_xl_faceid import StableDiffusionXLFaceIDPipeline
 from idgen.pipelines.pipeline_stable_diffusion_xl_faceid_inpaint import StableDiffusionXLFaceIDInpaintPipeline
 from idgen.pipelines.pipeline_stable_diffusion_xl_instantid import StableDiffusionXLInstantIDPipeline
+from idgen.pipelines.pipeline_stable_diffusion_xl_instantid_img2img import StableDiffusionXLInstantIDImg2ImgPipeline
 from idgen.pipelines.pipeline_stable_diffusion_xl_instantid_inpaint import StableDiffusionXLInstantIDInpaintPipeline
+from idgen.pipelines.pipeline_stable_diffusion_xl_pulid import StableDiffusionXLPuLIDPipeline
 from idgen.pipelines.pipeline_stable_diffusion_xl_pva_inpaint import StableDiffusionXLPVAInpaintPipeline
 from idgen.pipelines.pipeline_svfr import SVFRPipeline, load_svfr_pipeline
 
@@ -60,9 +65,11 @@ __all__ = [
     "StableDiffusionPVAInpaintPipeline",
     "StableDiffusionXLFaceIDInpaintPipeline",
     "StableDiffusionXLFaceIDPipeline",
+    "StableDiffusionXLInstantIDImg2ImgPipeline",
     "StableDiffusionXLInstantIDInpaintPipeline",
     "StableDiffusionXLInstantIDPipeline",
     "StableDiffusionXLPVAInpaintPipeline",
+    "StableDiffusionXLPuLIDPipeline",
     "load_arc2face_pipeline",
     "load_svfr_pipeline",
 ]

@@ -31,6 +31,7 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 from idgen.acceleration.mixin import AccelerationMixin
 from idgen.adapters.faceid.config import ID_EMBED_DIM
 from idgen.adapters.faceid.loader import FaceIDLoaderMixin, ScaleConfig, get_faceid_state
+from idgen.adapters.style.loader import get_style_adapter, set_ip_scale
 from idgen.deprecation import take_renamed
 from idgen.errors import IdgenError
 from idgen.face import align_face, get_face_analyzer
@@ -68,7 +69,7 @@ class FaceIDArguments:
     clip_image_embeds: Optional[torch.Tensor] = None
     negative_clip_image_embeds: Optional[torch.Tensor] = None
     identities: Optional[Sequence[Mapping[str, Any]]] = None
-    reference_mode: ReferenceMode = "mean"
+    reference_mode: Optional[ReferenceMode] = None
     identity_scale: Optional[ScaleConfig] = None
     identity_start: float = 0.0
     identity_end: float = 1.0
@@ -138,8 +139,9 @@ class FaceIDPipelineMixin(AccelerationMixin, FaceIDLoaderMixin):
             `IDENTITY_KEYS` (the inputs above for that person, its `mask`: PIL/array/tensor, white =
             where that identity goes, handled by diffusers' `IPAdapterMaskProcessor`, and an
             optional float `scale`); instead of the single-person inputs.
-        reference_mode: N references of one person: "mean" (official: average the embeddings),
-            "normed_mean", or "concat" (4 tokens per reference, concatenated; one person only).
+        reference_mode: N references of one person: "mean" (official FaceID: average the embeddings),
+            "normed_mean", or "concat" (the tokens of each reference concatenated; one person only).
+            Default: "concat" for FaceID-Portrait (official `n_cond`: 16 tokens per photo), else "mean".
         identity_scale: identity scale for this call (float or per-block dict as in
             `set_faceid_scale`); default: the pipeline's (1.0 after `load_faceid`). Old name `scale`.
         identity_start / identity_end: fractions of the denoising steps in which the identity
@@ -161,7 +163,10 @@ class FaceIDPipelineMixin(AccelerationMixin, FaceIDLoaderMixin):
 
     def check_identity_inputs(self, args: FaceIDArguments) -> list[dict]:
         """Validate the identity arguments; returns the people, one dict (`IDENTITY_KEYS`) each."""
-        plus = self._require_faceid().spec.is_plus
+        spec = self._require_faceid().spec
+        plus = spec.is_plus
+        if args.reference_mode is None:  # FaceID-Portrait is made for several photos concatenated (n_cond)
+            args.reference_mode = "concat" if spec.variant == "faceid-portrait" else "mean"
         if not args.given:
             raise IdgenError(
                 "IP-Adapter-FaceID is loaded in this pipeline's UNet: give exactly one of `face_embeds` and "
@@ -356,38 +361,49 @@ class FaceIDPipelineMixin(AccelerationMixin, FaceIDLoaderMixin):
         arguments = {k: v for k, v in call_arguments.items() if k not in ("self", "kwargs")}
         arguments.update(call_arguments.get("kwargs", {}))
         args = FaceIDArguments.take(arguments)
-        for name in ("ip_adapter_image", "ip_adapter_image_embeds"):
-            if arguments.get(name) is not None:
-                raise IdgenError(f"`{name}` is set by the FaceID pipeline from the identity inputs; do not pass it.")
+        style = get_style_adapter(self.unet)
+        style_image, style_embeds = arguments.pop("ip_adapter_image", None), arguments.pop("ip_adapter_image_embeds", None)
+        for name, value in (("ip_adapter_image", style_image), ("ip_adapter_image_embeds", style_embeds)):
+            if value is not None and style is None:
+                raise IdgenError(f"`{name}` is set by the FaceID pipeline from the identity inputs; do not pass it "
+                                 "(for a style reference image, load a style adapter: `pipe.load_style_adapter(...)`).")
         prompt, negative_prompt = arguments.get("prompt"), arguments.get("negative_prompt")
         if isinstance(prompt, (list, tuple)) and isinstance(negative_prompt, str):
             # as the official generate; diffusers refuses a str negative with a list prompt
             arguments["negative_prompt"] = [negative_prompt] * len(prompt)
         check_sampling_arguments(arguments)
-        if get_faceid_state(self.unet) is None and not args.given:
-            return super().__call__(**arguments)
-        state = self._require_faceid()
-
-        # 1. Check inputs
-        people = self.check_identity_inputs(args)
         device = self._execution_device
         dtype = self.unet.dtype
         do_cfg = arguments["guidance_scale"] > 1 and self.unet.config.time_cond_proj_dim is None
-
-        # 2. Identity embeddings (one row per identity "image" of the IP branch)
-        identity = self.encode_identity(identities=people, reference_mode=args.reference_mode,
-                                        face_analyzer=args.face_analyzer, device=device)
         if prompt is not None:
             batch_size = 1 if isinstance(prompt, str) else len(prompt)
         elif arguments.get("prompt_embeds") is not None:
             batch_size = arguments["prompt_embeds"].shape[0]
         else:
             batch_size = 1  # the base pipeline reports the missing prompt
+        style_off = False
+        if style is not None:  # the style reference: the UNet's last IP-Adapter (InstantStyle)
+            style_entry, style_off = self.style_call_embeds(style_image, style_embeds, batch_size, do_cfg, device, dtype)
+        if get_faceid_state(self.unet) is None and not args.given:
+            if style is not None:
+                arguments["ip_adapter_image_embeds"] = [style_entry]
+            with self.style_off(style_off):
+                return super().__call__(**arguments)
+        state = self._require_faceid()
+
+        # 1. Check inputs
+        people = self.check_identity_inputs(args)
+
+        # 2. Identity embeddings (one row per identity "image" of the IP branch), then the style's
+        identity = self.encode_identity(identities=people, reference_mode=args.reference_mode,
+                                        face_analyzer=args.face_analyzer, device=device)
         positive = identity.embeds[None].expand(batch_size, -1, -1)
         negative = self._negative_identity(identity.embeds, args.negative_noise, arguments.get("generator"))
         negative = negative[None].expand(batch_size, -1, -1)
         id_embeds = torch.cat([negative, positive]) if do_cfg else positive
         arguments["ip_adapter_image_embeds"] = [id_embeds.to(device=device, dtype=dtype)]
+        if style is not None:
+            arguments["ip_adapter_image_embeds"].append(style_entry)
 
         # 3. Masks for several people
         masks = [person["mask"] for person in people if person.get("mask") is not None]
@@ -397,14 +413,14 @@ class FaceIDPipelineMixin(AccelerationMixin, FaceIDLoaderMixin):
             masks = IPAdapterMaskProcessor().preprocess(masks, height=h, width=w)
             arguments["cross_attention_kwargs"] = {
                 **(arguments.get("cross_attention_kwargs") or {}),
-                "ip_adapter_masks": [masks.reshape(1, -1, masks.shape[-2], masks.shape[-1])],
+                "ip_adapter_masks": [masks.reshape(1, -1, masks.shape[-2], masks.shape[-1])] + [None] * (style is not None),
             }
 
         # 4. Identity scales, step window and the Plus CLIP branch (all restored afterwards)
         saved_scales = self.get_faceid_scales()
         try:
             if args.identity_scale is not None:  # for this call only: not the configured scale
-                self.set_ip_adapter_scale(args.identity_scale)
+                set_ip_scale(self.unet, 0, args.identity_scale)
             if any(person.get("scale") is not None for person in people):
                 # one scale per masked person (diffusers' per-mask list); people without one keep the call's
                 self._set_faceid_scales({
@@ -429,7 +445,8 @@ class FaceIDPipelineMixin(AccelerationMixin, FaceIDLoaderMixin):
                 state.projection.shortcut_scale = state.s_scale if args.s_scale is None else float(args.s_scale)
 
             # 5. Denoise with the base pipeline
-            return super().__call__(**arguments)
+            with self.style_off(style_off):
+                return super().__call__(**arguments)
         finally:
             self._set_faceid_scales(saved_scales)
             if state.spec.is_plus:

@@ -10,6 +10,12 @@ one call only (`InstantIDPipelineMixin.identity_branch`):
   passes the prompt embeddings to the ControlNet, and a forward pre-hook swaps them for the tokens.
 Both hooks are hand-written because diffusers has no argument for a separate ControlNet context
 or a per-step attention input; they are removed in a `finally`.
+
+Extra ControlNets (depth, canny, pose...) follow the official `pipeline_stable_diffusion_xl_instantid_full.py`:
+`controlnet` is a list / `MultiControlNetModel` whose first entry is the IdentityNet; diffusers'
+multi-ControlNet loop runs them all, the pre-hook sits on the first only, so the others keep the
+text as their context. The official `control_mask` ("enhance face region") multiplies the
+IdentityNet's residuals by the mask (a forward hook) and limits the identity attention to it.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 import PIL.Image
 import torch
-from diffusers.models import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+import torch.nn.functional as F
+from diffusers.models import AutoencoderKL, ControlNetModel, MultiControlNetModel, UNet2DConditionModel
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -121,15 +128,80 @@ def masked_face_kps(image: np.ndarray, mask: np.ndarray, analyzer) -> np.ndarray
     return np.asarray(best.kps, dtype=np.float32)
 
 
-def _check_identitynet(controlnet, pipeline_name: str) -> None:
-    """The IdentityNet is one `ControlNetModel`, or None (a pipeline built without it, e.g. to use
-    its text encoders only, as diffusers allows; calling it then raises)."""
-    if controlnet is not None and not isinstance(controlnet, ControlNetModel):
-        raise IdgenError(f"{pipeline_name} takes one IdentityNet ControlNetModel, got {type(controlnet).__name__}.")
+def load_photos(image) -> tuple[list[np.ndarray], bool]:
+    """The photo(s) of `image` (one, or a list of B photos of one size) as `[H, W, 3]` uint8
+    arrays, and whether `image` was a list."""
+    batched = isinstance(image, list)
+    return [load_image(photo) for photo in (image if batched else [image])], batched
+
+
+def kps_per_photo(target_kps, count: int, batched: bool) -> list:
+    """`target_kps` (`[5, 2]`, or `[B, 5, 2]` for B photos; None: detect) as one entry per photo."""
+    if target_kps is None:
+        return [None] * count
+    return list(np.asarray(target_kps, np.float32)) if batched else [target_kps]
+
+
+def draw_target_kps(photo: np.ndarray, target_kps) -> PIL.Image.Image:
+    """The keypoint image of `target_kps` (`[5, 2]` pixels of `photo`, `[H, W, 3]`) at the photo's size."""
+    kps = np.asarray(target_kps, dtype=np.float32)
+    if kps.shape != (5, 2) or not np.isfinite(kps).all():
+        raise IdgenError(f"target_kps must be 5 finite (x, y) points [5, 2], got shape {kps.shape}.")
+    return draw_kps((photo.shape[1], photo.shape[0]), kps)
+
+
+ControlNetInput = Union[ControlNetModel, Sequence[ControlNetModel], MultiControlNetModel, None]
+#: ControlNet config entries that must equal the UNet's for the residuals to fit it.
+_MUST_FIT_UNET = ("cross_attention_dim", "block_out_channels", "layers_per_block")
+
+
+def controlnet_entries(controlnet: ControlNetInput) -> list:
+    """The ControlNets of `controlnet` in order (the IdentityNet first): [] for None, the nets of a
+    list / `MultiControlNetModel`, else `[controlnet]`."""
+    if controlnet is None:
+        return []
+    if isinstance(controlnet, MultiControlNetModel):
+        return list(controlnet.nets)
+    if isinstance(controlnet, (list, tuple)):
+        return list(controlnet)
+    return [controlnet]
+
+
+def check_controlnets(controlnet: ControlNetInput, unet: Optional[UNet2DConditionModel], pipeline_name: str) -> None:
+    """`controlnet` is None (a pipeline built without it, e.g. to use its text encoders only, as
+    diffusers allows; calling it then raises), the IdentityNet `ControlNetModel`, or a list /
+    `MultiControlNetModel` of ControlNetModels with the IdentityNet first. Each must fit `unet`
+    (cross-attention width, block widths and depth; latent in-channels = the UNet's out-channels).
+
+    Raises:
+        IdgenError: naming the entry (`controlnet[i]`) and the config value that does not fit.
+    """
+    nets = controlnet_entries(controlnet)
+    several = not isinstance(controlnet, ControlNetModel)
+    if controlnet is not None and not nets:
+        raise IdgenError(f"{pipeline_name}: `controlnet` is an empty list; the IdentityNet comes first.")
+    for i, net in enumerate(nets):
+        role = "the IdentityNet" if i == 0 else "an extra ControlNet"
+        what = f"controlnet[{i}] ({role})" if several else "controlnet (the IdentityNet)"
+        if not isinstance(net, ControlNetModel):
+            raise IdgenError(f"{pipeline_name}: {what} must be a diffusers ControlNetModel, got {type(net).__name__}.")
+        if unet is None:
+            continue
+        wanted = {name: unet.config.get(name) for name in _MUST_FIT_UNET}
+        wanted["in_channels"] = unet.config.out_channels  # latent channels (an inpainting UNet takes 9 in)
+        for name, want in wanted.items():
+            got = net.config.get(name)
+            if isinstance(want, (list, tuple)):
+                got, want = tuple(got) if isinstance(got, (list, tuple)) else got, tuple(want)
+            if got != want:
+                raise IdgenError(
+                    f"{pipeline_name}: {what} has {name}={got!r} but the UNet needs {want!r}; it is a ControlNet "
+                    "for another base model (SD1.5: cross-attention 768, SDXL: 2048)."
+                )
 
 
 class StableDiffusionXLInstantIDComponents:
-    """`__init__` of the SDXL InstantID pipelines (text-to-image and inpainting), placed before the
+    """`__init__` of the SDXL InstantID pipelines (text-to-image, img2img, inpainting), placed before the
     diffusers ControlNet pipeline in their bases: diffusers' components and options, then the
     IdentityNet and InstantID's. `requires_aesthetics_score` (diffusers' inpainting option) must
     stay False: only the SDXL refiner uses it, and InstantID is made for the base UNet."""
@@ -153,11 +225,11 @@ class StableDiffusionXLInstantIDComponents:
         add_watermarker: Optional[bool] = None,
         feature_extractor=None,
         image_encoder=None,
-        controlnet: Optional[ControlNetModel] = None,
+        controlnet: ControlNetInput = None,
         identity_adapter: Optional[InstantIDAdapter] = None,
         identity_scale: Union[float, dict] = DEFAULT_IDENTITY_SCALE,
     ):
-        _check_identitynet(controlnet, type(self).__name__)
+        check_controlnets(controlnet, unet, type(self).__name__)
         if requires_aesthetics_score:
             raise IdgenError(
                 "requires_aesthetics_score=True is for the SDXL refiner; InstantID's adapter and IdentityNet "
@@ -191,11 +263,11 @@ class StableDiffusionInstantIDComponents:
         feature_extractor=None,
         image_encoder=None,
         requires_safety_checker: bool = False,
-        controlnet: Optional[ControlNetModel] = None,
+        controlnet: ControlNetInput = None,
         identity_adapter: Optional[InstantIDAdapter] = None,
         identity_scale: Union[float, dict] = DEFAULT_IDENTITY_SCALE,
     ):
-        _check_identitynet(controlnet, type(self).__name__)
+        check_controlnets(controlnet, unet, type(self).__name__)
         super().__init__(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, controlnet=controlnet,
             scheduler=scheduler, safety_checker=safety_checker, feature_extractor=feature_extractor,
@@ -227,6 +299,99 @@ class InstantIDPipelineMixin(AccelerationMixin, InstantIDLoaderMixin):
         except IdgenError as e:
             raise type(e)(f"{what}: {e}") from None
 
+    # -- the ControlNets ----------------------------------------------------------------------
+    @property
+    def identitynet(self) -> Optional[ControlNetModel]:
+        """The IdentityNet: `controlnet`, or its first entry when there are extra ControlNets."""
+        nets = controlnet_entries(self.controlnet)
+        return nets[0] if nets else None
+
+    @property
+    def extra_controlnets(self) -> list:
+        """The ControlNets after the IdentityNet (empty with the IdentityNet alone)."""
+        return controlnet_entries(self.controlnet)[1:]
+
+    def add_controlnets(self, controlnets: Union[ControlNetModel, Sequence[ControlNetModel]]) -> None:
+        """Append ControlNets (depth, canny, pose...) after the IdentityNet and any extra ones:
+        `controlnet` becomes a `MultiControlNetModel` (saved by `save_pretrained` as `controlnet/`,
+        `controlnet_1/`, ...). They are moved to the IdentityNet's device and dtype; each call
+        then takes one condition image per ControlNet (see `__call__`). Call before
+        `enable_model_cpu_offload`, which does not see ControlNets added later."""
+        new = list(controlnets) if isinstance(controlnets, (list, tuple)) else [controlnets]
+        identitynet = self.identitynet
+        if identitynet is None:
+            raise IdgenError(f"{type(self).__name__} has no IdentityNet to add ControlNets to (controlnet=None).")
+        nets = [identitynet, *self.extra_controlnets, *new]
+        check_controlnets(nets, self.unet, type(self).__name__)
+        nets[-len(new):] = [net.to(device=identitynet.device, dtype=identitynet.dtype) for net in new]
+        self.register_modules(controlnet=MultiControlNetModel(nets))
+
+    def remove_controlnets(self) -> None:
+        """Drop the extra ControlNets: `controlnet` is the IdentityNet alone again."""
+        self.register_modules(controlnet=self.identitynet)
+
+    def split_conditions(self, conditions, name: str) -> tuple[Any, list]:
+        """`(IdentityNet condition, [condition of each extra ControlNet])` from the `name` argument:
+        with the IdentityNet alone, `conditions` is its condition (None: drawn keypoints); with
+        extra ControlNets, a list with one entry per ControlNet, the IdentityNet's first (None:
+        drawn) and an image (or `[B, 3, H, W]` tensor) for each extra one."""
+        extras = self.extra_controlnets
+        if not extras:
+            return conditions, []
+        count = 1 + len(extras)
+        if not isinstance(conditions, (list, tuple)) or len(conditions) != count:
+            got = f"{len(conditions)} entries" if isinstance(conditions, (list, tuple)) else repr(type(conditions).__name__)
+            raise IdgenError(
+                f"`{name}` must be a list of {count} conditions, one per ControlNet (the IdentityNet's keypoint "
+                f"image first, None to draw it, then one image per extra ControlNet); got {got}."
+            )
+        for i, condition in enumerate(conditions):
+            if i and condition is None:
+                raise IdgenError(f"`{name}[{i}]` is None: the extra ControlNet controlnet[{i}] needs its condition image.")
+            if isinstance(condition, (list, tuple)):
+                raise IdgenError(f"`{name}[{i}]` is a list: with extra ControlNets each takes one condition image.")
+        return conditions[0], list(conditions[1:])
+
+    @staticmethod
+    def join_conditions(first, extras: list):
+        """The inverse of `split_conditions`: what diffusers' `__call__` takes."""
+        return [first, *extras] if extras else first
+
+    def check_controlnet_arguments(self, call: dict) -> None:
+        """`controlnet_conditioning_scale` / `control_guidance_start` / `control_guidance_end`: a
+        number or one per ControlNet (diffusers' rules; numbers are made floats, as diffusers
+        wants). Raises `IdgenError` naming the argument when a list's length is not the number
+        of ControlNets. Values are checked by `check_sampling_arguments` / `in_window`."""
+        count = len(controlnet_entries(self.controlnet))
+        for name in ("controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end"):
+            value = call[name]
+            if isinstance(value, (list, tuple)):
+                if len(value) != count:
+                    raise IdgenError(
+                        f"`{name}` has {len(value)} values but the pipeline has {count} ControlNet(s) (the "
+                        "IdentityNet first); give one number or one per ControlNet."
+                    )
+                call[name] = [float(v) if isinstance(v, (int, float)) else v for v in value]
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                call[name] = float(value)
+        starts, ends = call["control_guidance_start"], call["control_guidance_end"]
+        starts = starts if isinstance(starts, list) else [starts] * count
+        ends = ends if isinstance(ends, list) else [ends] * count
+        for i, (start, end) in enumerate(zip(starts, ends)):
+            if not isinstance(start, float) or not isinstance(end, float) or not 0.0 <= start < end <= 1.0:
+                raise IdgenError(
+                    f"control_guidance_start/end of ControlNet {i} must satisfy 0 <= start < end <= 1; got {start!r}, {end!r}."
+                )
+
+    def output_size_of(self, condition, width: Optional[int], height: Optional[int]) -> tuple[int, int]:
+        """`(width, height)`: as given, the missing ones from the IdentityNet condition's size
+        (diffusers' rule: rounded down to the VAE factor), so that every ControlNet's condition
+        is resized to one size."""
+        if width is not None and height is not None:
+            return width, height
+        h, w = self.control_image_processor.get_default_height_width(condition, height, width)
+        return w, h
+
     # -- inputs -----------------------------------------------------------------------------
     def split_arguments(self, arguments: dict, deprecated: dict) -> tuple[dict, dict]:
         """`(identity arguments, diffusers arguments)` of a `__call__`; the old names in `deprecated`
@@ -250,6 +415,7 @@ class InstantIDPipelineMixin(AccelerationMixin, InstantIDLoaderMixin):
                 f"{type(self).__name__} has no IdentityNet (it was built with controlnet=None); build it with "
                 "`controlnet=ControlNetModel.from_pretrained(<InstantID ControlNetModel folder>)`."
             )
+        check_controlnets(self.controlnet, self.unet, type(self).__name__)  # `pipe.controlnet = ...` skips __init__
         for name, value in (("height", height), ("width", width)):
             if value is not None and (not isinstance(value, int) or value <= 0 or value % self.vae_scale_factor):
                 raise IdgenError(f"`{name}` must be a positive multiple of {self.vae_scale_factor}, got {value!r}.")
@@ -389,13 +555,22 @@ class InstantIDPipelineMixin(AccelerationMixin, InstantIDLoaderMixin):
     # -- the call ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def identity_branch(
-        self, tokens: torch.Tensor, inputs: IdentityAttentionInputs, identity_start: float, identity_end: float
+        self,
+        tokens: torch.Tensor,
+        inputs: IdentityAttentionInputs,
+        identity_start: float,
+        identity_end: float,
+        residual_mask: Optional[torch.Tensor] = None,
     ) -> Iterator[None]:
         """For one diffusers `__call__`: the identity processors in the UNet, the identity
         keys/values in its `cross_attention_kwargs` during the steps of `[identity_start,
         identity_end]`, and `tokens` `[B or 2B, T, C]` as the IdentityNet's context (its positive half
-        when diffusers runs the ControlNet on the conditional batch only, in guess mode)."""
+        when diffusers runs the ControlNet on the conditional batch only, in guess mode). Extra
+        ControlNets keep diffusers' context, the text. With `residual_mask` (`[1, 1, H, W]` in
+        [0, 1]) the IdentityNet's residuals are multiplied by it, resized bilinearly to each
+        residual (the official `control_mask`)."""
         steps = itertools.count()
+        identitynet = self.identitynet
 
         def unet_identity(module, args, kwargs):
             sample = args[0] if args else kwargs["sample"]
@@ -411,11 +586,26 @@ class InstantIDPipelineMixin(AccelerationMixin, InstantIDLoaderMixin):
             context = tokens if text.shape[0] == tokens.shape[0] else tokens.chunk(2)[1]
             return args, {**kwargs, "encoder_hidden_states": context.to(device=text.device, dtype=text.dtype)}
 
+        weights: dict = {}
+
+        def weight(residual: torch.Tensor) -> torch.Tensor:
+            key = tuple(residual.shape[-2:])
+            if key not in weights:
+                resized = F.interpolate(residual_mask.to(residual.device), size=key, mode="bilinear")
+                weights[key] = resized.to(residual.dtype)
+            return weights[key]
+
+        def identitynet_masked(module, args, kwargs, output):
+            down, mid = output  # diffusers' loops call ControlNets with return_dict=False
+            return [d * weight(d) for d in down], mid * weight(mid)
+
         with identity_processors_installed(self.unet, self.identity_adapter):
             handles = [
                 self.unet.register_forward_pre_hook(unet_identity, with_kwargs=True),
-                self.controlnet.register_forward_pre_hook(identitynet_context, with_kwargs=True),
+                identitynet.register_forward_pre_hook(identitynet_context, with_kwargs=True),
             ]
+            if residual_mask is not None:
+                handles.append(identitynet.register_forward_hook(identitynet_masked, with_kwargs=True))
             try:
                 yield
             finally:
@@ -424,8 +614,15 @@ class InstantIDPipelineMixin(AccelerationMixin, InstantIDLoaderMixin):
 
     def _call_with_identity(self, pipeline_call: Callable, people: Sequence[Identity], identity: dict, call: dict):
         """Encode the identities once, then run diffusers' `pipeline_call(**call)` inside
-        `identity_branch`."""
+        `identity_branch`. `identity["control_mask"]` (where the pipeline takes it) also becomes
+        the identity region of each person without their own mask."""
+        self.check_controlnet_arguments(call)
         check_sampling_arguments({**call, "identity_scale": identity["identity_scale"]})
+        control_mask = identity.get("control_mask")
+        if control_mask is not None:
+            control_mask = _mask_to_tensor(control_mask, "control_mask")
+            for person in people:
+                person.mask = control_mask if person.mask is None else person.mask
         prompt, prompt_embeds = call["prompt"], call["prompt_embeds"]
         if isinstance(prompt, list):
             batch_size = len(prompt)
@@ -440,7 +637,7 @@ class InstantIDPipelineMixin(AccelerationMixin, InstantIDLoaderMixin):
             negative_noise=identity["negative_noise"], generator=call["generator"], device=self._execution_device,
             dtype=self.unet.dtype,
         )
-        with self.identity_branch(tokens, inputs, identity["identity_start"], identity["identity_end"]):
+        with self.identity_branch(tokens, inputs, identity["identity_start"], identity["identity_end"], control_mask):
             return pipeline_call(**call)
 
 
@@ -448,21 +645,25 @@ class InstantIDText2ImageMixin(InstantIDPipelineMixin):
     """Text-to-image: the IdentityNet condition is drawn from the identities' (or a pose photo's)
     keypoints, and the output is sized from that photo."""
 
-    identity_arguments = InstantIDPipelineMixin.identity_arguments + ("pose_image",)
+    identity_arguments = InstantIDPipelineMixin.identity_arguments + ("pose_image", "control_mask")
 
     def _generate(self, pipeline_call: Callable, arguments: dict, deprecated: dict):
         """The body of `__call__`: `arguments` are all its named arguments, `deprecated` its `**kwargs`."""
         identity, call = self.split_arguments(arguments, deprecated)
         self.check_identity_inputs(height=call["height"], width=call["width"], **identity)
-        if call["image"] is not None and identity["pose_image"] is not None:
-            raise IdgenError("Give either `image` (a keypoint image) or `pose_image` (a photo), not both.")
+        keypoints, extras = self.split_conditions(call["image"], "image")
+        if keypoints is not None and identity["pose_image"] is not None:
+            raise IdgenError("Give either a keypoint image (`image`) or `pose_image` (a photo), not both.")
         people = self.resolve_identities(
             identity["face_embeds"], identity["face_image"], identity["identities"], identity["reference_mode"]
         )
-        if call["image"] is None:
-            call["image"], call["width"], call["height"] = self.keypoint_condition(
+        if keypoints is None:
+            keypoints, call["width"], call["height"] = self.keypoint_condition(
                 people, identity["pose_image"], call["width"], call["height"]
             )
+        elif extras:
+            call["width"], call["height"] = self.output_size_of(keypoints, call["width"], call["height"])
+        call["image"] = self.join_conditions(keypoints, extras)
         return self._call_with_identity(pipeline_call, people, identity, call)
 
     def output_size(self, photo_size: Optional[tuple[int, int]], width: Optional[int], height: Optional[int]) -> tuple[int, int]:
@@ -518,23 +719,30 @@ class InstantIDInpaintMixin(InstantIDPipelineMixin):
         self.check_identity_inputs(height=call["height"], width=call["width"], **identity)
         if call["image"] is None or call["mask_image"] is None:
             raise IdgenError("identity inpainting needs `image` (the photo) and `mask_image` (white = repaint).")
-        batched = isinstance(call["image"], list)  # B photos of the one person, a keypoint image each
-        photos = [load_image(image) for image in (call["image"] if batched else [call["image"]])]
+        photos, batched = load_photos(call["image"])  # B photos of the one person, a keypoint image each
         call["image"] = [PIL.Image.fromarray(p) for p in photos] if batched else PIL.Image.fromarray(photos[0])
         people = self.resolve_identities(
             identity["face_embeds"], identity["face_image"], identity["identities"], identity["reference_mode"]
         )
-        if call["control_image"] is None:
-            masks, kps = call["mask_image"], identity["target_kps"]
+        keypoints, extras = self.split_conditions(call["control_image"], "control_image")
+        if extras and batched:
+            raise IdgenError("a batch of photos (a list `image`) works with the IdentityNet alone; diffusers takes one "
+                             "condition image per extra ControlNet. Repaint the photos one call each.")
+        if keypoints is None:
+            masks = call["mask_image"]
             masks = masks if isinstance(masks, list) else [masks] * len(photos)
-            kps = [None] * len(photos) if kps is None else (list(np.asarray(kps, np.float32)) if batched else [kps])
+            kps = kps_per_photo(identity["target_kps"], len(photos), batched)
             if len(masks) != len(photos) or len(kps) != len(photos):
                 raise IdgenError(f"{len(photos)} images need as many masks and `target_kps` ([B, 5, 2]); got "
                                  f"{len(masks)} masks and {len(kps)} keypoint sets.")
             controls = [self.control_image_for(*each) for each in zip(photos, masks, kps)]
-            call["control_image"] = controls if batched else controls[0]
+            keypoints = controls if batched else controls[0]
         elif identity["target_kps"] is not None:
-            raise IdgenError("Give either `control_image` or `target_kps`, not both.")
+            raise IdgenError("Give either a keypoint `control_image` or `target_kps`, not both.")
+        if extras and (call["width"] is None or call["height"] is None):  # every condition at the photo's size
+            call["height"], call["width"] = self.image_processor.get_default_height_width(
+                call["image"], call["height"], call["width"])
+        call["control_image"] = self.join_conditions(keypoints, extras)
         return self._call_with_identity(pipeline_call, people, identity, call)
 
     def control_image_for(self, photo: np.ndarray, mask_image, target_kps: Optional[np.ndarray]) -> PIL.Image.Image:
@@ -546,7 +754,4 @@ class InstantIDInpaintMixin(InstantIDPipelineMixin):
                 raise IdgenError(f"mask_image is {mask.shape[1]}x{mask.shape[0]} but image is "
                                  f"{photo.shape[1]}x{photo.shape[0]}; they must match.")
             target_kps = masked_face_kps(photo, mask, self._analyzer())
-        kps = np.asarray(target_kps, dtype=np.float32)
-        if kps.shape != (5, 2) or not np.isfinite(kps).all():
-            raise IdgenError(f"target_kps must be 5 finite (x, y) points [5, 2], got shape {kps.shape}.")
-        return draw_kps((photo.shape[1], photo.shape[0]), kps)
+        return draw_target_kps(photo, target_kps)

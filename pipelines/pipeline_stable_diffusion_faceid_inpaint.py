@@ -34,7 +34,7 @@ class StableDiffusionFaceIDInpaintPipeline(StableDiffusionFaceIDMixin, StableDif
         mask_image: PipelineImageInput = None, face_embeds: Optional[FaceEmbedsInput] = None, face_image=None, *,
         identities: Optional[Sequence[Mapping[str, Any]]] = None, face_crop=None,
         clip_image_embeds: Optional[torch.Tensor] = None,
-        negative_clip_image_embeds: Optional[torch.Tensor] = None, reference_mode: ReferenceMode = "mean",
+        negative_clip_image_embeds: Optional[torch.Tensor] = None, reference_mode: Optional[ReferenceMode] = None,
         identity_scale: Optional[ScaleConfig] = None, identity_start: float = 0.0, identity_end: float = 1.0,
         negative_noise: float = 0.0, s_scale: Optional[float] = None, shortcut: Optional[bool] = None,
         face_analyzer=None, masked_image_latents: Optional[torch.Tensor] = None, height: Optional[int] = None,

@@ -1,6 +1,7 @@
 """InstantID as an architecture on Stable Diffusion 1.5: the same Resampler, decoupled identity
 attention (16 cross-attentions -> checkpoint keys `ip_adapter.{1,3,...,31}`) and IdentityNet
-(a ControlNet whose cross-attention context is the identity tokens), at SD1.5 sizes
+(a ControlNet whose cross-attention context is the identity tokens; extra SD1.5 ControlNets may
+follow it, as in the SDXL pipeline), at SD1.5 sizes
 (cross-attention width 768). There are no official SD1.5 weights; idgen's trainer writes the same
 file layout as the official SDXL `ip-adapter.bin`, which `load_instantid` reads. The denoising loop
 is diffusers' `StableDiffusionControlNetPipeline.__call__` (`idgen.pipelines.instantid_common`).
@@ -48,8 +49,9 @@ class StableDiffusionInstantIDPipeline(
     Args:
         vae ([`AutoencoderKL`]), text_encoder ([`CLIPTextModel`]), tokenizer ([`CLIPTokenizer`]),
         unet ([`UNet2DConditionModel`]), scheduler: as in [`StableDiffusionControlNetPipeline`].
-        controlnet ([`ControlNetModel`], optional): the SD1.5 IdentityNet; its context is the
-            identity tokens. May be None; calling the pipeline then raises.
+        controlnet ([`ControlNetModel`], list or [`MultiControlNetModel`], optional): the SD1.5
+            IdentityNet (its context is the identity tokens), or a list with it first and extra
+            SD1.5 ControlNets (their context is the text). May be None; calling the pipeline then raises.
         identity_adapter ([`InstantIDAdapter`], optional): Resampler + identity key/value projections.
         safety_checker, feature_extractor (optional, default None), requires_safety_checker
             (default False), image_encoder: as in [`StableDiffusionControlNetPipeline`].
@@ -62,15 +64,17 @@ class StableDiffusionInstantIDPipeline(
     @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
-        prompt: Union[str, list[str]] = None, image: PipelineImageInput = None,
+        prompt: Union[str, list[str]] = None, image: Union[PipelineImageInput, list] = None,
         face_embeds: Optional[FaceEmbedsInput] = None, face_image=None, pose_image=None,
+        control_mask: Optional[PipelineImageInput] = None,
         identities: Optional[Sequence[Mapping[str, Any]]] = None, reference_mode: ReferenceMode = "mean",
         identity_scale: Optional[Union[float, dict]] = None, negative_noise: float = 0.0,
         identity_start: float = IDENTITY_START, identity_end: float = IDENTITY_END,
         negative_prompt: Optional[Union[str, list[str]]] = None,
         prompt_embeds: Optional[torch.Tensor] = None, negative_prompt_embeds: Optional[torch.Tensor] = None,
-        controlnet_conditioning_scale: float = 0.8, guess_mode: bool = False,
-        control_guidance_start: float = 0.0, control_guidance_end: float = 1.0,
+        ip_adapter_image: Optional[PipelineImageInput] = None, ip_adapter_image_embeds: Optional[list[torch.Tensor]] = None,
+        controlnet_conditioning_scale: Union[float, list[float]] = 0.8, guess_mode: bool = False,
+        control_guidance_start: Union[float, list[float]] = 0.0, control_guidance_end: Union[float, list[float]] = 1.0,
         height: Optional[int] = None, width: Optional[int] = None,
         num_inference_steps: int = 30, timesteps: Optional[list[int]] = None, sigmas: Optional[list[float]] = None,
         guidance_scale: float = 5.0, num_images_per_prompt: int = 1, eta: float = 0.0,
@@ -83,10 +87,12 @@ class StableDiffusionInstantIDPipeline(
         r"""Generate images of the person (or people) given by the identity inputs.
 
         The identity arguments (`face_embeds`, `face_image`, `pose_image`, `identities`,
-        `reference_mode`, `identity_scale`, `identity_start/end`, `negative_noise`), `image`,
-        `height`, `width` and the IdentityNet's `controlnet_conditioning_scale` (defaults to 0.8),
-        `control_guidance_start/end` behave exactly as in
-        [`StableDiffusionXLInstantIDPipeline.__call__`]; the text arguments (`prompt_embeds`,
+        `reference_mode`, `identity_scale`, `identity_start/end`, `negative_noise`), `image` (one
+        condition per ControlNet with extra ControlNets), `control_mask`, `height`, `width`, the
+        ControlNets' `controlnet_conditioning_scale` (defaults to 0.8), `control_guidance_start/end`
+        and `ip_adapter_image` / `ip_adapter_image_embeds` (a style reference image for a standard
+        IP-Adapter loaded with `load_style_adapter`, passed to diffusers untouched) behave exactly
+        as in [`StableDiffusionXLInstantIDPipeline.__call__`]; the text arguments (`prompt_embeds`,
         `negative_prompt_embeds` `[B, 77, 768]`) and the rest as in
         [`StableDiffusionControlNetPipeline`].
 

@@ -34,7 +34,7 @@ class StableDiffusionXLFaceIDPipeline(FaceIDPipelineMixin, StableDiffusionXLPipe
         face_image=None, *, prompt_2: Union[str, list[str], None] = None,
         identities: Optional[Sequence[Mapping[str, Any]]] = None, face_crop=None,
         clip_image_embeds: Optional[torch.Tensor] = None, negative_clip_image_embeds: Optional[torch.Tensor] = None,
-        reference_mode: ReferenceMode = "mean",
+        reference_mode: Optional[ReferenceMode] = None,
         identity_scale: Optional[ScaleConfig] = None, identity_start: float = 0.0, identity_end: float = 1.0,
         negative_noise: float = 0.0, s_scale: Optional[float] = None, shortcut: Optional[bool] = None,
         face_analyzer=None, height: Optional[int] = None, width: Optional[int] = None,

@@ -1,10 +1,13 @@
 """InstantID for Stable Diffusion XL: identity tokens from an ArcFace embedding (Resampler), decoupled
 identity cross-attention in every UNet cross-attention, and the IdentityNet (a ControlNet fed with
-the face keypoint image and, as its cross-attention context, the identity tokens).
+the face keypoint image and, as its cross-attention context, the identity tokens), optionally
+with extra ControlNets (depth, canny, pose...) after it, as the official "full" pipeline.
 
 Same math and checkpoints as the official `pipeline_stable_diffusion_xl_instantid.py`: the official
 `ip-adapter.bin` and IdentityNet folder load unchanged, and with the same inputs the output matches
-the official implementation (`tests/test_instantid_pipeline.py`, parity case). The denoising loop is
+the official implementation (`tests/test_instantid_pipeline.py`; with an extra ControlNet and
+`control_mask`, the official `pipeline_stable_diffusion_xl_instantid_full.py`:
+`tests/test_instantid_controlnets.py`). The denoising loop is
 diffusers' `StableDiffusionXLControlNetPipeline.__call__`; the identity goes in through hooks
 scoped to the call (`idgen.pipelines.instantid_common`).
 """
@@ -43,6 +46,11 @@ EXAMPLE_DOC_STRING = """
         >>> photo = load_image("me.jpg")  # the face photo: embedding, keypoints and output size
         >>> image = pipe("analog film photo of a man", face_image=photo, negative_prompt="lowres").images[0]
         >>> pipe.save_pretrained("my-instantid")  # adapter included; from_pretrained restores it
+
+        >>> # an extra ControlNet: one condition per ControlNet, the IdentityNet's first (None: drawn keypoints)
+        >>> pipe.add_controlnets(ControlNetModel.from_pretrained("diffusers/controlnet-depth-sdxl-1.0-small"))
+        >>> image = pipe("a man", face_image=photo, image=[None, load_image("depth.png")],
+        ...              controlnet_conditioning_scale=[0.8, 0.5]).images[0]
         ```
 """
 
@@ -59,9 +67,12 @@ class StableDiffusionXLInstantIDPipeline(
         unet ([`UNet2DConditionModel`]): the SDXL UNet; during a call its cross-attentions get
             `InstantIDAttnProcessor`s (its own processors are put back afterwards).
         scheduler ([`SchedulerMixin`]): any diffusers scheduler.
-        controlnet ([`ControlNetModel`], optional): the IdentityNet (official `ControlNetModel`
-            folder); its cross-attention context is the identity tokens, not the text. May be None
-            (e.g. to use the text encoders only); calling the pipeline then raises.
+        controlnet ([`ControlNetModel`], list or [`MultiControlNetModel`], optional): the IdentityNet
+            (official `ControlNetModel` folder), whose cross-attention context is the identity
+            tokens, not the text; or a list with the IdentityNet first and extra ControlNets
+            (depth, canny, pose... of this base model; their context is the text), as the official
+            full pipeline (`add_controlnets` appends to it). May be None (e.g. to use the text
+            encoders only); calling the pipeline then raises.
         identity_adapter ([`InstantIDAdapter`], optional): Resampler + identity key/value
             projections (`load_instantid` sets it; a saved pipeline restores it).
         identity_scale (`float` or block `dict`, defaults to 0.8): the default identity scale.
@@ -76,16 +87,18 @@ class StableDiffusionXLInstantIDPipeline(
     def __call__(
         self,
         prompt: Union[str, list[str]] = None, prompt_2: Optional[Union[str, list[str]]] = None,
-        image: PipelineImageInput = None,
+        image: Union[PipelineImageInput, list] = None,
         face_embeds: Optional[FaceEmbedsInput] = None, face_image=None, pose_image=None,
+        control_mask: Optional[PipelineImageInput] = None,
         identities: Optional[Sequence[Mapping[str, Any]]] = None, reference_mode: ReferenceMode = "mean",
         identity_scale: Optional[Union[float, dict]] = None, negative_noise: float = 0.0,
         identity_start: float = IDENTITY_START, identity_end: float = IDENTITY_END,
         negative_prompt: Optional[Union[str, list[str]]] = None, negative_prompt_2: Optional[Union[str, list[str]]] = None,
         prompt_embeds: Optional[torch.Tensor] = None, negative_prompt_embeds: Optional[torch.Tensor] = None,
         pooled_prompt_embeds: Optional[torch.Tensor] = None, negative_pooled_prompt_embeds: Optional[torch.Tensor] = None,
-        controlnet_conditioning_scale: float = 0.8, guess_mode: bool = False,
-        control_guidance_start: float = 0.0, control_guidance_end: float = 1.0,
+        ip_adapter_image: Optional[PipelineImageInput] = None, ip_adapter_image_embeds: Optional[list[torch.Tensor]] = None,
+        controlnet_conditioning_scale: Union[float, list[float]] = 0.8, guess_mode: bool = False,
+        control_guidance_start: Union[float, list[float]] = 0.0, control_guidance_end: Union[float, list[float]] = 1.0,
         height: Optional[int] = None, width: Optional[int] = None,
         num_inference_steps: int = 30, timesteps: Optional[list[int]] = None, sigmas: Optional[list[float]] = None,
         denoising_end: Optional[float] = None, guidance_scale: float = 5.0,
@@ -107,12 +120,18 @@ class StableDiffusionXLInstantIDPipeline(
                 [`StableDiffusionXLControlNetPipeline`] (`*_embeds` `[B, 77, 2048]`, pooled `[B, 1280]`).
             image: the IdentityNet condition (a keypoint image, e.g. `idgen.conditioning.draw_kps`).
                 If omitted, the keypoints of `pose_image`, else of the face photo / `Face` records /
-                `identities[i]["kps"]` are drawn at the output size.
+                `identities[i]["kps"]` are drawn at the output size. With extra ControlNets: a list
+                with one condition per ControlNet, the IdentityNet's first (None: drawn as above),
+                then e.g. a depth map; all are resized to the output size.
             face_embeds: raw (un-normalised) ArcFace embeddings `[512]` or `[N, 512]` (N reference
                 photos of one person), or `Face` records, or a list of them.
             face_image: a photo (or list of photos) of the person instead of `face_embeds`; faces are
                 found with `pipe.face_analyzer` (default `idgen.face.get_face_analyzer()`).
             pose_image: a photo whose (largest) face gives the keypoints and the output size.
+            control_mask: the official "enhance face region" mask (`[H, W]` in [0, 1] or 0..255, e.g.
+                white on the face box, output size): the IdentityNet's residuals are multiplied by
+                it (resized bilinearly to each residual) and the identity attention is limited to
+                it (the region of every person without their own `mask`).
             identities: several people in one image: `[{"face_embeds" | "face_image": ..., "mask": ...,
                 "kps": ..., "scale": ...}, ...]`. `mask` ([H, W] in [0, 1], any resolution with the
                 output's aspect ratio; required with 2+ people) limits the identity branch to a region;
@@ -129,8 +148,12 @@ class StableDiffusionXLInstantIDPipeline(
             identity_start, identity_end: fraction of the steps during which the identity attention
                 is applied (the convention of `control_guidance_start/end`). Old names
                 `identity_guidance_start/end`.
-            controlnet_conditioning_scale: IdentityNet scale (defaults to 0.8);
-                control_guidance_start, control_guidance_end: its step window.
+            ip_adapter_image, ip_adapter_image_embeds: a style reference image for a standard
+                IP-Adapter loaded with `load_style_adapter` (or its embeddings, a list of `[2B, 1,
+                D]` / `[2B, T, D]` tensors as diffusers takes them); passed to diffusers untouched.
+            controlnet_conditioning_scale: IdentityNet scale (defaults to 0.8), or one per ControlNet
+                (IdentityNet first); control_guidance_start, control_guidance_end: their step windows
+                (a number for all, or one per ControlNet).
             height, width: output size (multiples of the VAE factor). Default: the size of `image`;
                 else from the pose / face photo with its aspect ratio (the official demo's rule:
                 long side 1280, multiples of 64 at SDXL size); else the UNet's native size. The

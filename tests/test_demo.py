@@ -101,7 +101,10 @@ SPEED_DEFAULTS = ["standard", False, None, None, 1.0, 0, "max", False]
 def generate_args(method="faceid", photo=FACE, **overrides):
     args = dict(method=method, files=[handle_file(photo)], face_index=None, pose=None, prompt="photo of a person",
                 negative="", steps=2, guidance=None, seed=3, identity_scale=None, control_scale=None, width=None,
-                height=None, scheduler="default", num_images=1, identity_start=0, identity_end=1, mode="standard",
+                height=None, scheduler="default", num_images=1, identity_start=0, identity_end=1, style="none",
+                style_image=None, style_scale=1.0, style_blocks="style", negative_noise=None, init_image=None,
+                strength=None, control_kind="canny", control_path="", control_image=None, control_weight=0.5,
+                people=None, mode="standard",
                 fast_paths=False, fast_weights=None, lora=None, lora_scale=1.0, step_cache=0, memory="max", fp8=False)
     args.update(overrides)
     return list(args.values())
@@ -468,7 +471,7 @@ def test_generate_with_a_few_step_preset_and_a_lora_trained_here(tmp_path):
     assert record["scheduler"] == "LCMScheduler"
     assert (record["parameters"]["num_inference_steps"], record["parameters"]["guidance_scale"]) == (4, 1.0)
     assert record["speed"]["fast_preset"]["preset"] == "lcm"
-    assert record["speed"]["lora"] == {"path": str(trained), "scale": 0.5, "applied": "adapter"}  # beside FaceID's
+    assert record["speed"]["loras"] == {"files": [{"path": str(trained), "scale": 0.5}], "applied": "adapter"}  # beside FaceID's
     assert record["speed"]["memory"]["mode"] == "balanced"
     # back to the standard mode: a fresh pipeline, the few-step one is dropped
     record = generate()

@@ -156,3 +156,52 @@ def test_cancel_in_a_real_browser(browser, app_url, demo_ctx, tmp_path):
     assert browser.execute_script("return arguments[0].naturalWidth", image) == 64
     assert len(sorted(demo_ctx.root.glob("results/*/faceid-*"))) == len(kept) + 1
 
+
+
+def test_two_people_assigned_to_regions_in_a_real_browser(browser, app_url, demo_ctx, tmp_path):
+    """A group photo's two faces picked in the face gallery, each added as a person with its
+    region, then one generation with both: the record has both people in their regions."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    faces = SHARED / "faces"
+    left, right = (Image.open(faces / name).convert("RGB").resize((400, 400))
+                   for name in ("portrait_glasses.jpg", "portrait_smile.jpg"))
+    group = tmp_path / "group.png"
+    Image.fromarray(np.hstack([np.asarray(left), np.asarray(right)])).save(group)
+
+    wait = WebDriverWait(browser, 120)
+    browser.get(app_url)
+    wait.until(ec.presence_of_element_located((By.ID, "gen-run")))
+    browser.find_element(By.CSS_SELECTOR, "#gen-faces input[type=file]").send_keys(str(group))
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gen-found img")) == 2)
+    toggle = browser.find_element(By.CSS_SELECTOR, "#gen-people-section button, #gen-people-section .label-wrap")
+    browser.execute_script("arguments[0].click();", toggle)
+    wait.until(lambda d: d.find_element(By.ID, "gen-add-person").is_displayed())
+
+    def assign(item: int, region: str, rows: int):
+        browser.find_elements(By.CSS_SELECTOR, "#gen-found img")[item].click()
+        box = browser.find_element(By.CSS_SELECTOR, "#gen-region input")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(region, Keys.ENTER)
+        browser.find_element(By.ID, "gen-add-person").click()
+        wait.until(lambda d: region in d.find_element(By.ID, "gen-people").text
+                   and len(d.find_elements(By.CSS_SELECTOR, "#gen-people tbody tr")) >= rows)
+
+    assign(0, "right", 1)  # face 0 (the larger or first found) goes right, face 1 left
+    assign(1, "left", 2)
+    method = browser.find_element(By.CSS_SELECTOR, "#gen-method input[value=faceid]")
+    browser.execute_script("arguments[0].click();", method)
+    before = set(demo_ctx.root.glob("results/*/faceid-*/record.json"))
+    browser.find_element(By.ID, "gen-run").click()
+    wait_for_image(browser, wait)
+    browser.save_screenshot(str(tmp_path / "demo-two-people.png"))
+    (record_path,) = set(demo_ctx.root.glob("results/*/faceid-*/record.json")) - before
+    record = json.loads(record_path.read_text())
+    assert [(p["photos"][0].rsplit("#", 1)[1], p["box"]) for p in record["people"]] == [("0", "right"), ("1", "left")]

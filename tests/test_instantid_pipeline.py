@@ -398,10 +398,15 @@ def test_call_signatures_are_explicit():
     from diffusers import (
         StableDiffusionControlNetInpaintPipeline,
         StableDiffusionControlNetPipeline,
+        StableDiffusionXLControlNetImg2ImgPipeline,
         StableDiffusionXLControlNetInpaintPipeline,
     )
 
-    from idgen.pipelines import StableDiffusionInstantIDInpaintPipeline, StableDiffusionXLInstantIDInpaintPipeline
+    from idgen.pipelines import (
+        StableDiffusionInstantIDInpaintPipeline,
+        StableDiffusionXLInstantIDImg2ImgPipeline,
+        StableDiffusionXLInstantIDInpaintPipeline,
+    )
 
     identity = {"face_embeds", "face_image", "identities", "reference_mode", "identity_scale", "identity_start",
                 "identity_end", "negative_noise"}
@@ -410,10 +415,11 @@ def test_call_signatures_are_explicit():
         (StableDiffusionInstantIDPipeline, StableDiffusionControlNetPipeline),
         (StableDiffusionXLInstantIDInpaintPipeline, StableDiffusionXLControlNetInpaintPipeline),
         (StableDiffusionInstantIDInpaintPipeline, StableDiffusionControlNetInpaintPipeline),
+        (StableDiffusionXLInstantIDImg2ImgPipeline, StableDiffusionXLControlNetImg2ImgPipeline),
     ]
     for ours, theirs in pairs:
         names = set(inspect.signature(ours.__call__).parameters)
-        wanted = set(inspect.signature(theirs.__call__).parameters) - {"ip_adapter_image", "ip_adapter_image_embeds"}
+        wanted = set(inspect.signature(theirs.__call__).parameters)  # ip_adapter_image*: the style adapter's
         assert wanted <= names, (ours.__name__, sorted(wanted - names))
         assert identity <= names and "ip_adapter_scale" not in names, ours.__name__
 
@@ -485,8 +491,8 @@ def test_controlnet_none_is_accepted_and_a_call_names_it():
     pipe.load_instantid(CASE_DIR / "ip-adapter.bin", resampler_config=case["resampler"])
     with pytest.raises(IdgenError, match="no IdentityNet.*controlnet=None"):
         run(pipe)
-    with pytest.raises(IdgenError, match="one IdentityNet ControlNetModel"):
-        StableDiffusionXLInstantIDPipeline(**comps, controlnet=[_parity_parts()[1]["controlnet"]] * 2)
+    with pytest.raises(IdgenError, match=r"controlnet\[1\] \(an extra ControlNet\) must be a diffusers ControlNetModel"):
+        StableDiffusionXLInstantIDPipeline(**comps, controlnet=[_parity_parts()[1]["controlnet"], comps["unet"]])
 
 
 def test_shared_components_leave_the_base_pipeline_unchanged():

@@ -17,7 +17,10 @@ DEFAULT_NUM_TOKENS = 4
 DEFAULT_LORA_RANK = 128
 DEFAULT_CLIP_DIM = 1280  # CLIP ViT-H/14 hidden size
 
-VARIANTS = ("faceid", "faceid-plus", "faceid-plusv2")
+#: FaceID-Portrait (`ip-adapter-faceid-portrait[-v11]_sd15.bin`, `..._sdxl.bin`): the plain projection with
+#: 16 tokens per photo, several photos of one person concatenated (`n_cond`), and no LoRA.
+VARIANTS = ("faceid", "faceid-plus", "faceid-plusv2", "faceid-portrait")
+PORTRAIT_NUM_TOKENS = 16
 LORA_TARGETS = (("to_q", "to_q"), ("to_k", "to_k"), ("to_v", "to_v"), ("to_out", "to_out.0"))
 
 
@@ -26,10 +29,11 @@ class FaceIDSpec:
     """What a FaceID checkpoint is, for one UNet.
 
     Attributes:
-        variant: "faceid", "faceid-plus" (v1: `shortcut=False`) or "faceid-plusv2" (`shortcut=True`).
+        variant: "faceid", "faceid-plus" (v1: `shortcut=False`), "faceid-plusv2" (`shortcut=True`) or
+            "faceid-portrait" (no LoRA; 16 tokens per photo).
         cross_attention_dim: the UNet's text width (768 SD1.5, 2048 SDXL); identity tokens have it.
-        num_tokens: identity tokens per reference (4 in every official file).
-        lora_rank: rank of the built-in LoRA (128 in every official file).
+        num_tokens: identity tokens per reference (4 in the FaceID / Plus files, 16 for Portrait).
+        lora_rank: rank of the built-in LoRA (128 in every official file; 0 for Portrait: none).
         clip_dim: CLIP image-encoder hidden size (Plus only; 1280 for ViT-H).
     """
 
@@ -41,7 +45,11 @@ class FaceIDSpec:
 
     @property
     def is_plus(self) -> bool:
-        return self.variant != "faceid"
+        return self.variant in ("faceid-plus", "faceid-plusv2")
+
+    @property
+    def has_lora(self) -> bool:
+        return self.lora_rank > 0
 
     @property
     def shortcut(self) -> bool:

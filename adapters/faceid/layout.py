@@ -8,7 +8,10 @@ An official file (`ip-adapter-faceid_sd15.bin`, `ip-adapter-faceid-plusv2_sd15.b
 - `ip_adapter`: `torch.nn.ModuleList(unet.attn_processors.values()).state_dict()` of the official
   `LoRAAttnProcessor` / `LoRAIPAttnProcessor`: a LoRA (`{k}.to_{q,k,v,out}_lora.{down,up}.weight`) on
   every attention processor k, plus `{k}.to_k_ip.weight` / `{k}.to_v_ip.weight` on the odd k (the
-  cross-attentions).
+  cross-attentions). FaceID-Portrait (`ip-adapter-faceid-portrait[-v11]_sd15.bin`,
+  `ip-adapter-faceid-portrait_sdxl.bin`, the official `IPAdapterFaceID(..., num_tokens=16, n_cond=N)`
+  of `ip_adapter_faceid_separate.py`) has only the `to_k_ip` / `to_v_ip` keys (plain `IPAttnProcessor`,
+  no LoRA) and a 16-token projection.
 
 Everything here is pure: `expected_layout` says which keys and shapes a UNet needs (from the
 modules' own sizes, so it works on the meta device), `convert_faceid_checkpoint` checks a state
@@ -117,7 +120,7 @@ def ip_adapter_layout(unet, spec: FaceIDSpec) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
     for k, name in enumerate(processor_names(unet)):
         attn = _attention(unet, name)
-        for official, module_path in LORA_TARGETS:
+        for official, module_path in LORA_TARGETS if spec.has_lora else ():
             o, i = _linear_shape(attn.get_submodule(module_path))
             out[f"{k}.{official}_lora.down.weight"] = (r, i)
             out[f"{k}.{official}_lora.up.weight"] = (o, r)
@@ -161,24 +164,38 @@ def _detect_family(image_proj: Mapping[str, object]) -> str:
     )
 
 
-def resolve_variant(image_proj: Mapping[str, object], variant: str) -> str:
-    """Check the requested `variant` against the file; "auto" picks FaceID or Plus v2."""
+def resolve_variant(image_proj: Mapping[str, object], variant: str, has_lora: bool = True) -> str:
+    """Check the requested `variant` against the file; "auto" picks FaceID, Plus v2 or (a plain
+    projection without LoRA keys in `ip_adapter`) FaceID-Portrait."""
     if variant not in VARIANTS + ("auto",):
         raise ValueError(f"variant must be one of {VARIANTS + ('auto',)}, got {variant!r}.")
     family = _detect_family(image_proj)
+    if family == "faceid" and not has_lora:
+        family = "faceid-portrait"
+    if family == "faceid-plus" and not has_lora:
+        raise CheckpointError(
+            "ip_adapter: no '*_lora.*' keys (expected '0.to_q_lora.down.weight' first); every FaceID-Plus file "
+            "has the FaceID LoRA: the file is truncated or of another kind."
+        )
     if variant == "auto":
         # Plus v1 and v2 files have identical layouts; v2 (shortcut) is the one published for use.
-        return "faceid-plusv2" if family == "faceid-plus" else "faceid"
-    if family == "faceid-plus" and variant == "faceid":
+        return "faceid-plusv2" if family == "faceid-plus" else family
+    if family == "faceid-plus" and variant in ("faceid", "faceid-portrait"):
         raise CheckpointError(
-            "variant='faceid' was asked for, but this checkpoint is IP-Adapter-FaceID-Plus (its "
+            f"variant={variant!r} was asked for, but this checkpoint is IP-Adapter-FaceID-Plus (its "
             "image_proj has 'perceiver_resampler.*' keys and needs a CLIP image encoder): load it "
             "with variant='faceid-plusv2' (or 'faceid-plus' for a v1 file, or 'auto')."
+        )
+    if family == "faceid-portrait" and variant != family:
+        raise CheckpointError(
+            f"variant={variant!r} was asked for, but this checkpoint is IP-Adapter-FaceID-Portrait (a plain "
+            "projection and no '*_lora.*' keys): load it with variant='faceid-portrait' or 'auto'."
         )
     if family == "faceid" and variant != "faceid":
         raise CheckpointError(
             f"variant={variant!r} was asked for, but this checkpoint is plain IP-Adapter-FaceID (its "
-            "image_proj has no 'perceiver_resampler.*' keys): load it with variant='faceid' or 'auto'."
+            "image_proj has no 'perceiver_resampler.*' keys, its ip_adapter has the LoRA): load it with "
+            "variant='faceid' or 'auto'."
         )
     return variant
 
@@ -203,19 +220,17 @@ def infer_spec(
     from the file; the UNet fixes the token width. `convert_faceid_checkpoint` then checks every key.
     """
     image_proj, ip_adapter = state_dict["image_proj"], state_dict["ip_adapter"]
-    variant = resolve_variant(image_proj, variant)
+    variant = resolve_variant(image_proj, variant, has_lora=any("_lora." in k for k in ip_adapter))
     d = int(unet.config.cross_attention_dim)
     tokens = DEFAULT_NUM_TOKENS
     out = _dim(image_proj, "proj.2.weight", 0)
     if out is not None and out % d == 0 and out // d > 0:
         tokens = out // d
-    if not any("_lora." in k for k in ip_adapter):
-        raise CheckpointError(
-            "ip_adapter: no '*_lora.*' keys (expected '0.to_q_lora.down.weight' first); this file has "
-            "no FaceID LoRA (FaceID-Portrait and other LoRA-free variants are not supported)."
-        )
-    rank = _dim(ip_adapter, "0.to_q_lora.down.weight", 0) or DEFAULT_LORA_RANK
-    if variant != "faceid":
+    if variant == "faceid-portrait":
+        rank = 0
+    else:
+        rank = _dim(ip_adapter, "0.to_q_lora.down.weight", 0) or DEFAULT_LORA_RANK
+    if variant in ("faceid-plus", "faceid-plusv2"):
         clip_dim = clip_dim or _dim(image_proj, "perceiver_resampler.proj_in.weight", 1) or DEFAULT_CLIP_DIM
         if d % RESAMPLER_DIM_HEAD:
             raise CheckpointError(
@@ -370,7 +385,7 @@ def convert_faceid_checkpoint(
     processors: dict[str, dict[str, torch.Tensor]] = {}
     for src, (name, dst) in ip_key_map(unet).items():
         processors.setdefault(name, {})[dst] = sd["ip_adapter"][src]
-    lora = {dst: sd["ip_adapter"][src] for src, dst in lora_key_map(unet).items()}
+    lora = {dst: sd["ip_adapter"][src] for src, dst in lora_key_map(unet).items()} if spec.has_lora else {}
     return FaceIDWeights(spec, image_proj, processors, lora)
 
 
@@ -387,7 +402,7 @@ def extract_faceid_state_dict(
             image_proj[src] = proj_sd[dst]
     processors = unet.attn_processors
     lora_sources = {}
-    for src, dst in lora_key_map(unet).items():
+    for src, dst in lora_key_map(unet).items() if spec.has_lora else ():
         module_path, ab = dst.rsplit(".lora_", 1)
         layer = unet.get_submodule(module_path)
         table = layer.lora_A if ab.startswith("A") else layer.lora_B

@@ -50,6 +50,7 @@ from idgen.errors import CheckpointError, IdgenError
 from idgen.adapters.faceid.config import FaceIDSpec
 from idgen.adapters.faceid.layout import convert_faceid_checkpoint, extract_faceid_state_dict, processor_names
 from idgen.adapters.faceid.model import build_image_projection
+from idgen.adapters.style.loader import StyleAdapterLoaderMixin, set_ip_scale
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +210,8 @@ def load_faceid_into_unet(
     weights = convert_faceid_checkpoint(state_dict, unet, variant, clip_dim=clip_dim)
     before = active_unet_adapters(unet)
     state = install_faceid(unet, weights)
+    if not weights.spec.has_lora:  # FaceID-Portrait
+        return state
     device, dtype = unet.device, unet.dtype  # each lookup walks the whole model: once only
     lora = {k: v.to(device=device, dtype=dtype) for k, v in weights.lora.items()}
     try:
@@ -230,6 +233,9 @@ def load_faceid_into_unet(
 def unload_faceid_from_unet(unet) -> None:
     """Remove FaceID from `unet`: projection, processors and the `"faceid"` LoRA (the peft wrappers
     too when no other LoRA is loaded), so the UNet is exactly as before `load_faceid_into_unet`."""
+    if not get_faceid_state(unet).spec.has_lora:
+        uninstall_faceid(unet)
+        return
     uninstall_faceid(unet)
     remaining = [a for a in unet_adapters(unet) if a != FACEID_ADAPTER_NAME]
     active = [a for a in active_unet_adapters(unet) if a != FACEID_ADAPTER_NAME]
@@ -241,9 +247,11 @@ def unload_faceid_from_unet(unet) -> None:
         unet.unload_lora()  # removes the peft wrappers themselves
 
 
-class FaceIDLoaderMixin:
+class FaceIDLoaderMixin(StyleAdapterLoaderMixin):
     """IP-Adapter-FaceID loading for SD1.5 / SDXL pipelines (see the module docstring). Every method
-    reads the adapter from `self.unet`, so it acts on whatever any pipeline sharing the UNet loaded."""
+    reads the adapter from `self.unet`, so it acts on whatever any pipeline sharing the UNet loaded.
+    A style adapter (`load_style_adapter`) sits next to FaceID as the UNet's second IP-Adapter; FaceID
+    is always the first (loading / unloading FaceID sets the style aside and puts it back after)."""
 
     # ------------------------------------------------------------------ loading
 
@@ -266,14 +274,15 @@ class FaceIDLoaderMixin:
             path_or_state_dict: `ip-adapter-faceid_sd15.bin`, `ip-adapter-faceid-plusv2_sd15.bin`,
                 `ip-adapter-faceid_sdxl.bin`, ... (`.bin` read with `weights_only=True`, or
                 `.safetensors` with `image_proj.*` / `ip_adapter.*` keys), or the dict itself.
-            variant: "faceid", "faceid-plusv2", "faceid-plus" (v1: no shortcut) or "auto" (FaceID
-                or, for a Plus file, Plus v2). A Plus file asked for as "faceid", or the reverse,
-                is refused with a `CheckpointError`.
+            variant: "faceid", "faceid-plusv2", "faceid-plus" (v1: no shortcut), "faceid-portrait"
+                (`ip-adapter-faceid-portrait*.bin`: no LoRA, 16 tokens per photo, several photos of one
+                person concatenated) or "auto" (FaceID, Portrait for a file without LoRA, or Plus v2 for
+                a Plus file). A file asked for as another variant is refused with a `CheckpointError`.
             image_encoder: Plus only: the CLIP image encoder (`CLIPVisionModelWithProjection`, ViT-H
                 for the official files); registered as the pipeline's `image_encoder`. Not needed
                 if the pipeline already has one or you pass `clip_image_embeds` yourself.
             identity_scale: a float or diffusers' per-block dict (see `set_faceid_scale`); old name `scale`.
-            lora_scale: weight of the built-in LoRA (official: 1.0).
+            lora_scale: weight of the built-in LoRA (official: 1.0; Portrait has none).
             s_scale: Plus only: weight of the CLIP branch (official default 1.0).
             shortcut: Plus only: override the variant's shortcut (v2: True, v1: False).
 
@@ -282,6 +291,11 @@ class FaceIDLoaderMixin:
         """
         identity_scale = take_renamed(kwargs, "scale", "identity_scale", identity_scale, 1.0)
         _refuse_unknown("load_faceid", kwargs)
+        with self._style_set_aside():
+            self._load_faceid(path_or_state_dict, variant, image_encoder, identity_scale, lora_scale, s_scale, shortcut)
+
+    def _load_faceid(self, path_or_state_dict, variant, image_encoder, identity_scale, lora_scale, s_scale,
+                     shortcut) -> None:
         if self.faceid_loaded:
             self.unload_faceid()
         encoder = image_encoder if image_encoder is not None else getattr(self, "image_encoder", None)
@@ -371,7 +385,7 @@ class FaceIDLoaderMixin:
         if identity_scale is not None:
             if isinstance(identity_scale, list):
                 raise IdgenError("FaceID is one adapter: give `identity_scale` as a float or a per-block dict.")
-            self.set_ip_adapter_scale(identity_scale)
+            set_ip_scale(self.unet, 0, identity_scale)  # FaceID is the first IP-Adapter (a style may follow)
             state.identity_scale = identity_scale
         if lora_scale is not None:
             set_faceid_lora_scale(self.unet, lora_scale)
@@ -394,7 +408,8 @@ class FaceIDLoaderMixin:
         other LoRA is loaded). A registered `image_encoder` stays (it is a pipeline component).
         """
         self._require_faceid()
-        unload_faceid_from_unet(self.unet)
+        with self._style_set_aside():
+            unload_faceid_from_unet(self.unet)
 
     # ------------------------------------------------------------------ diffusers' methods
     # What diffusers lacks for an adapter with its own LoRA and IP processors, hence these wrappers:
@@ -404,7 +419,7 @@ class FaceIDLoaderMixin:
     # slot; `save_pretrained` / `from_pretrained` keep the adapter (see `save_pretrained`).
 
     def load_ip_adapter(self, *args, **kwargs):
-        """diffusers' `load_ip_adapter`, refused while FaceID is loaded."""
+        """diffusers' `load_ip_adapter`, refused while FaceID (or a style adapter) is loaded."""
         if self.faceid_loaded:
             raise IdgenError("IP-Adapter-FaceID is loaded: call `unload_faceid()` before `load_ip_adapter()`.")
         return super().load_ip_adapter(*args, **kwargs)
@@ -427,14 +442,14 @@ class FaceIDLoaderMixin:
     def load_lora_weights(self, *args, **kwargs):
         """diffusers' `load_lora_weights`; the FaceID LoRA stays active next to the new adapter."""
         out = super().load_lora_weights(*args, **kwargs)
-        if self.faceid_loaded:
+        if self.faceid_loaded and self.faceid_spec.has_lora:
             activate_unet_adapters(self.unet, active_unet_adapters(self.unet) + [FACEID_ADAPTER_NAME])
         return out
 
     def unload_lora_weights(self, *args, **kwargs):
         """diffusers' `unload_lora_weights` for the user's LoRAs; FaceID's stays (`unload_faceid`
         removes it)."""
-        if not self.faceid_loaded:
+        if not self.faceid_loaded or not self.faceid_spec.has_lora:
             return super().unload_lora_weights(*args, **kwargs)
         with self._faceid_set_aside():
             return super().unload_lora_weights(*args, **kwargs)
@@ -443,7 +458,7 @@ class FaceIDLoaderMixin:
         """diffusers' `set_adapters`; the FaceID LoRA is kept active (at its weight) unless named, so
         tuning a user LoRA never silently drops FaceID's."""
         names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
-        if not self.faceid_loaded or FACEID_ADAPTER_NAME in names:
+        if not self.faceid_loaded or not self.faceid_spec.has_lora or FACEID_ADAPTER_NAME in names:
             return super().set_adapters(adapter_names, adapter_weights)
         weights = adapter_weights if isinstance(adapter_weights, list) else [adapter_weights] * len(names)
         weights = [1.0 if w is None else w for w in weights] + [faceid_lora_scale(self.unet)]
@@ -489,7 +504,7 @@ class FaceIDLoaderMixin:
             "spec": state.spec.to_dict(),
             "identity_scale": state.identity_scale,
             "scales": self.get_faceid_scales(),
-            "lora_scale": faceid_lora_scale(self.unet),
+            "lora_scale": faceid_lora_scale(self.unet) if state.spec.has_lora else 1.0,
             "s_scale": state.s_scale,
             "shortcut": state.shortcut,
         }

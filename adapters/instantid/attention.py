@@ -86,13 +86,20 @@ class InstantIDAttnProcessor:
     `ip_adapter.{k}.to_k_ip.weight`) and a default `scale`; the identity keys/values and per-call
     scales come in through `ip_hidden_states` (`IdentityAttentionInputs`). Without them it is
     exactly diffusers' `AttnProcessor2_0` (its prologue and epilogue: `idgen.adapters.attention`).
+
+    Image IP-Adapters (the style reference, `idgen.adapters.style`): `ip_processor` is the diffusers
+    `IPAdapterAttnProcessor2_0` this processor replaces for a call; when the UNet hands over
+    `encoder_hidden_states = (text, [image tokens per adapter])` (its `encoder_hid_proj` is set),
+    each adapter's attention over its tokens, with that processor's `to_k_ip`/`to_v_ip` and `scale`,
+    is added after the identity's (diffusers' math; scale 0 skipped).
     """
 
-    def __init__(self, index: int, scale: float = 1.0):
+    def __init__(self, index: int, scale: float = 1.0, ip_processor=None):
         if not hasattr(F, "scaled_dot_product_attention"):
             raise ImportError("InstantIDAttnProcessor needs torch >= 2.0 (scaled_dot_product_attention).")
         self.index = int(index)
         self.scale = scale
+        self.ip_processor = ip_processor
 
     def __call__(
         self,
@@ -103,6 +110,9 @@ class InstantIDAttnProcessor:
         temb: Optional[torch.Tensor] = None,
         ip_hidden_states: Optional[IdentityAttentionInputs] = None,
     ) -> torch.Tensor:
+        image_tokens = None
+        if isinstance(encoder_hidden_states, tuple):  # (text, [tokens per image IP-Adapter])
+            encoder_hidden_states, image_tokens = encoder_hidden_states
         state = attention_prologue(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         hidden_states = F.scaled_dot_product_attention(
             state.query, state.key, state.value, attn_mask=state.attention_mask, dropout_p=0.0, is_causal=False
@@ -110,7 +120,32 @@ class InstantIDAttnProcessor:
         hidden_states = state.merge_heads(hidden_states)
         if ip_hidden_states is not None:
             hidden_states = self._add_identity(ip_hidden_states, hidden_states, state)
+        if image_tokens is not None:
+            hidden_states = self._add_image_adapters(image_tokens, hidden_states, state)
         return attention_epilogue(attn, state, hidden_states)
+
+    @torch.compiler.disable
+    def _add_image_adapters(self, image_tokens: Sequence[torch.Tensor], hidden_states: torch.Tensor,
+                            state: AttentionState) -> torch.Tensor:
+        """`hidden_states` plus `scale x attention` over each image adapter's tokens `[B, (n,) T, D]`."""
+        proc = self.ip_processor
+        if proc is None or len(proc.scale) != len(image_tokens):
+            raise ValueError(
+                f"the UNet passed {len(image_tokens)} image IP-Adapter token sets to identity layer {self.index}, "
+                f"which has {0 if proc is None else len(proc.scale)} image adapters."
+            )
+        for tokens, scale, to_k, to_v in zip(image_tokens, proc.scale, proc.to_k_ip, proc.to_v_ip):
+            if isinstance(scale, (list, tuple)):
+                raise ValueError("per-image scales (masked image IP-Adapters) are not supported next to InstantID.")
+            if scale == 0:  # skipped, so scale 0 is exactly the identity-only result
+                continue
+            batch = tokens.shape[0]
+            ip_key = state.split_heads(to_k(tokens).reshape(batch, -1, to_k.out_features))
+            ip_value = state.split_heads(to_v(tokens).reshape(batch, -1, to_v.out_features))
+            ip_out = F.scaled_dot_product_attention(state.query, ip_key, ip_value, attn_mask=None, dropout_p=0.0,
+                                                    is_causal=False)
+            hidden_states = hidden_states + scale * state.merge_heads(ip_out)
+        return hidden_states
 
     # Run eagerly under `torch.compile`: the lookup by this layer's `index` would make dynamo
     # specialise every compiled transformer block on its layer (one recompile per layer, over the

@@ -18,6 +18,7 @@ from typing import Iterator, Mapping, Optional, Union
 import torch
 
 from diffusers.loaders.unet_loader_utils import _maybe_expand_lora_scales
+from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 
 from idgen.checkpoint import PathOrStateDict, check_state_dict, resolve_state_dict, split_prefixed
 from idgen.deprecation import REMOVAL
@@ -26,6 +27,7 @@ from idgen.errors import CheckpointError, IdgenError
 from idgen.adapters.instantid.attention import InstantIDAttnProcessor
 from idgen.adapters.instantid.model import InstantIDAdapter
 from idgen.adapters.instantid.resampler import ResamplerConfig
+from idgen.adapters.style.loader import StyleAdapterLoaderMixin, check_block_names
 
 CHECKPOINT_NAME = "InstantID adapter (ip-adapter.bin)"
 DEFAULT_IDENTITY_SCALE = 0.8
@@ -147,20 +149,7 @@ def expand_identity_scale(unet, layer_names: Mapping[int, str], scale: ScaleConf
             raise IdgenError(f"{what} must be finite, got {scale}.")
         return {k: float(scale) for k in layer_names}
 
-    # diffusers' expansion silently ignores unknown parts and blocks: check them first.
-    blocks = {
-        part: {f"block_{i}" for i, b in enumerate(getattr(unet, f"{part}_blocks")) if getattr(b, "attentions", None)}
-        for part in ("down", "up")
-    }
-    for part, value in scale.items():
-        if part not in ("down", "mid", "up"):
-            raise IdgenError(f"{what}: unknown part {part!r}; use 'down', 'mid' and 'up'.")
-        if part != "mid" and isinstance(value, Mapping):
-            for block in value:
-                if block not in blocks[part]:
-                    raise IdgenError(
-                        f"{what}: {part!r} has no attention block {block!r}; blocks with attention: {sorted(blocks[part])}."
-                    )
+    check_block_names(unet, scale, what=what)
     try:
         per_block = _maybe_expand_lora_scales(unet, [dict(scale)], default_scale=0.0)[0]
     except (ValueError, KeyError, TypeError) as e:
@@ -192,7 +181,12 @@ def identity_attn_processors(unet, adapter: InstantIDAdapter) -> dict[str, objec
             f"{names[:2]}... do not match this UNet's {list(current)[:2]}...)."
         )
     layers = adapter.layer_names
-    return {name: InstantIDAttnProcessor(k) if k in layers else current[name] for k, name in enumerate(names)}
+
+    def identity_processor(k, previous):
+        # an image IP-Adapter's processor (the style reference) is kept inside, for its K/V and scales
+        return InstantIDAttnProcessor(k, ip_processor=previous if isinstance(previous, IPAdapterAttnProcessor2_0) else None)
+
+    return {name: identity_processor(k, current[name]) if k in layers else current[name] for k, name in enumerate(names)}
 
 
 @contextlib.contextmanager
@@ -209,9 +203,11 @@ def identity_processors_installed(unet, adapter: InstantIDAdapter) -> Iterator[N
         unet.set_attn_processor(saved)
 
 
-class InstantIDLoaderMixin:
+class InstantIDLoaderMixin(StyleAdapterLoaderMixin):
     """Pipeline mixin: the `identity_adapter` component and its default scale (`identity_scale` in
-    the pipeline config). The UNet's processors are installed per call, never here."""
+    the pipeline config). The UNet's processors are installed per call, never here. A style
+    reference (`load_style_adapter`, then `ip_adapter_image`) lives in the UNet as diffusers'
+    IP-Adapter state; the identity processors carry it for the call (`identity_attn_processors`)."""
 
     def load_instantid(
         self,

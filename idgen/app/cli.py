@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from idgen import arguments
+from idgen.models.methods import GENERATION_METHODS
+from idgen.style import STYLE_BLOCKS, STYLE_PRESETS
 from idgen.app.speed_options import add_speed_arguments, speed_arguments
 from idgen.errors import IdgenError, InsufficientMemoryError, ModelNotFoundError
 
@@ -77,15 +79,47 @@ def _cmd_faces(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _region(text: str):
+    """argparse type of `--box`: a region name or x1,y1,x2,y2 (`idgen.app.people.parse_box`)."""
+    from idgen.app.people import parse_box
+
+    return parse_box(text)
+
+
+def _control(text: str):
+    """argparse type of `--control` (`idgen.app.controls.parse_control`)."""
+    from idgen.app.controls import parse_control
+
+    return parse_control(text)
+
+
+def _people(args: argparse.Namespace) -> list:
+    """The `--face` groups with their `--box` / `--mask` regions, in order (one region per person,
+    or none: the canvas is split into vertical strips)."""
+    from idgen.app.people import Person
+
+    groups = args.face
+    if args.box and args.mask:
+        raise IdgenError("give every person a --box, or every person a --mask, not some of each.")
+    regions = args.box or args.mask or []
+    if regions and len(regions) != len(groups):
+        raise IdgenError(f"{len(groups)} --face groups (people) need as many --box/--mask values, got {len(regions)}.")
+    key = "box" if args.box else "mask"
+    return [Person(group, **({key: regions[i]} if regions else {})) for i, group in enumerate(groups)]
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from idgen.app.generate import GenerationRequest, generate
 
     request = GenerationRequest(
-        method=args.method, faces=args.face, prompt=args.prompt, negative_prompt=args.negative_prompt,
+        method=args.method, people=_people(args), prompt=args.prompt, negative_prompt=args.negative_prompt,
         pose=args.pose, base=args.base, adapter=args.adapter, seed=args.seed, steps=args.steps,
         guidance_scale=args.guidance_scale, identity_scale=args.identity_scale, control_scale=args.control_scale,
         identity_start=args.identity_start, identity_end=args.identity_end,
         width=args.width, height=args.height, num_images=args.num_images, reference_mode=args.reference_mode,
+        controls=args.control, init_image=args.init_image, strength=args.strength, style=args.style,
+        style_image=args.style_image, style_scale=args.style_scale, style_blocks=args.style_blocks,
+        negative_noise=args.negative_noise,
         face_backend=args.backend, embedded_default=True if args.tiny else None, **speed_arguments(args),
     )
     record = generate(request, Path(args.out), overwrite=args.overwrite)
@@ -131,9 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--crop-size", type=int, default=512, choices=[112, 224, 512, 1024])
     faces.set_defaults(func=_cmd_faces)
 
-    gen = sub.add_parser("generate", help="generate images of the person in --face photos")
-    gen.add_argument("--method", required=True, choices=["instantid", "faceid", "faceid-plusv2", "arc2face"])
-    gen.add_argument("--face", required=True, nargs="+", metavar="PHOTO", help="one or more photos of the person")
+    gen = sub.add_parser("generate", help="generate images of the person (or people) in --face photos")
+    gen.add_argument("--method", required=True, choices=GENERATION_METHODS)
+    gen.add_argument("--face", required=True, nargs="+", action="append", metavar="PHOTO",
+                     help="photos of one person (several are combined; PHOTO#N takes face N of a group photo); "
+                          "repeat --face for each person of a multi-person image")
+    gen.add_argument("--box", action="append", type=arguments.typed(_region), metavar="REGION",
+                     help="where each person goes, one per --face group in order: left, right, top, bottom, "
+                          "left-third, center-third, right-third, full, or x1,y1,x2,y2 (pixels or fractions)")
+    gen.add_argument("--mask", action="append", metavar="IMAGE",
+                     help="instead of --box: a mask image per person (white = that person's region)")
     gen.add_argument("--prompt", default="photo of a person", help="text prompt (arc2face: ignored, it uses its identity prompt)")
     gen.add_argument("--negative-prompt", default=None)
     gen.add_argument("--pose", metavar="PHOTO", help="InstantID: take the face keypoints from this photo")
@@ -154,6 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="images per run (at most IDGEN_MAX_BATCH, default 16)")
     gen.add_argument("--reference-mode", default="mean", choices=["mean", "normed_mean", "concat"],
                      help="how several --face photos of one person are combined")
+    extra = gen.add_argument_group("conditions and style")
+    extra.add_argument("--control", action="append", default=[], type=arguments.typed(_control),
+                       metavar="KIND=PATH:IMAGE[:SCALE[:START:END]]",
+                       help="InstantID: an extra ControlNet after the IdentityNet, e.g. depth=models/cn-depth:depth.png:0.5 "
+                            "(canny computes the edges of IMAGE; other kinds take IMAGE as the condition; PATH "
+                            "'tiny' on the embedded default); repeat for several")
+    extra.add_argument("--init-image", metavar="IMAGE", help="InstantID img2img: start from this image (its size)")
+    extra.add_argument("--strength", type=arguments.fraction, default=None, help="img2img strength (default 0.8)")
+    extra.add_argument("--style", choices=STYLE_PRESETS, default=None, help="a prompt style preset (InstantID app's)")
+    extra.add_argument("--style-image", metavar="IMAGE", help="a style reference image (InstantStyle; needs the "
+                                                             "standard IP-Adapter of the base, see `idgen doctor`)")
+    extra.add_argument("--style-scale", type=arguments.scale, default=1.0, help="style reference strength (default 1.0)")
+    extra.add_argument("--style-blocks", choices=STYLE_BLOCKS, default="style",
+                       help="blocks the style image acts in: style (InstantStyle), style+layout, all")
+    extra.add_argument("--negative-noise", type=arguments.scale, default=None,
+                       help="negative identity as noise of this strength instead of zeros (InstantID, FaceID)")
     gen.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
     gen.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
     add_speed_arguments(gen)

@@ -68,7 +68,7 @@ class EditRequest(PromptOptions):
 
 
 def _source_embeddings(request: EditRequest, analyzer, embedded: bool) -> tuple[list[np.ndarray], list[str]]:
-    from idgen.app.generate import faces_of_photos, identity_embeddings
+    from idgen.app.references import faces_of_photos, identity_embeddings
 
     embeds, notes = [], []
     for photos in request.sources:

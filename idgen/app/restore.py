@@ -49,7 +49,7 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
     # lazy (in the functions below too): torch, diffusers, OpenCV; keeps `idgen --help` under 1.5 s
     import torch
 
-    from idgen.app.generate import identity_embeddings
+    from idgen.app.references import identity_embeddings
     from idgen.face import align_face, get_face_analyzer
     from idgen.identity import analyze_photo
     from idgen.media.video_faces import process_video
@@ -139,7 +139,7 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
     at every denoising step (a cancelled job raises `idgen.jobs.JobCancelled` and writes nothing)."""
     import torch
 
-    from idgen.app.generate import identity_embeddings
+    from idgen.app.references import identity_embeddings
     from idgen.app.stamping import job_provenance
     from idgen.face import get_face_analyzer
     from idgen.identity import analyze_photo

@@ -32,8 +32,9 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
                        help="few-step preset; sets its scheduler, steps and CFG (needs --fast-weights)")
     group.add_argument("--fast-weights", metavar="PATH", default=None,
                        help="the preset's distilled LoRA file (Lightning: LoRA or UNet file)")
-    group.add_argument("--lora", type=arguments.weighted_path, default=None, metavar="PATH[:SCALE]",
-                       help="a LoRA file (e.g. trained with `idgen train lora`) at SCALE (default 1.0)")
+    group.add_argument("--lora", type=arguments.weighted_path, action="append", default=[], metavar="PATH[:SCALE]",
+                       help="a LoRA file (e.g. trained with `idgen train lora`) at SCALE (default 1.0); repeat "
+                            "for several")
     group.add_argument("--step-cache", type=arguments.integer(0), default=0, metavar="N",
                        help="DeepCache-style: a full UNet step every N steps, the others reuse its deep "
                             "features (0 = off; 3 is a good start)")
@@ -46,9 +47,8 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
 
 def speed_arguments(args: argparse.Namespace) -> dict:
     """The `SpeedOptions` fields of parsed CLI arguments."""
-    lora, lora_scale = args.lora or (None, 1.0)
-    return {"speed": args.speed, "fast": args.fast, "fast_weights": args.fast_weights, "lora": lora,
-            "lora_scale": lora_scale, "step_cache": args.step_cache, "memory": args.memory, "fp8": args.fp8}
+    return {"speed": args.speed, "fast": args.fast, "fast_weights": args.fast_weights, "loras": tuple(args.lora),
+            "step_cache": args.step_cache, "memory": args.memory, "fp8": args.fp8}
 
 
 def accelerate(pipe, options: SpeedOptions) -> dict:
@@ -64,11 +64,11 @@ def accelerate(pipe, options: SpeedOptions) -> dict:
     record: dict = {"options": options.speed_record()}
     if options.fast is not None:
         record["fast_preset"] = pipe.load_fast_preset(options.fast, options.fast_weights).to_dict()
-    if options.lora is not None:
-        from idgen.models.loras import apply_lora  # lazy: this module is part of `idgen --help`
+    if options.loras:
+        from idgen.models.loras import apply_loras  # lazy: this module is part of `idgen --help`
 
-        record["lora"] = {"path": options.lora, "scale": options.lora_scale,
-                          "applied": apply_lora(pipe, options.lora, scale=options.lora_scale, adapter_name="user")}
+        record["loras"] = {"files": [{"path": path, "scale": scale} for path, scale in options.loras],
+                           "applied": apply_loras(pipe, options.loras)}
     if options.speed == "fast":
         record["fast_inference"] = pipe.enable_fast_inference().to_dict()
     if options.step_cache:

@@ -39,7 +39,7 @@ def _describe(spec: FileSpec) -> str:
 def missing_files(component: Component, path: Path) -> list[str]:
     """Required files of `component` absent at `path` (empty when complete)."""
     if component.single_file:
-        return [] if path.is_file() else [component.files[0]]
+        return [] if path.is_file() else [_describe(component.files[0])]
     missing = []
     for spec in component.files:
         options = spec if isinstance(spec, tuple) else (spec,)

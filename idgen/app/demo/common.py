@@ -297,9 +297,9 @@ def speed_controls(gr, ctx: "DemoContext", prefix: str) -> list:
         with gr.Row():
             weights = gr.Dropdown([], value=None, allow_custom_value=True, label="Few-step weights (LoRA / UNet file)",
                                   elem_id=f"{prefix}-fast-weights")
-            lora = gr.Dropdown([], value=None, allow_custom_value=True, label="LoRA (e.g. trained in the Train tab)",
-                               elem_id=f"{prefix}-lora")
-            lora_scale = gr.Number(1.0, label="LoRA scale")
+            lora = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
+                               label="LoRAs (e.g. trained in the Train tab; several add up)", elem_id=f"{prefix}-lora")
+            lora_scale = gr.Number(1.0, label="LoRA scale (each)")
             refresh = gr.Button("Refresh LoRA list", size="sm")
         with gr.Row():
             step_cache = gr.Number(0, precision=0, label="Step cache: full UNet step every N (0 = off)")
@@ -314,16 +314,25 @@ def speed_controls(gr, ctx: "DemoContext", prefix: str) -> list:
     return [mode, fast_paths, weights, lora, lora_scale, step_cache, memory, fp8]
 
 
+def _lora_paths(lora) -> list[str]:
+    """The LoRA picker's value (a list, one path, or nothing) as a list of paths."""
+    if isinstance(lora, (list, tuple)):
+        return [p for p in (optional(v) for v in lora) if p]
+    return [optional(lora)] if optional(lora) else []
+
+
 def speed_options(mode, fast_paths, weights, lora, lora_scale, step_cache, memory, fp8) -> dict:
-    """The `SpeedOptions` fields from the values of `speed_controls`."""
+    """The `SpeedOptions` fields from the values of `speed_controls` (`lora`: one path or a list,
+    each at `lora_scale`)."""
+    scale = 1.0 if optional(lora_scale) is None else float(lora_scale)
     if mode not in MODES:
         raise IdgenError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
     preset = None if mode == "standard" else mode
     if preset is not None and not optional(weights):
         raise IdgenError(f"the {mode} mode needs its weights: pick or type the file under 'Few-step weights'.")
     return {"speed": "fast" if fast_paths else "default", "fast": preset,
-            "fast_weights": optional(weights) if preset else None, "lora": optional(lora),
-            "lora_scale": 1.0 if optional(lora_scale) is None else float(lora_scale),
+            "fast_weights": optional(weights) if preset else None,
+            "loras": tuple((path, scale) for path in _lora_paths(lora)),
             "step_cache": int(optional(step_cache) or 0), "memory": memory or "max", "fp8": bool(fp8)}
 
 
