@@ -11,7 +11,7 @@ format. Plain tables and string functions: no torch.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 from idgen.errors import IdgenError
 
@@ -77,17 +77,18 @@ def apply_style_preset(name: str, prompt: str, negative_prompt: str = "") -> tup
 #: Which attention blocks a style reference acts in (InstantStyle). SDXL: `up_blocks.0.attentions.1`
 #: carries style, `down_blocks.2.attentions.1` layout (InstantStyle paper, section 3). SD1.5 is
 #: InstantStyle's experimental choice (`infer_style_sd15.py`): `up_blocks.1` style, plus
-#: `down_blocks.2` and the mid block for layout.
+#: `down_blocks.2` and the mid block for layout. Said by structure, so it holds for any UNet of
+#: the architecture (the tiny test models too): style = the first up block with attention, layout
+#: = the last down block with attention; SDXL picks the second transformer of each, SD1.5 the
+#: whole block (and, for layout, the mid block).
 STYLE_BLOCKS = ("style", "style+layout", "all")
-_BLOCKS = {
-    "sdxl": {"style": {"up": {"block_0": [0.0, 1.0, 0.0]}},
-             "layout": {"down": {"block_2": [0.0, 1.0]}}},
-    "sd15": {"style": {"up": {"block_1": 1.0}},
-             "layout": {"down": {"block_2": 1.0}, "mid": 1.0}},
-}
+#: Attention blocks of the real UNets: part -> {block index: transformers in it}.
+SDXL_ATTENTION_BLOCKS = {"down": {1: 2, 2: 2}, "up": {0: 3, 1: 3}}
+SD15_ATTENTION_BLOCKS = {"down": {0: 2, 1: 2, 2: 2}, "up": {1: 3, 2: 3, 3: 3}}
 
 
-def style_block_scales(architecture: str, blocks: str, scale: float) -> Union[float, dict]:
+def style_block_scales(architecture: str, blocks: str, scale: float,
+                       attention_blocks: Optional[dict] = None) -> Union[float, dict]:
     """The style reference's per-block scale in diffusers' `set_ip_adapter_scale` format: `scale`
     in the chosen blocks, 0 elsewhere (a plain float for "all": the original IP-Adapter).
 
@@ -95,22 +96,27 @@ def style_block_scales(architecture: str, blocks: str, scale: float) -> Union[fl
         architecture: "sdxl" or "sd15".
         blocks: one of `STYLE_BLOCKS`.
         scale: the style strength (0 removes the style reference exactly).
+        attention_blocks: the UNet's attention blocks, `{"down": {i: n}, "up": {i: n}}` (n
+            transformers in block i); default the real architecture's.
     """
-    if architecture not in _BLOCKS:
+    if architecture not in ("sdxl", "sd15"):
         raise IdgenError(f"style blocks are defined for sdxl and sd15, not {architecture!r}.")
     if blocks not in STYLE_BLOCKS:
         raise IdgenError(f"style blocks must be one of {', '.join(STYLE_BLOCKS)}, got {blocks!r}.")
     if blocks == "all":
         return float(scale)
+    layout = attention_blocks or (SDXL_ATTENTION_BLOCKS if architecture == "sdxl" else SD15_ATTENTION_BLOCKS)
+    scale = float(scale)
 
-    def scaled(value):
-        if isinstance(value, dict):
-            return {k: scaled(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [scaled(v) for v in value]
-        return float(value) * float(scale)
+    def pick(part: str, index: int) -> dict:
+        if architecture == "sd15":
+            return {part: {f"block_{index}": scale}}
+        count = layout[part][index]
+        return {part: {f"block_{index}": [scale if i == min(1, count - 1) else 0.0 for i in range(count)]}}
 
-    chosen = dict(scaled(_BLOCKS[architecture]["style"]))
+    chosen = pick("up", min(layout["up"]))
     if blocks == "style+layout":
-        chosen.update(scaled(_BLOCKS[architecture]["layout"]))
+        chosen.update(pick("down", max(layout["down"])))
+        if architecture == "sd15":
+            chosen["mid"] = scale
     return chosen

@@ -117,6 +117,14 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _reference_mode(mode: Optional[ReferenceMode], spec) -> ReferenceMode:
+    """The call's `reference_mode`; by default "concat" for FaceID-Portrait (made for several photos of
+    one person concatenated: the official `n_cond`), else "mean"."""
+    if mode is not None:
+        return mode
+    return "concat" if spec.variant == "faceid-portrait" else "mean"
+
+
 def _face_crop(image: np.ndarray, kps: np.ndarray) -> np.ndarray:
     """The aligned face crop FaceID-Plus feeds to CLIP (insightface `norm_crop`, 224 px)."""
     return np.asarray(align_face(image, kps, size=224).image)
@@ -152,6 +160,10 @@ class FaceIDPipelineMixin(AccelerationMixin, FaceIDLoaderMixin):
         s_scale / shortcut: Plus only: CLIP-branch weight (default 1.0) and shortcut (default:
             True for Plus v2, False for v1), as in the official `generate`.
         face_analyzer: the `idgen.face.FaceAnalyzer` for `face_image` in this call.
+        ip_adapter_image / ip_adapter_image_embeds: only with a style adapter loaded
+            (`load_style_adapter`): the style reference image(s) (InstantStyle), or its embeds in
+            diffusers' layout for that one adapter (`[2, n, E]` negative then positive with CFG). Without
+            either, the loaded style adapter is off for the call (exactly).
 
     Old multi-person form, one release: `face_embeds=[...]`, `face_masks=[...]`, `scale=[...]`
     (one entry per person) -> `identities` (FutureWarning).
@@ -165,8 +177,7 @@ class FaceIDPipelineMixin(AccelerationMixin, FaceIDLoaderMixin):
         """Validate the identity arguments; returns the people, one dict (`IDENTITY_KEYS`) each."""
         spec = self._require_faceid().spec
         plus = spec.is_plus
-        if args.reference_mode is None:  # FaceID-Portrait is made for several photos concatenated (n_cond)
-            args.reference_mode = "concat" if spec.variant == "faceid-portrait" else "mean"
+        args.reference_mode = _reference_mode(args.reference_mode, spec)
         if not args.given:
             raise IdgenError(
                 "IP-Adapter-FaceID is loaded in this pipeline's UNet: give exactly one of `face_embeds` and "
@@ -280,14 +291,15 @@ class FaceIDPipelineMixin(AccelerationMixin, FaceIDLoaderMixin):
         negative_clip_image_embeds: Optional[torch.Tensor] = None,
         *,
         identities: Optional[Sequence[Mapping[str, Any]]] = None,
-        reference_mode: ReferenceMode = "mean",
+        reference_mode: Optional[ReferenceMode] = None,
         face_analyzer=None,
         device=None,
     ) -> IdentityEmbeds:
         """Resolve one person's identity inputs, or `identities` (one dict per person), into
         `IdentityEmbeds` (arguments as in `__call__`). Embeddings go through
         `idgen.identity.resolve_face_embeds`, photos through the face analyzer."""
-        plus = self._require_faceid().spec.is_plus
+        spec = self._require_faceid().spec
+        plus, reference_mode = spec.is_plus, _reference_mode(reference_mode, spec)
         device = device or self._execution_device
         people = identities if identities is not None else [dict(
             face_embeds=face_embeds, face_image=face_image, face_crop=face_crop, clip_image_embeds=clip_image_embeds,

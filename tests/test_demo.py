@@ -78,7 +78,7 @@ def press(app, elem_id: str, session: str) -> list:
 
 
 @contextlib.contextmanager
-def unet_calls(ctx, key=("generate", "faceid", SpeedOptions().speed_key()), build=None):
+def unet_calls(ctx, key=("generate", "faceid", (False, (), False), SpeedOptions().speed_key()), build=None):
     """A list that gains a time stamp at each UNet forward of the demo's cached pipeline `key`."""
     build = build or functools.partial(build_generation_pipeline, key[1], embedded_default=True)
     with ctx.pipeline(key, build, Job()) as (pipe, _):
@@ -104,7 +104,7 @@ def generate_args(method="faceid", photo=FACE, **overrides):
                 height=None, scheduler="default", num_images=1, identity_start=0, identity_end=1, style="none",
                 style_image=None, style_scale=1.0, style_blocks="style", negative_noise=None, init_image=None,
                 strength=None, control_kind="canny", control_path="", control_image=None, control_weight=0.5,
-                people=None, mode="standard",
+                people={"headers": ["photo", "face", "region"], "data": []}, mode="standard",
                 fast_paths=False, fast_weights=None, lora=None, lora_scale=1.0, step_cache=0, memory="max", fp8=False)
     args.update(overrides)
     return list(args.values())
@@ -479,3 +479,33 @@ def test_generate_with_a_few_step_preset_and_a_lora_trained_here(tmp_path):
     assert len(ctx._pipelines) == 1
     with pytest.raises(IdgenError, match="needs its weights"):
         generate(mode="tcd")
+
+
+def test_generate_tab_people_assignment_and_the_composable_inputs(tmp_path):
+    """The Generate tab's People table (faces picked on the photos, each with a region), style
+    preset and image, negative noise, img2img and an extra ControlNet reach the generation."""
+    from idgen.app.demo.generate_tab import PEOPLE_HEADERS, add_person, people_from_table
+
+    ctx = DemoContext(tiny=True, root=tmp_path / "demo")
+    table = add_person(add_person([], [1, 0], "left"), [2, 0], "0.5,0,1,1")
+    assert table == [[1, 0, "left"], [2, 0, "0.5,0,1,1"]]
+    people = people_from_table({"headers": PEOPLE_HEADERS, "data": table}, [FACE, OTHER])
+    assert [(p.faces, p.box) for p in people] == [([f"{FACE}#0"], "left"), ([f"{OTHER}#0"], (0.5, 0.0, 1.0, 1.0))]
+    with pytest.raises(IdgenError, match="photo 3"):
+        people_from_table([[3, 0, "left"]], [FACE, OTHER])
+    with pytest.raises(IdgenError, match="click a face"):
+        add_person([], None, "left")
+
+    def generate(method, **extra):
+        return run_generate(ctx, method, [FACE, OTHER], None, None, "p", "", 2, None, 3, None, None, None, None,
+                            "default", 1, 0, 1, **extra)[1]
+
+    record = generate("faceid", people=table, style="neon", negative_noise=0.5)
+    assert [p["box"] for p in record["people"]] == ["left", (0.5, 0.0, 1.0, 1.0)]
+    assert record["style"]["preset"] == "neon" and record["request"].negative_noise == 0.5
+    record = generate("instantid", init_image=OTHER, strength=0.9, control_kind="canny", control_image=OTHER,
+                      control_weight=0.3)
+    assert record["pipeline"] == "StableDiffusionXLInstantIDImg2ImgPipeline"
+    assert record["controls"][0]["path"] == "tiny" and record["controls"][0]["scale"] == 0.3
+    with pytest.raises(IdgenError, match="not available with arc2face"):
+        generate("arc2face", people=table)

@@ -31,7 +31,7 @@ def test_canny_condition_is_computed_and_other_kinds_are_taken_as_they_are(tmp_p
     path = tmp_path / "square.png"
     Image.fromarray(photo).save(path)
     edges = condition_image(ControlSpec("canny", "tiny", str(path)), (60, 40))
-    assert edges.shape == (40, 60, 3) and set(np.unique(edges)) <= {0, 255} and edges[20, 20].max() == 255
+    assert edges.shape == (40, 60, 3) and set(np.unique(edges)) <= {0, 255} and edges[20, 18:22].max() == 255
     assert edges[20, 30].max() == 0  # inside the square: no edge
     same = condition_image(ControlSpec("depth", "tiny", str(path)), (60, 40))
     assert np.array_equal(same, photo)

@@ -11,7 +11,7 @@ from PIL import Image
 from idgen.adapters.instantid import InstantIDAttnProcessor
 from idgen.adapters.style import get_style_adapter, style_scale_config
 from idgen.errors import CheckpointError, IdgenError, ModelNotFoundError
-from idgen.pipelines import StableDiffusionFaceIDPipeline, StableDiffusionXLInstantIDPipeline
+from idgen.pipelines import StableDiffusionFaceIDPipeline
 from idgen.style import style_block_scales
 from idgen.testing import random_faceid_state_dict, tiny_clip_vision_encoder, tiny_sd15_components
 from idgen.testing.style import random_style_state_dict

@@ -1,4 +1,4 @@
-"""IP-Adapter-FaceID (FaceID, FaceID-Plus v1/v2; SD1.5 and SDXL) on diffusers' native IP-Adapter
+"""IP-Adapter-FaceID (FaceID, FaceID-Plus v1/v2, FaceID-Portrait; SD1.5 and SDXL) on diffusers' native IP-Adapter
 modules: `config` (`FaceIDSpec`), `model` (the projection), `layout` checks and maps the official
 checkpoint (key maps and their inverse), `loader` installs it into a UNet (where
 all its state lives: `get_faceid_state(unet)`). The pipelines are `idgen.pipelines`'
