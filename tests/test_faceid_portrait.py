@@ -15,7 +15,7 @@ from idgen.adapters.faceid.loader import unet_adapters
 from idgen.errors import CheckpointError
 from idgen.pipelines import StableDiffusionFaceIDPipeline
 from idgen.testing import random_faceid_state_dict, tiny_clip_vision_encoder
-from idgen.testing.style import random_faceid_portrait_state_dict, random_style_state_dict
+from idgen.testing.style import random_style_state_dict
 
 from conftest import SHARED
 from pipeline_checks import parity_sd15_components
@@ -33,7 +33,7 @@ UNETS = {"ip-adapter-faceid-portrait_sd15.bin": SD15_UNET, "ip-adapter-faceid-po
 def make_pipeline():
     pipe = StableDiffusionFaceIDPipeline(**parity_sd15_components(BASE_DIR))
     pipe.set_progress_bar_config(disable=True)
-    pipe.load_faceid(random_faceid_portrait_state_dict(pipe.unet, seed=CASE["checkpoint_seed"]))
+    pipe.load_faceid(random_faceid_state_dict(pipe.unet, "faceid-portrait", seed=CASE["checkpoint_seed"]))
     return pipe
 
 
@@ -98,7 +98,7 @@ def test_save_pretrained_round_trip(tmp_path):
 
 def test_wrong_variants_are_refused():
     pipe = make_pipeline()
-    state_dict = random_faceid_portrait_state_dict(pipe.unet, seed=0)
+    state_dict = random_faceid_state_dict(pipe.unet, "faceid-portrait", seed=0)
     with pytest.raises(CheckpointError, match="faceid-portrait"):
         pipe.load_faceid(state_dict, variant="faceid")
     with pytest.raises(CheckpointError, match="plain IP-Adapter-FaceID"):

@@ -219,7 +219,15 @@ def style_scale_config(unet, scale: float, blocks: Union[str, dict]) -> Union[fl
     if isinstance(blocks, dict):
         return {prefix: s * float(scale) for prefix, s in expand_ip_scale(unet, blocks).items()}
     architecture = "sdxl" if unet.config.addition_embed_type == "text_time" else "sd15"
-    return expand_ip_scale(unet, style_block_scales(architecture, blocks, scale))
+    return expand_ip_scale(unet, style_block_scales(architecture, blocks, scale, attention_blocks(unet)))
+
+
+def attention_blocks(unet) -> dict:
+    """The UNet's attention blocks as `style_block_scales` takes them: `{"down": {i: n}, "up": {i: n}}`,
+    n the transformers (`attentions`) of block i; blocks without attention left out."""
+    return {part: {i: len(block.attentions) for i, block in enumerate(getattr(unet, f"{part}_blocks"))
+                   if getattr(block, "attentions", None)}
+            for part in ("down", "up")}
 
 
 class StyleAdapterLoaderMixin:

@@ -6,7 +6,7 @@ Runs the official `ip_adapter.ip_adapter_faceid_separate.IPAdapterFaceID(pipe, c
 num_tokens=16, n_cond=3, torch_dtype=torch.float32).generate(faceid_embeds=[1, 3, 512], ...)` (the
 FaceID-Portrait recipe of the h94/IP-Adapter-FaceID model card) on the tiny SD1.5 components of the
 FaceID parity case (`../shared/parity/faceid-sd15`) and idgen's seeded random Portrait checkpoint
-(`idgen.testing.style.random_faceid_portrait_state_dict`), and stores its output; also writes the
+(`idgen.testing.random_faceid_state_dict(unet, "faceid-portrait")`), and stores its output; also writes the
 released Portrait files' key layouts (tests/data/layouts/ip-adapter-faceid-portrait.json) from the
 official modules at full size (meta device). Only the official import of `MultiControlNetModel` (moved in diffusers 0.29, unused here) is
 shimmed. Not run by the tests.
@@ -85,7 +85,7 @@ def main(checkout: Path) -> None:
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from idgen.testing.style import random_faceid_portrait_state_dict
+    from idgen.testing import random_faceid_state_dict
 
     import diffusers.pipelines.controlnet as controlnet_pipelines
     from diffusers.models.controlnets import MultiControlNetModel
@@ -103,7 +103,7 @@ def main(checkout: Path) -> None:
         requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
-    state_dict = random_faceid_portrait_state_dict(pipe.unet, seed=CASE["checkpoint_seed"])
+    state_dict = random_faceid_state_dict(pipe.unet, "faceid-portrait", seed=CASE["checkpoint_seed"])
     faces = face_embeds(CASE["n_cond"])
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "ip-adapter-faceid-portrait.bin"
@@ -126,7 +126,7 @@ def main(checkout: Path) -> None:
         "official": {"repo": "tencent-ailab/IP-Adapter", "commit": commit or "unknown",
                      "code": "ip_adapter/ip_adapter_faceid_separate.py: IPAdapterFaceID(num_tokens=16, n_cond=3).generate"},
         "components": "../shared/parity/faceid-sd15 (tiny SD1.5, DDIM)",
-        "checkpoint": "idgen.testing.style.random_faceid_portrait_state_dict(unet, seed=checkpoint_seed)",
+        "checkpoint": "idgen.testing.random_faceid_state_dict(unet, 'faceid-portrait', seed=checkpoint_seed)",
         "face_embeds": "face_embeds.npy: [n_cond, 512], L2-normalised, given as [1, n_cond, 512]",
         "generator": "the official get_generator(seed, 'cpu') = torch.Generator('cpu').manual_seed(seed)",
         "output": "expected.npy: output_type='np', shape [1, 64, 64, 3]",

@@ -12,6 +12,7 @@ import torch
 
 from idgen.testing.tiny_models import seeded
 from idgen.adapters.faceid import FaceIDSpec, expected_layout
+from idgen.adapters.faceid.config import PORTRAIT_NUM_TOKENS
 from idgen.adapters.instantid import InstantIDAdapter, ResamplerConfig
 
 #: Small Resampler for tiny UNets (the official one is dim 1280, depth 4, dim_head 64, heads 20).
@@ -33,10 +34,14 @@ def random_instantid_state_dict(unet, seed: int = 0, resampler_config: Optional[
 
 def random_faceid_state_dict(unet, variant: str = "faceid", *, clip_dim: Optional[int] = None, rank: int = 8,
                              seed: int = 0) -> dict:
-    """A FaceID / FaceID-Plus state dict with the official key names and shapes for `unet`
-    (`rank` instead of 128 to stay small). Norm weights start near 1, as trained ones do."""
+    """A FaceID / FaceID-Plus / FaceID-Portrait state dict with the official key names and shapes for
+    `unet` (`rank` instead of 128 to stay small; Portrait: 16 tokens per photo and no LoRA, as its
+    files). Norm weights start near 1, as trained ones do."""
 
-    spec = FaceIDSpec(variant, int(unet.config.cross_attention_dim), lora_rank=rank, clip_dim=clip_dim)
+    if variant == "faceid-portrait":
+        spec = FaceIDSpec(variant, int(unet.config.cross_attention_dim), num_tokens=PORTRAIT_NUM_TOKENS, lora_rank=0)
+    else:
+        spec = FaceIDSpec(variant, int(unet.config.cross_attention_dim), lora_rank=rank, clip_dim=clip_dim)
     generator = torch.Generator().manual_seed(seed)
     out: dict = {}
     for part, layout in expected_layout(unet, spec).items():

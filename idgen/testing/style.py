@@ -1,5 +1,5 @@
-"""Random standard IP-Adapter checkpoints (the style reference of InstantStyle) and FaceID-Portrait
-checkpoints in the OFFICIAL file layouts. Standard: the layout (`ip-adapter_sd15.bin` / `ip-adapter_sdxl.bin`: `image_proj.proj.*`, `image_proj.norm.*`,
+"""Random standard IP-Adapter checkpoints (the style reference of InstantStyle) in the OFFICIAL file
+layout (`ip-adapter_sd15.bin` / `ip-adapter_sdxl.bin`: `image_proj.proj.*`, `image_proj.norm.*`,
 `ip_adapter.{k}.to_k_ip.weight` ...; Plus: the perceiver resampler), sized for a tiny UNet and a
 tiny CLIP image encoder."""
 
@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from idgen.adapters.faceid.config import PORTRAIT_NUM_TOKENS, FaceIDSpec
-from idgen.adapters.faceid.layout import expected_layout, processor_names
+from idgen.adapters.faceid.layout import processor_names
 from idgen.adapters.instantid.resampler import Resampler, ResamplerConfig
 from idgen.testing.tiny_models import seeded
 
@@ -50,15 +49,3 @@ def random_style_state_dict(unet, clip_dim: int = 32, *, kind: str = "ip-adapter
     else:
         raise ValueError(f"kind must be 'ip-adapter' or 'ip-adapter-plus', got {kind!r}.")
     return {"image_proj": image_proj, "ip_adapter": _ip_adapter(unet, generator)}
-
-
-def random_faceid_portrait_state_dict(unet, seed: int = 0, num_tokens: int = PORTRAIT_NUM_TOKENS) -> dict:
-    """An IP-Adapter-FaceID-Portrait state dict in the official layout for `unet` (the plain FaceID
-    projection with `num_tokens` tokens per photo; `ip_adapter` holds only `{k}.to_k_ip/to_v_ip.weight`)."""
-    spec = FaceIDSpec("faceid-portrait", int(unet.config.cross_attention_dim), num_tokens=num_tokens, lora_rank=0)
-    generator = torch.Generator().manual_seed(seed)
-    out: dict = {}
-    for part, layout in expected_layout(unet, spec).items():
-        out[part] = {key: torch.randn(shape, generator=generator) * 0.2 + (1.0 if key == "norm.weight" else 0.0)
-                     for key, shape in layout.items()}
-    return out
