@@ -36,8 +36,8 @@ from idgen.jobs import JobCancelled  # noqa: E402
 from idgen.models.recipes import build_edit_pipeline, build_generation_pipeline  # noqa: E402
 
 from conftest import SHARED  # noqa: E402
+from demo_requests import FACE, generate_args  # noqa: E402
 
-FACE = str(SHARED / "faces" / "portrait_glasses.jpg")
 OTHER = str(SHARED / "faces" / "portrait_smile.jpg")
 
 
@@ -96,18 +96,6 @@ def pixels(path) -> np.ndarray:
 
 #: The "Speed and memory" inputs every model endpoint ends with, at their defaults.
 SPEED_DEFAULTS = ["standard", False, None, None, 1.0, 0, "max", False]
-
-
-def generate_args(method="faceid", photo=FACE, **overrides):
-    args = dict(method=method, files=[handle_file(photo)], face_index=None, pose=None, prompt="photo of a person",
-                negative="", steps=2, guidance=None, seed=3, identity_scale=None, control_scale=None, width=None,
-                height=None, scheduler="default", num_images=1, identity_start=0, identity_end=1, style="none",
-                style_image=None, style_scale=1.0, style_blocks="style", negative_noise=None, init_image=None,
-                strength=None, control_kind="canny", control_path="", control_image=None, control_weight=0.5,
-                people={"headers": ["photo", "face", "region"], "data": []}, mode="standard",
-                fast_paths=False, fast_weights=None, lora=None, lora_scale=1.0, step_cache=0, memory="max", fp8=False)
-    args.update(overrides)
-    return list(args.values())
 
 
 @pytest.mark.parametrize("method", ["instantid", "faceid", "arc2face"])

@@ -12,13 +12,12 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("gradio")
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import Client  # noqa: E402
 
 from idgen.app.demo import DemoContext, launch  # noqa: E402
 
-from conftest import SHARED  # noqa: E402
+from demo_requests import generate_args  # noqa: E402
 
-FACE = str(SHARED / "faces" / "portrait_glasses.jpg")
 CLIENTS, JOBS_EACH, MAX_QUEUE = 4, 2, 6
 #: RSS growth allowed after the load (allocator arenas and Gradio's caches are not given back at once).
 SLACK_MB = 400
@@ -30,11 +29,6 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS in /proc/self/status")
-
-
-def generate_args(seed: int) -> list:
-    return ["faceid", [handle_file(FACE)], None, None, "photo of a person", "", 3, None, seed, None, None, None, None,
-            "default", 1, 0, 1, "standard", False, None, None, 1.0, 0, "max", False]
 
 
 @pytest.fixture
@@ -51,11 +45,11 @@ def server(tmp_path):
 def test_concurrent_clients_are_served_or_refused_and_memory_comes_back(server):
     ctx, url = server
     clients = [Client(url, verbose=False) for _ in range(CLIENTS)]
-    clients[0].predict(*generate_args(0), api_name="/generate")  # the pipeline is built once, here
+    clients[0].predict(*generate_args(steps=3, seed=0), api_name="/generate")  # the pipeline is built once, here
     gc.collect()
     baseline = rss_mb()
 
-    jobs = [(client, client.submit(*generate_args(k), api_name="/generate"))
+    jobs = [(client, client.submit(*generate_args(steps=3, seed=k), api_name="/generate"))
             for client in clients for k in range(JOBS_EACH)]
     finished, refused = [], []
     for client, job in jobs:
@@ -73,7 +67,7 @@ def test_concurrent_clients_are_served_or_refused_and_memory_comes_back(server):
     assert not ctx.running()
 
     # the server is still up, and serves a job as before
-    _, record, _ = clients[-1].predict(*generate_args(99), api_name="/generate")
+    _, record, _ = clients[-1].predict(*generate_args(steps=3, seed=99), api_name="/generate")
     assert Path(record["files"][0]).is_file()
     gc.collect()
     assert rss_mb() < baseline + SLACK_MB, (baseline, rss_mb())
