@@ -44,6 +44,7 @@ from idgen.adapters.instantid.loader import (
     identity_processors_installed,
 )
 from idgen.adapters.instantid.model import InstantIDAdapter
+from idgen.adapters.style.loader import get_style_adapter
 from idgen.conditioning import draw_kps, draw_kps_many, fit_kps, output_size_for
 from idgen.deprecation import take_renamed
 from idgen.errors import FaceNotFoundError, IdgenError
@@ -383,6 +384,22 @@ class InstantIDPipelineMixin(AccelerationMixin, InstantIDLoaderMixin):
                     f"control_guidance_start/end of ControlNet {i} must satisfy 0 <= start < end <= 1; got {start!r}, {end!r}."
                 )
 
+    def output_size(self, photo_size: Optional[tuple[int, int]], width: Optional[int], height: Optional[int]) -> tuple[int, int]:
+        """`(width, height)` of the output: as given; the missing ones from the photo of `photo_size`
+        `(w, h)` with its aspect ratio (both missing: the official demo's `output_size_for` rule,
+        1024 / 1280 / 64 at SDXL's native 1024, scaled to this UNet's native size); without a photo
+        the UNet's native size."""
+        native = self.unet.config.sample_size * self.vae_scale_factor
+        if photo_size is None or (width is not None and height is not None):
+            return width or native, height or native
+        f = self.vae_scale_factor
+        base = max(f, native // 16 // f * f)
+        if width is None and height is None:
+            return output_size_for(photo_size, min_side=native, max_side=native * 5 // 4, base=base)
+        if width is None:
+            return max(base, round(height * photo_size[0] / photo_size[1] / base) * base), height
+        return width, max(base, round(width * photo_size[1] / photo_size[0] / base) * base)
+
     def output_size_of(self, condition, width: Optional[int], height: Optional[int]) -> tuple[int, int]:
         """`(width, height)`: as given, the missing ones from the IdentityNet condition's size
         (diffusers' rule: rounded down to the VAE factor), so that every ControlNet's condition
@@ -630,14 +647,23 @@ class InstantIDPipelineMixin(AccelerationMixin, InstantIDLoaderMixin):
             batch_size = prompt_embeds.shape[0]
         else:
             batch_size = 1  # a string prompt (or none at all: diffusers' `check_inputs` says so)
+        do_cfg = call["guidance_scale"] > 1 and self.unet.config.time_cond_proj_dim is None
+        device, dtype = self._execution_device, self.unet.dtype
         tokens, inputs = self.encode_identities(
-            people, num_images=batch_size * call["num_images_per_prompt"],
-            do_classifier_free_guidance=call["guidance_scale"] > 1 and self.unet.config.time_cond_proj_dim is None,
+            people, num_images=batch_size * call["num_images_per_prompt"], do_classifier_free_guidance=do_cfg,
             reference_mode=identity["reference_mode"], identity_scale=identity["identity_scale"],
-            negative_noise=identity["negative_noise"], generator=call["generator"], device=self._execution_device,
-            dtype=self.unet.dtype,
+            negative_noise=identity["negative_noise"], generator=call["generator"], device=device, dtype=dtype,
         )
-        with self.identity_branch(tokens, inputs, identity["identity_start"], identity["identity_end"], control_mask):
+        style_off = False
+        if (get_style_adapter(self.unet) is not None and call.get("ip_adapter_image") is None
+                and call.get("ip_adapter_image_embeds") is None):
+            # a style adapter is loaded but this call has no style reference: zero features at scale
+            # 0, so the style is skipped exactly (diffusers would refuse the call without image embeds)
+            entry, style_off = self.style_call_embeds(None, None, batch_size, do_cfg, device, dtype)
+            call["ip_adapter_image_embeds"] = [entry]
+        with self.style_off(style_off), self.identity_branch(
+            tokens, inputs, identity["identity_start"], identity["identity_end"], control_mask
+        ):
             return pipeline_call(**call)
 
 
@@ -665,22 +691,6 @@ class InstantIDText2ImageMixin(InstantIDPipelineMixin):
             call["width"], call["height"] = self.output_size_of(keypoints, call["width"], call["height"])
         call["image"] = self.join_conditions(keypoints, extras)
         return self._call_with_identity(pipeline_call, people, identity, call)
-
-    def output_size(self, photo_size: Optional[tuple[int, int]], width: Optional[int], height: Optional[int]) -> tuple[int, int]:
-        """`(width, height)` of the output: as given; the missing ones from the photo of `photo_size`
-        `(w, h)` with its aspect ratio (both missing: the official demo's `output_size_for` rule,
-        1024 / 1280 / 64 at SDXL's native 1024, scaled to this UNet's native size); without a photo
-        the UNet's native size."""
-        native = self.unet.config.sample_size * self.vae_scale_factor
-        if photo_size is None or (width is not None and height is not None):
-            return width or native, height or native
-        f = self.vae_scale_factor
-        base = max(f, native // 16 // f * f)
-        if width is None and height is None:
-            return output_size_for(photo_size, min_side=native, max_side=native * 5 // 4, base=base)
-        if width is None:
-            return max(base, round(height * photo_size[0] / photo_size[1] / base) * base), height
-        return width, max(base, round(width * photo_size[1] / photo_size[0] / base) * base)
 
     def keypoint_condition(
         self, people: Sequence[Identity], pose_image, width: Optional[int], height: Optional[int]

@@ -21,15 +21,21 @@ import torch
 from diffusers import DiffusionPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 from PIL import Image
 
+from safetensors.torch import save_file
+
 from idgen.adapters.instantid import ResamplerConfig
+from idgen.adapters.pulid import loader as pulid_loader, model as pulid_model
+from idgen.adapters.pulid.config import TINY_EVA, TINY_ID_ENCODER_V1, TINY_ID_FORMER_V11
 from idgen.adapters.pva import PVAAdapter, official_state_dict
 from idgen.adapters.svfr import IDProjection, widen_conv_in
 import idgen.pipelines as pipelines
 from idgen.face import factory
 from idgen.testing import (
-    TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, seeded, tiny_controlnet,
-    tiny_sd15_components, tiny_sdxl_components, tiny_svd_components,
+    TINY_RESAMPLER, random_faceid_state_dict, random_instantid_state_dict, seeded, tiny_clip_vision_encoder,
+    tiny_controlnet, tiny_sd15_components, tiny_sdxl_components, tiny_svd_components,
 )
+from idgen.testing.pulid import random_pulid_state_dict, tiny_eva_clip
+from idgen.testing.style import random_style_state_dict
 
 from conftest import REPO
 from test_acceleration import _lora_file
@@ -46,12 +52,24 @@ def _save_models(root) -> None:
     tiny_controlnet(sdxl["unet"], 5).save_pretrained(root / "InstantID" / "ControlNetModel")
     torch.save(random_instantid_state_dict(sdxl["unet"], seed=6), root / "InstantID" / "ip-adapter.bin")
     _lora_file(sdxl["unet"], root / "lcm-lora-sdxl.safetensors")
+    tiny_controlnet(sdxl["unet"], 7).save_pretrained(root / "controlnet-canny-sdxl")
+    style = root / "IP-Adapter" / "sdxl_models"
+    style.mkdir(parents=True)
+    torch.save(random_style_state_dict(sdxl["unet"], 32, seed=2), style / "ip-adapter_sdxl.bin")
+    tiny_clip_vision_encoder(3, image_size=224)[0].save_pretrained(style / "image_encoder")  # diffusers' 224 px input
+    (root / "PuLID").mkdir()
+    save_file(random_pulid_state_dict(sdxl["unet"], "v1.1", seed=6), root / "PuLID" / "pulid_v1.1.safetensors")
+    (root / "EVA-CLIP").mkdir()
+    torch.save({f"visual.{k}": v for k, v in tiny_eva_clip(7).state_dict().items()},
+               root / "EVA-CLIP" / "EVA02_CLIP_L_336_psz14_s6B.pt")  # a whole CLIP's keys, as the official file
 
     sd15 = tiny_sd15_components(0)
     StableDiffusionPipeline(**sd15, requires_safety_checker=False).save_pretrained(root / "sd15")
     (root / "IP-Adapter-FaceID").mkdir()
     torch.save(random_faceid_state_dict(sd15["unet"], "faceid", seed=6),
                root / "IP-Adapter-FaceID" / "ip-adapter-faceid_sd15.bin")
+    torch.save(random_faceid_state_dict(sd15["unet"], "faceid-portrait", seed=6),
+               root / "IP-Adapter-FaceID" / "ip-adapter-faceid-portrait-v11_sd15.bin")
     tiny_controlnet(sd15["unet"], 5).save_pretrained(root / "restore" / "controlnet")
 
     arc2face = tiny_sd15_components(1, text_width=512)  # the 512-d ArcFace vector fills a token
@@ -114,6 +132,11 @@ def readme_world(workspace, monkeypatch):
     monkeypatch.setenv("IDGEN_HOME", str(workspace / "home"))
     monkeypatch.delenv("IDGEN_FACE_BACKEND", raising=False)
     monkeypatch.setattr(factory, "_ANALYZERS", {})
+    for module in (pulid_model, pulid_loader):  # PuLID's encoder and EVA tower at their tiny sizes
+        for name, tiny in (("ID_ENCODER_V1", TINY_ID_ENCODER_V1), ("ID_FORMER_V11", TINY_ID_FORMER_V11),
+                           ("EVA02_L_336", TINY_EVA)):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, tiny)
     official = ResamplerConfig.from_mapping.__func__
     monkeypatch.setattr(ResamplerConfig, "from_mapping",
                         classmethod(lambda cls, config, **kw: official(cls, config or TINY_RESAMPLER, **kw)))

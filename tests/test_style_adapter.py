@@ -85,8 +85,12 @@ def test_style_acts_only_in_the_chosen_blocks():
 
 def test_instantstyle_block_presets_follow_idgen_style():
     pipe = faceid_pipe()
-    with pytest.raises(IdgenError, match="no attention block 'block_1'"):  # the tiny UNet: up block 1 has none
-        pipe.set_style_scale(1.0, blocks="style")
+    # read from the UNet's own structure: the tiny UNet's style block is its only up block with
+    # attention (SD1.5's rule: the whole block), its layout blocks the last down block and the mid block
+    assert style_scale_config(pipe.unet, 1.0, "style") == {
+        "up_blocks.0.attentions.0": 1.0, "up_blocks.0.attentions.1": 1.0,
+        "down_blocks.1.attentions.0": 0.0, "mid_block.attentions.0": 0.0}
+    assert set(style_scale_config(pipe.unet, 0.5, "style+layout").values()) == {0.5}
     assert style_scale_config(pipe.unet, 0.5, "all") == 0.5 == style_block_scales("sd15", "all", 0.5)
     with pytest.raises(IdgenError, match="style blocks"):
         pipe.set_style_scale(1.0, blocks="everywhere")
@@ -189,6 +193,7 @@ def test_instantid_with_style(monkeypatch):
     pipe.set_style_scale(1.0, blocks="all")
     styled = instantid.run(pipe, ip_adapter_image=STYLE)
     assert np.abs(styled - base).max() > 1e-3
+    assert np.array_equal(instantid.run(pipe), base)  # no style image: the style is off for the call
     # the identity processors carry the style for the call; the IdentityNet never sees style tokens
     seen, calls = [], []
     original = InstantIDAttnProcessor._add_image_adapters

@@ -28,7 +28,6 @@ from idgen.errors import FaceNotFoundError
 from idgen.face import align_face
 from idgen.identity import analyze_photo
 from idgen.image_io import load_image
-from idgen.pipelines.instantid_common import InstantIDText2ImageMixin
 
 
 @dataclass
@@ -74,7 +73,7 @@ def _init_image(pipe, request) -> PIL.Image.Image:
     demo's `resize_img`, long side 1280 and multiples of 64 at SDXL size, aspect kept), or to
     `width`/`height` when given."""
     photo = PIL.Image.fromarray(load_image(request.init_image))
-    size = InstantIDText2ImageMixin.output_size(pipe, photo.size, request.width, request.height)  # FIXME after B
+    size = pipe.output_size(photo.size, request.width, request.height)
     return photo if photo.size == tuple(size) else photo.resize(tuple(size), PIL.Image.LANCZOS)
 
 
