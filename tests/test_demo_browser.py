@@ -6,6 +6,7 @@ Skips (saying why) where Chromium or its driver is not installed, except when ID
 (set by `.ci/run`, which installs the `chromium` and `chromium-driver` packages): then it fails.
 """
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -22,9 +23,7 @@ CHROMIUM = "/usr/bin/chromium"
 def _browser_or_skip():
     missing = [p for p in (CHROMIUM, shutil.which("chromedriver")) if not p or not os.path.exists(p)]
     reason = None
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("selenium") is None:
         reason = "selenium is not installed (pip install 'idgen[test]')"
     if missing:
         reason = "Debian's chromium / chromium-driver are not installed (apt-get install chromium chromium-driver)"

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from accelerate import init_empty_weights
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from transformers import (
     CLIPTextConfig,
@@ -33,6 +32,7 @@ from idgen.checkpoint import load_checkpoint, split_prefixed
 from idgen.errors import CheckpointError, IdgenError
 from idgen.face.types import Face
 from idgen.testing import random_faceid_state_dict
+from idgen.testing.released import SD15_UNET, SDXL_UNET, meta_unet
 from idgen.pipelines import StableDiffusionFaceIDInpaintPipeline, StableDiffusionFaceIDPipeline
 
 from conftest import SHARED
@@ -264,18 +264,6 @@ def test_identity_changes_output_and_two_faces_differ():
 
 # -- 4. official layouts at full size, bad files -----------------------------------------------
 
-SD15_UNET = dict(
-    sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
-    attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-)
-SDXL_UNET = dict(
-    sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2, cross_attention_dim=2048,
-    attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10), use_linear_projection=True,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), addition_embed_type="text_time",
-    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-)
 OFFICIAL_FILES = {
     "ip-adapter-faceid_sd15.bin": (SD15_UNET, "faceid"),
     "ip-adapter-faceid-plusv2_sd15.bin": (SD15_UNET, "faceid-plusv2"),
@@ -286,11 +274,6 @@ OFFICIAL_FILES = {
 @functools.lru_cache(maxsize=None)
 def _manifest():
     return json.loads(LAYOUTS.read_text())
-
-
-def meta_unet(config):
-    with init_empty_weights():
-        return UNet2DConditionModel(**config)
 
 
 def meta_state_dict(name):

@@ -15,11 +15,11 @@ from idgen.adapters.faceid.loader import unet_adapters
 from idgen.errors import CheckpointError
 from idgen.pipelines import StableDiffusionFaceIDPipeline
 from idgen.testing import random_faceid_state_dict, tiny_clip_vision_encoder
+from idgen.testing.released import SD15_UNET, SDXL_UNET, meta_unet
 from idgen.testing.style import random_style_state_dict
 
 from conftest import SHARED
 from pipeline_checks import parity_sd15_components
-from test_faceid import SD15_UNET, SDXL_UNET, meta_unet
 
 CASE_DIR = Path(__file__).parent / "data" / "parity" / "faceid-portrait"
 LAYOUTS = Path(__file__).parent / "data" / "layouts" / "ip-adapter-faceid-portrait.json"

@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageFile
 
-from test_instantid_adapter import SDXL_UNET
 
 from idgen.adapters.faceid import convert_faceid_checkpoint, extract_faceid_state_dict, load_faceid_into_unet
 from idgen.adapters.faceid.loader import FACEID_ADAPTER_NAME, unload_faceid_from_unet
@@ -37,6 +36,7 @@ from idgen.adapters.svfr import IDProjection, SVFRConfig, load_id_projection
 from idgen.adapters.svfr import official_state_dict as svfr_official
 from idgen.conditioning import MAX_COORDINATE, draw_kps, face_mask, fit_kps, output_size_for, resize_kps
 from idgen.errors import CheckpointError, ConfigError, IdgenError, ImageReadError
+from idgen.testing.released import SD15_UNET, SDXL_UNET, meta_unet
 from idgen.face import Face, align_face, paste_back, similarity_transform, transform_points
 from idgen.image_io import DEFAULT_MAX_IMAGE_PIXELS, load_image
 from idgen.testing import TINY_RESAMPLER, random_faceid_state_dict, seeded, tiny_unet
@@ -263,21 +263,12 @@ def test_limit_variables_are_read_when_used_and_validated(name, value):
 
 # -- 2. checkpoint key maps --------------------------------------------------------------------
 
-FACEID_SD15_UNET = dict(
-    sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
-    attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-)
 PVA_ENCODER = dict(num_tokens=0, num_layers=2, num_heads=2, feedforward_dim=16)
 
 
 @functools.lru_cache(maxsize=None)
-def meta_unet(kind: str):
-    from diffusers import UNet2DConditionModel
-
-    config = {"faceid": FACEID_SD15_UNET, "instantid": SDXL_UNET}[kind]
-    with torch.device("meta"):
-        return UNet2DConditionModel(**config)
+def released_unet(kind: str):
+    return meta_unet({"faceid": SD15_UNET, "instantid": SDXL_UNET}[kind])
 
 
 @functools.lru_cache(maxsize=None)
@@ -306,11 +297,11 @@ def official_files():
         pva = pva_official(PVAAdapter.for_unet(tiny("sd"), **PVA_ENCODER))
         svfr = svfr_official(IDProjection(16, 32))
     return [
-        ("faceid", lambda sd: convert_faceid_checkpoint(sd, meta_unet("faceid")),
+        ("faceid", lambda sd: convert_faceid_checkpoint(sd, released_unet("faceid")),
          meta_dict(faceid["ip-adapter-faceid_sd15.bin"], ("image_proj", "ip_adapter")), False),
-        ("faceid-plusv2", lambda sd: convert_faceid_checkpoint(sd, meta_unet("faceid")),
+        ("faceid-plusv2", lambda sd: convert_faceid_checkpoint(sd, released_unet("faceid")),
          meta_dict(faceid["ip-adapter-faceid-plusv2_sd15.bin"], ("image_proj", "ip_adapter")), False),
-        ("instantid", lambda sd: load_instantid_adapter(sd, meta_unet("instantid")),
+        ("instantid", lambda sd: load_instantid_adapter(sd, released_unet("instantid")),
          meta_dict(instantid, ("image_proj", "ip_adapter")), True),
         ("pva", lambda sd: load_pva_adapter(sd, tiny("sd"), num_heads=PVA_ENCODER["num_heads"]), pva, True),
         ("svfr", lambda sd: load_id_projection(sd, SVFRConfig(identity_channels=16, cross_attention_dim=32)),

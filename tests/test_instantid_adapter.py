@@ -21,20 +21,8 @@ from idgen.adapters.instantid import (
     official_state_dict,
 )
 from idgen.errors import CheckpointError, IdgenError
+from idgen.testing.released import SD15_UNET, SDXL_UNET, meta_unet
 
-SDXL_UNET = dict(
-    sample_size=128, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], block_out_channels=[320, 640, 1280],
-    layers_per_block=2, transformer_layers_per_block=[1, 2, 10], attention_head_dim=[5, 10, 20],
-    cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-)
-SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8)  # the rest: diffusers defaults = SD1.5
-
-
-def meta_unet(config):
-    with torch.device("meta"):
-        return UNet2DConditionModel(**config)
 
 
 @pytest.fixture(scope="module")

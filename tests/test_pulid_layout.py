@@ -8,20 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import UNet2DConditionModel
 
 from idgen.adapters.pulid import load_eva_clip, load_pulid_adapter
 from idgen.adapters.pulid.config import EVA02_L_336
 from idgen.errors import CheckpointError
+from idgen.testing.released import SDXL_UNET, meta_unet
 
 LAYOUTS = Path(__file__).parent / "data" / "layouts"
-SDXL_UNET = dict(
-    sample_size=128, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], block_out_channels=[320, 640, 1280],
-    layers_per_block=2, transformer_layers_per_block=[1, 2, 10], attention_head_dim=[5, 10, 20],
-    cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-)
 
 
 def layout(name):
@@ -34,8 +27,7 @@ def meta_state_dict(keys):
 
 @pytest.fixture(scope="module")
 def unet():
-    with torch.device("meta"):
-        return UNet2DConditionModel(**SDXL_UNET)
+    return meta_unet(SDXL_UNET)
 
 
 @pytest.mark.parametrize("name,version", [("pulid_v1", "v1"), ("pulid_v1.1", "v1.1")])

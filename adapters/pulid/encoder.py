@@ -13,11 +13,12 @@ The official modules hard-code the EVA width (1024) and the mapping width (1024)
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import nn
+
+from idgen.adapters.perceiver import PerceiverAttention, feed_forward
 
 
 def _mlp(dims: Sequence[int]) -> nn.Sequential:
@@ -59,43 +60,6 @@ class IDEncoder(nn.Module):
         return torch.cat([x, *tokens], dim=1)
 
 
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """`[B, L, heads * d]` -> `[B, heads, L, d]`."""
-    b, n, _ = x.shape
-    return x.view(b, n, heads, -1).transpose(1, 2)
-
-
-class PerceiverAttention(nn.Module):
-    """Latents attend to `[x, latents]` (official `PerceiverAttention`, scale split over q and k)."""
-
-    def __init__(self, dim: int, dim_head: int = 64, heads: int = 8):
-        super().__init__()
-        self.dim_head = dim_head
-        self.heads = heads
-        inner = dim_head * heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_kv = nn.Linear(dim, inner * 2, bias=False)
-        self.to_out = nn.Linear(inner, dim, bias=False)
-
-    def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x)
-        latents = self.norm2(latents)
-        b, n, _ = latents.shape
-        q = _heads(self.to_q(latents), self.heads)
-        k, v = (_heads(t, self.heads) for t in self.to_kv(torch.cat((x, latents), dim=-2)).chunk(2, dim=-1))
-        scale = 1 / math.sqrt(math.sqrt(self.dim_head))
-        weight = (q * scale) @ (k * scale).transpose(-2, -1)
-        weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)
-        return self.to_out((weight @ v).permute(0, 2, 1, 3).reshape(b, n, -1))
-
-
-def _feed_forward(dim: int, mult: int) -> nn.Sequential:
-    inner = int(dim * mult)
-    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, inner, bias=False), nn.GELU(), nn.Linear(inner, dim, bias=False))
-
-
 class IDFormer(nn.Module):
     """v1.1: `(condition [B, id_dim] or [B, R, id_dim], hidden_states 5 x [B, 1 + N, vit_width])`
     -> `[B, num_queries, output_dim]`. With R reference photos (`[B, R, id_dim]`, hidden states
@@ -116,7 +80,7 @@ class IDFormer(nn.Module):
         self.latents = nn.Parameter(torch.randn(1, num_queries, dim) * scale)
         self.proj_out = nn.Parameter(scale * torch.randn(dim, output_dim))
         self.layers = nn.ModuleList(
-            nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), _feed_forward(dim, ff_mult)])
+            nn.ModuleList([PerceiverAttention(dim=dim, dim_head=dim_head, heads=heads), feed_forward(dim, ff_mult)])
             for _ in range(depth)
         )
         for i in range(num_layers):

@@ -24,6 +24,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from idgen.testing.released import SD15_UNET, SDXL_UNET
+
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "tests" / "data" / "parity" / "faceid-portrait"
 BASE = REPO.parent / "shared" / "parity" / "faceid-sd15"
@@ -39,18 +41,6 @@ def face_embeds(n: int) -> np.ndarray:
 
 
 # The released base UNets (SD1.5, SDXL), for the layouts at full size.
-SD15_UNET = dict(
-    sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
-    attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-)
-SDXL_UNET = dict(
-    sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2, cross_attention_dim=2048,
-    attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10), use_linear_projection=True,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), addition_embed_type="text_time",
-    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-)
 LAYOUT_FILES = {"ip-adapter-faceid-portrait_sd15.bin": SD15_UNET, "ip-adapter-faceid-portrait-v11_sd15.bin": SD15_UNET,
                 "ip-adapter-faceid-portrait_sdxl.bin": SDXL_UNET}
 

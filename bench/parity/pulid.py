@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from idgen.testing.released import SDXL_UNET
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,13 +157,6 @@ def set_mode(off, num_zero, ortho):
     off.attn.ORTHO_v2 = ortho == "v2"
 
 
-SDXL_UNET = dict(  # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (the sizes that matter)
-    sample_size=128, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], block_out_channels=[320, 640, 1280],
-    layers_per_block=2, transformer_layers_per_block=[1, 2, 10], attention_head_dim=[5, 10, 20],
-    cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-)
 
 
 def write_layouts(off, commit: str) -> None:

@@ -21,8 +21,8 @@ from idgen.adapters.svfr import init_svfr
 from idgen.errors import CheckpointError, IdgenError
 from idgen.models.fallback import build_or_embedded
 from idgen.models.loading import check_controlnet_fits, check_json_file, check_model_files, from_pretrained, loading
-from idgen.models.methods import (  # noqa: F401 (the *_ADAPTER tables: re-exported for the application)
-    ARCFACE_DIM, EDIT_ADAPTER, EDIT_METHODS, EDIT_WEIGHTS, GENERATION_ADAPTER, GENERATION_ARCHITECTURE,
+from idgen.models.methods import (
+    ARCFACE_DIM, EDIT_METHODS, EDIT_WEIGHTS, GENERATION_ADAPTER, GENERATION_ARCHITECTURE,
     GENERATION_METHODS, GENERATION_WEIGHTS, RESTORE_REFERENCE_WEIGHTS, RESTORE_WEIGHTS, STYLE_WEIGHTS, TINY_CONTROLNET,
 )
 from idgen.models.resolve import load_pipeline, resolve_component

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Optional
 
 from idgen.errors import IdgenError, ModelNotFoundError
 from idgen.jobs import CancelToken, JobCancelled
-from idgen.models import recipes
+from idgen.models import methods
 from idgen.models import any_configured, load_config
 
 logger = logging.getLogger(__name__)
@@ -55,10 +55,10 @@ def capabilities() -> dict[str, tuple[str, ...]]:
     """Each capability of the demo and the registry components whose presence decides, by the
     CLI's rule (`idgen.models.build_or_embedded`), whether it runs on real weights."""
 
-    return {**{f"generate {m}": names for m, names in recipes.GENERATION_WEIGHTS.items()},
-            **{f"inpaint/swap {m}": names for m, names in recipes.EDIT_WEIGHTS.items()},
+    return {**{f"generate {m}": names for m, names in methods.GENERATION_WEIGHTS.items()},
+            **{f"inpaint/swap {m}": names for m, names in methods.EDIT_WEIGHTS.items()},
             # as `recipes.build_restore_pipeline` decides: by the restoration weights, not the base
-            **{f"restore {kind}": names[1:] for kind, names in recipes.RESTORE_WEIGHTS.items()},
+            **{f"restore {kind}": names[1:] for kind, names in methods.RESTORE_WEIGHTS.items()},
             "train LoRA": ("sd15",)}
 
 

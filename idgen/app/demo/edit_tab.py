@@ -12,7 +12,8 @@ from PIL import Image
 
 from idgen.errors import IdgenError
 from idgen.app.edit import EditRequest, run_edit
-from idgen.models.recipes import EDIT_METHODS, build_edit_pipeline
+from idgen.models.methods import EDIT_METHODS
+from idgen.models.recipes import build_edit_pipeline
 
 from idgen.app.demo.common import (
     DemoContext, Job, job_status, model_job, optional, paths, photo_or_video, result_column, run_and_cancel_buttons,

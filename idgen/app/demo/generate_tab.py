@@ -15,8 +15,8 @@ from idgen.errors import IdgenError
 from idgen.app.controls import ControlSpec
 from idgen.app.generate import SCHEDULERS, GenerationRequest, generate
 from idgen.app.people import REGIONS, Person
-from idgen.models.methods import TINY_CONTROLNET
-from idgen.models.recipes import GENERATION_METHODS, build_generation_pipeline
+from idgen.models.methods import GENERATION_METHODS, TINY_CONTROLNET
+from idgen.models.recipes import build_generation_pipeline
 from idgen.style import STYLE_BLOCKS, STYLE_PRESETS
 
 from idgen.app.demo.common import (
