@@ -66,6 +66,15 @@ def official_module(checkout: Path, name: str):
     return module
 
 
+def parse_arguments(doc: str, out: Path, argv=None) -> argparse.Namespace:
+    """`checkout` (the official InstantID checkout), `--out` (default `out`) and `--commit`."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkout", type=Path, help="the official InstantID checkout (github.com/instantX-research/InstantID)")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--commit", help="the checkout's commit, when it is not a git work tree (e.g. a `git archive`)")
+    return parser.parse_args(argv)
+
+
 def official_commit(checkout: Path, given: str = None) -> str:
     """`given`, else the checkout's `git rev-parse HEAD`."""
     if given:
@@ -92,11 +101,7 @@ def write_inputs(out: Path, width: int, height: int) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkout", type=Path, help="the official InstantID checkout (github.com/instantX-research/InstantID)")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--commit", help="the checkout's commit, when it is not a git work tree (e.g. a `git archive`)")
-    args = parser.parse_args(argv)
+    args = parse_arguments(__doc__, OUT, argv)
     from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
     module = official_module(args.checkout, "pipeline_stable_diffusion_xl_instantid_full")

@@ -14,7 +14,6 @@ so the text is given as prompts.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import tempfile
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from instantid_full import OUT as FULL_CASE, SEEDS, official_commit, official_module, tests_module
+from instantid_full import OUT as FULL_CASE, SEEDS, official_commit, official_module, parse_arguments, tests_module
 
 OUT = FULL_CASE.parent / "instantid-img2img"
 CALL = {
@@ -43,11 +42,7 @@ def write_init(out: Path, size: int = 64) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkout", type=Path, help="the official InstantID checkout (github.com/instantX-research/InstantID)")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--commit", help="the checkout's commit, when it is not a git work tree (e.g. a `git archive`)")
-    args = parser.parse_args(argv)
+    args = parse_arguments(__doc__, OUT, argv)
     module = official_module(args.checkout, "pipeline_stable_diffusion_xl_instantid_img2img")
     args.out.mkdir(parents=True, exist_ok=True)
     write_init(args.out)
