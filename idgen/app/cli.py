@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 from idgen import arguments
 from idgen.models.methods import GENERATION_METHODS
 from idgen.style import STYLE_BLOCKS, STYLE_PRESETS
+from idgen.app.enhance_options import add_enhance_arguments, enhance_arguments
 from idgen.app.speed_options import add_speed_arguments, speed_arguments
 from idgen.errors import IdgenError, InsufficientMemoryError, ModelNotFoundError
 
@@ -121,6 +122,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         style_image=args.style_image, style_scale=args.style_scale, style_blocks=args.style_blocks,
         negative_noise=args.negative_noise,
         face_backend=args.backend, embedded_default=True if args.tiny else None, **speed_arguments(args),
+        **enhance_arguments(args),
     )
     record = generate(request, Path(args.out), overwrite=args.overwrite)
     for note in [record["note"], *record["notes"]]:
@@ -214,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
     gen.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
     add_speed_arguments(gen)
+    add_enhance_arguments(gen)
     gen.set_defaults(func=_cmd_generate)
 
     from idgen.app.demo.cli import add_parser as add_demo_parser

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Optional
 
 import diffusers
+import numpy as np
+import PIL.Image
 import torch
 
 from idgen.app.controls import ControlSpec, parse_control
+from idgen.app.enhance_options import enhance_photos
 from idgen.app.generation_inputs import analyse_people, condition_stems, prepare_inputs
 from idgen.app.options import PromptOptions
 from idgen.app.people import Person
@@ -238,6 +241,9 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
     started = time.perf_counter()
     images = pipe(**kwargs).images
     seconds = time.perf_counter() - started
+    enhanced, enhance = enhance_photos(request, [np.asarray(image) for image in images], analyzer)
+    if enhance is not None:
+        images = [PIL.Image.fromarray(image) for image in enhanced]
 
     record = {
         "request": request,
@@ -259,7 +265,7 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
         "conditions": {stem: str(folder.path / name) for stem, name in condition_names.items()},
         "pipeline": type(pipe).__name__, "scheduler": type(pipe.scheduler).__name__,
         "files": [str(folder.path / name) for name in names], "seconds": round(seconds, 3),
-        "speed": speed,
+        "speed": speed, "enhance": enhance,
     }
     weights = GENERATION_WEIGHTS[request.method]
     provenance = job_provenance(
@@ -267,7 +273,7 @@ def generate(request: GenerationRequest, out_dir: Path, *, pipeline=None, progre
         overrides={weights[0]: request.base, GENERATION_ADAPTER[request.method]: request.adapter},
         parameters={**record["parameters"], **prompt, "negative_prompt": negative,
                     "reference_mode": request.reference_mode, "pipeline": record["pipeline"],
-                    "scheduler": record["scheduler"]})
+                    "scheduler": record["scheduler"], "enhance": request.enhance})
     record["provenance"] = provenance.to_dict() if provenance is not None else None
     with folder:
         for name, image in zip(names, images):

@@ -9,20 +9,24 @@ from typing import Optional
 
 from idgen.acceleration.options import SpeedOptions
 from idgen.models.config import FACE_BACKENDS
-from idgen.validation import InvalidArgumentError, check_scale, check_seed, check_steps
+from idgen.app.enhance_options import parse_enhance
+from idgen.validation import InvalidArgumentError, check_number, check_scale, check_seed, check_steps
 
 
 
 @dataclass(kw_only=True)
 class RunOptions(SpeedOptions):
     """Sampling seed and steps, the face backend, the embedded-default rule (`embedded_default`:
-    True forces it, False forbids it, None uses it when nothing is configured), and the speed and
-    memory options (`SpeedOptions`)."""
+    True forces it, False forbids it, None uses it when nothing is configured), the face post-pass
+    (`enhance`: "codeformer", "gfpgan", "restoreformer", "codeformer:0.7"...; `enhance_blend`: how
+    much of the restored face is used), and the speed and memory options (`SpeedOptions`)."""
 
     seed: int = 0
     steps: Optional[int] = None
     face_backend: Optional[str] = None
     embedded_default: Optional[bool] = None
+    enhance: Optional[str] = None
+    enhance_blend: float = 1.0
 
     def __post_init__(self):
         """Check (and normalise: Gradio's 3.0 → 3) every value; raises `InvalidArgumentError`
@@ -31,6 +35,9 @@ class RunOptions(SpeedOptions):
         self.seed = check_seed("seed", self.seed)
         if self.steps is not None:
             self.steps = check_steps("steps", self.steps)
+        if self.enhance is not None:
+            parse_enhance(self.enhance)
+        self.enhance_blend = check_number("enhance_blend", self.enhance_blend, low=0.0, high=1.0)
         if self.face_backend is not None and self.face_backend not in FACE_BACKENDS:
             raise InvalidArgumentError(
                 f"face_backend must be one of {', '.join(FACE_BACKENDS)} (or None), got {self.face_backend!r}.")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from idgen import arguments
+from idgen.app.enhance_options import add_enhance_arguments, enhance_arguments, enhance_photos
 from idgen.app.options import RunOptions
 from idgen.app.records import json_bytes, write_json
 from idgen.app.speed_options import accelerate, add_speed_arguments, sampling_defaults, speed_arguments
@@ -21,7 +22,7 @@ from idgen.errors import IdgenError
 from idgen.jobs import CancelToken
 from idgen.media import VIDEO_STEPS
 from idgen.media.degrade import PRESETS, TASKS, degrade
-from idgen.models.methods import RESTORE_REFERENCE_WEIGHTS, RESTORE_WEIGHTS
+from idgen.models.methods import ENHANCE_RESTORERS, RESTORE_REFERENCE_WEIGHTS, RESTORE_WEIGHTS
 from idgen.validation import InvalidArgumentError, check_integer, check_number
 
 if TYPE_CHECKING:
@@ -149,6 +150,9 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
     from idgen.testing import EMBEDDED_DEFAULT_NOTE
 
     kind = request.kind
+    if kind == "video" and request.enhance is not None:
+        raise IdgenError("`idgen restore --enhance` is for photos: a video is restored by SVFR, whose temporal "
+                         "consistency a frame-by-frame restorer would undo (`idgen swap --enhance` restores video frames).")
     if kind == "image" and tuple(request.tasks) != ("bfr",):
         raise IdgenError("photos are restored with --tasks bfr (colorization/inpainting are the video model's).")
     target = Path(request.input)
@@ -193,8 +197,9 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
                 notes += [note] if note else []
             result = pipe.restore_faces(target, analyzer=analyzer, fidelity=request.fidelity, num_inference_steps=steps,
                                         generator=torch.Generator().manual_seed(request.seed), **identity, **hooks)
-            folder.write_image(name, result.image, provenance)
-            details = {"faces": result.faces}
+            (image,), enhance = enhance_photos(request, [np.asarray(result.image)], analyzer)
+            folder.write_image(name, image, provenance)
+            details = {"faces": result.faces, "enhance": enhance}
             notes += [f["note"] for f in result.faces if f["note"]]
         record = {"request": request, "kind": kind, "embedded_default": embedded,
                   "note": EMBEDDED_DEFAULT_NOTE if embedded else None, "pipeline": type(pipe).__name__,
@@ -206,8 +211,8 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
 
 
 # --------------------------------------------------------------------------------------------- eval
-def _grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int = 160) -> np.ndarray:
-    """Side-by-side rows clean | degraded | restored, each `size` px."""
+def _grid(rows: list[tuple[np.ndarray, ...]], size: int = 160) -> np.ndarray:
+    """Side-by-side rows clean | degraded | each restoration, each `size` px."""
     import cv2
 
     return np.concatenate([np.concatenate([cv2.resize(x, (size, size)) for x in row], axis=1) for row in rows], axis=0)
@@ -218,12 +223,37 @@ def _mean(values):
     return float(np.mean(finite)) if finite else None
 
 
+#: What `idgen eval restore` compares: idgen's diffusion restoration and the official restorers.
+EVAL_RESTORERS = ("diffusion", *ENHANCE_RESTORERS)
+METRICS = ("psnr", "ssim", "identity_similarity", "landmark_distance")
+
+
+def _official_restorations(names, degraded: np.ndarray, size: int, embedded_default: Optional[bool]) -> dict:
+    """`{name: (restored [N, size, size, 3] uint8, is_embedded_default)}`: each official restorer on
+    the degraded aligned faces (resized to its crop and back; no paste: the faces are the crops)."""
+    import cv2
+
+    from idgen.models.enhancers import build_face_enhancer
+
+    out = {}
+    for name in names:
+        enhancer, embedded, _ = build_face_enhancer(name, embedded_default=embedded_default)
+        crops = [cv2.resize(d, (enhancer.size,) * 2, interpolation=cv2.INTER_CUBIC) for d in degraded]
+        restored = [cv2.resize(r, (size, size), interpolation=cv2.INTER_AREA) for r in enhancer.restore_crops(crops)]
+        out[name] = (np.stack(restored), embedded)
+    return out
+
+
 def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=("bfr",), seed: int = 0,
                          max_items: int = 20, pipeline=None, embedded_default: Optional[bool] = None,
-                         num_inference_steps: Optional[int] = None, face_backend: str = "dlib") -> dict:
-    """Degrade clean faces with `preset`, restore them, and report PSNR, SSIM, identity similarity
-    and landmark distance (dlib: a face model independent of the restorers), plus the flow-warping
-    temporal error for a video. Writes `metrics.json` and `grid.png` to `out_dir`."""
+                         num_inference_steps: Optional[int] = None, face_backend: str = "dlib",
+                         restorers=EVAL_RESTORERS) -> dict:
+    """Degrade clean faces with `preset`, restore them with each of `restorers` ("diffusion":
+    idgen's restoration pipeline, SVFR for a video; "codeformer", "gfpgan", "restoreformer": the
+    official models, frame by frame), and report PSNR, SSIM, identity similarity and landmark
+    distance (dlib: a face model independent of the restorers), plus the flow-warping temporal
+    error for a video. Writes `metrics.json` and `grid.png` (clean | degraded | each restorer) to
+    `out_dir`. `summary` / `items` hold the first restorer's metrics, `restorers` every one's."""
     import cv2
     import torch
     from PIL import Image
@@ -234,6 +264,11 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
     from idgen.media.video import read_frames
     from idgen.models.recipes import build_restore_pipeline
 
+    restorers = tuple(restorers)
+    unknown = sorted(set(restorers) - set(EVAL_RESTORERS))
+    if unknown or not restorers:
+        raise InvalidArgumentError(f"restorers must be one or more of {', '.join(EVAL_RESTORERS)}, got "
+                                   f"{','.join(restorers) or 'none'}.")
     source = Path(input_path)
     is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
     kind = "video" if is_video else "image"
@@ -246,11 +281,14 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
     def prepare(frame):
         return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
 
+    outputs = {}
     if is_video:
         clean = np.stack([prepare(f) for f in read_frames(source, max_frames=max_items)])
         degraded = degrade(clean, preset, seed=seed, tasks=tasks).image
-        restored = pipe(degraded, tasks=tasks, output_type="np", generator=torch.Generator().manual_seed(seed), **steps).frames
-        restored = (restored * 255).round().astype(np.uint8)
+        if "diffusion" in restorers:
+            restored = pipe(degraded, tasks=tasks, output_type="np", generator=torch.Generator().manual_seed(seed),
+                            **steps).frames
+            outputs["diffusion"] = ((restored * 255).round().astype(np.uint8), embedded)
         names = [f"frame {i}" for i in range(len(clean))]
     else:
         files = list_photos(source)[:max_items] if source.is_dir() else [source]
@@ -258,26 +296,38 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
             raise IdgenError(f"{source}: no photos to evaluate on.")
         clean = np.stack([prepare(load_image(f)) for f in files])
         degraded = np.stack([degrade(c, preset, seed=seed + i, tasks=tasks).image for i, c in enumerate(clean)])
-        out = pipe(image=[Image.fromarray(d) for d in degraded], height=size, width=size, output_type="np",
-                   generator=torch.Generator().manual_seed(seed), **steps).images
-        restored = (np.asarray(out) * 255).round().astype(np.uint8)
+        if "diffusion" in restorers:
+            out = pipe(image=[Image.fromarray(d) for d in degraded], height=size, width=size, output_type="np",
+                       generator=torch.Generator().manual_seed(seed), **steps).images
+            outputs["diffusion"] = ((np.asarray(out) * 255).round().astype(np.uint8), embedded)
         names = [f.name for f in files]
-    per_item = []
-    for name, c, d, r in zip(names, clean, degraded, restored):
-        per_item.append({"name": name, "psnr_degraded": psnr(c, d), "psnr": psnr(c, r), "ssim": ssim(c, r),
-                         "identity_similarity": identity_similarity(c, r, analyzer),
-                         "landmark_distance": landmark_distance(c, r, analyzer)})
-    summary = {key: _mean([p[key] for p in per_item]) for key in
-               ("psnr_degraded", "psnr", "ssim", "identity_similarity", "landmark_distance")}
-    if is_video:
-        summary["temporal_error"] = temporal_consistency(restored, reference=clean)
-        summary["temporal_error_clean"] = temporal_consistency(clean)
+    outputs.update(_official_restorations([r for r in restorers if r != "diffusion"], degraded, size, embedded_default))
+
+    def metrics(restored) -> tuple[list[dict], dict]:
+        items = [{"name": name, "psnr_degraded": psnr(c, d), "psnr": psnr(c, r), "ssim": ssim(c, r),
+                  "identity_similarity": identity_similarity(c, r, analyzer),
+                  "landmark_distance": landmark_distance(c, r, analyzer)}
+                 for name, c, d, r in zip(names, clean, degraded, restored)]
+        summary = {key: _mean([p[key] for p in items]) for key in ("psnr_degraded", *METRICS)}
+        if is_video:
+            summary["temporal_error"] = temporal_consistency(restored, reference=clean)
+            summary["temporal_error_clean"] = temporal_consistency(clean)
+        return items, summary
+
+    results = {}
+    for name in restorers:
+        items, summary = metrics(outputs[name][0])
+        results[name] = {"embedded_default": outputs[name][1], "summary": summary, "items": items}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_grid(list(zip(clean, degraded, restored))[:8])).save(out_dir / "grid.png")
+    rows = list(zip(clean, degraded, *(outputs[name][0] for name in restorers)))[:8]
+    Image.fromarray(_grid(rows)).save(out_dir / "grid.png")
+    first = results[restorers[0]]
     report = {"input": str(source), "kind": kind, "preset": preset, "tasks": list(tasks), "seed": seed,
-              "embedded_default": embedded, "pipeline": type(pipe).__name__, "size": size, "summary": summary,
-              "items": per_item, "grid": str(out_dir / "grid.png"),
+              "embedded_default": embedded, "pipeline": type(pipe).__name__, "size": size,
+              "summary": first["summary"], "items": first["items"], "restorers": results,
+              "comparison": {name: {key: r["summary"][key] for key in METRICS} for name, r in results.items()},
+              "grid": str(out_dir / "grid.png"), "grid_columns": ["clean", "degraded", *restorers],
               "note": "identity similarity and landmark distance use dlib's 128-d model and 68 landmarks; NaN/None "
                       "where no face was found (tiny random models produce noise, so expect None there)"}
     write_json(out_dir / "metrics.json", report)
@@ -290,7 +340,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                              tasks=tuple(args.tasks.split(",")), steps=args.steps, batch_size=args.batch_size,
                              seed=args.seed,
                              face_backend=args.backend, embedded_default=True if args.tiny else None,
-                             **speed_arguments(args))
+                             **speed_arguments(args), **enhance_arguments(args))
     record = run_restore(request, Path(args.out), overwrite=args.overwrite)
     print(record["output"])
     for note in [record["note"], *record["notes"]]:
@@ -302,8 +352,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 def _cmd_eval_restore(args: argparse.Namespace) -> int:
     report = evaluate_restoration(args.input, args.out, preset=args.preset, tasks=tuple(args.tasks.split(",")),
                                   seed=args.seed, max_items=args.max_items, num_inference_steps=args.steps,
-                                  embedded_default=True if args.tiny else None)
-    print(json.dumps(report["summary"], indent=2))
+                                  embedded_default=True if args.tiny else None,
+                                  restorers=tuple(args.restorers.split(",")))
+    print(json.dumps(report["comparison"], indent=2))
     print(f"metrics: {Path(args.out) / 'metrics.json'}  grid: {report['grid']}")
     return 0
 
@@ -328,6 +379,7 @@ def add_parsers(sub) -> None:
     restore.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
     restore.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
     add_speed_arguments(restore)
+    add_enhance_arguments(restore)
     restore.set_defaults(func=_cmd_restore)
 
     evaluate = sub.add_parser("eval", help="evaluate a capability on your data")
@@ -340,5 +392,8 @@ def add_parsers(sub) -> None:
     er.add_argument("--seed", type=arguments.seed, default=0)
     er.add_argument("--max-items", type=arguments.integer(1, 10000), default=20, help="photos (or video frames) to evaluate")
     er.add_argument("--steps", type=arguments.steps, default=None)
+    er.add_argument("--restorers", default=",".join(EVAL_RESTORERS),
+                    help=f"comma-separated, compared on the same degraded faces: {','.join(EVAL_RESTORERS)} (default all; "
+                         "diffusion = idgen's restoration pipeline, the others the official models)")
     er.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
     er.set_defaults(func=_cmd_eval_restore)

@@ -43,3 +43,8 @@ EDIT_ADAPTER = {"pva": "pva_adapter", "faceid": "faceid_sd15", "instantid": "ins
 RESTORE_WEIGHTS = {"image": ("sd15", "restore_controlnet"), "video": ("svd", "svfr_unet", "svfr_id_linear")}
 #: What a photo restoration with a clean reference of the person needs in addition (FaceID).
 RESTORE_REFERENCE_WEIGHTS = ("faceid_sd15",)
+
+# -- the face post-pass (`--enhance NAME[:W]` on generate, inpaint, swap, restore) --------------
+#: The face restorers (`idgen.restorers.kinds.RESTORERS`) and the registry component of each.
+ENHANCE_WEIGHTS = {"codeformer": ("codeformer",), "gfpgan": ("gfpgan",), "restoreformer": ("restoreformer",)}
+ENHANCE_RESTORERS = tuple(ENHANCE_WEIGHTS)

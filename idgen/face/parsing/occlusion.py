@@ -208,3 +208,13 @@ def occlusion_from_parsing(labels: np.ndarray, face_region, visible: Names = HEA
         raise InvalidArgumentError(f"labels must be an [H, W] label map, got shape {labels.shape}.")
     region = _region_mask(face_region, labels.shape)
     return (region & ~np.isin(labels, label_ids(visible))).astype(np.float32)
+
+
+def face_hull(mask: np.ndarray) -> np.ndarray:
+    """The filled convex hull `[S, S]` float in {0, 1} of a face mask: the face's area including
+    what covers part of it (a hand over the mouth parses as background, a hole in the mask)."""
+    points = cv2.findNonZero((mask > 0.5).astype(np.uint8))
+    hull = np.zeros(mask.shape, np.uint8)
+    if points is not None:
+        cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    return hull.astype(np.float32)
