@@ -2,11 +2,13 @@
 
 For each target face of a photo (or of a video frame, through `idgen.media.video_faces`): align and crop
 it (FFHQ alignment at the pipeline's resolution, so the swap is not limited to inswapper's 128 px),
-build the mask in crop space (landmark hull, optionally with hair, minus the user's occluders),
-inpaint the crop conditioned on the source identity and — for InstantID — on the target's
-keypoints, colour-match the result to the target (Reinhard, inside the mask), and paste it back
-through the inverse transform with a feathered seam. Pixels outside the pasted region are returned
-unchanged, bit for bit.
+build the mask in crop space (landmark hull, optionally with hair, or — with a `FaceParser` — the
+parsed classes of the target crop; minus the user's occluders, the parsed classes to `keep` and
+what occludes the face), inpaint the crop conditioned on the source identity and — for InstantID —
+on the target's keypoints, colour-match the result to the target (Reinhard, inside the mask),
+optionally run a post-pass on the swapped crops (`enhance_crops`, e.g. a face restorer) and paste
+it back through the inverse transform with a feathered seam. Pixels outside the pasted region, and
+the kept and occluded pixels, are returned unchanged, bit for bit.
 
 It composes any of idgen's identity-inpainting pipelines (PVA, FaceID, InstantID; SD1.5 or SDXL)
 through the arguments they share (`face_embeds`, `identity_scale`, and `target_kps` where there is
@@ -25,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -36,6 +38,7 @@ from idgen.color import match_color
 from idgen.conditioning import face_mask
 from idgen.errors import FaceNotFoundError, IdgenError
 from idgen.face import Face, align_face, get_face_analyzer, identity_similarity, paste_back, transform_points
+from idgen.face.parsing import face_hull, label_ids, occlusion_from_parsing
 from idgen.image_io import load_image
 from idgen.media.video import probe_video
 from idgen.media.video_faces import Progress, process_video
@@ -46,6 +49,12 @@ MAPPINGS = ("all", "index", "reference")
 #: (SD1.5), 2 of 1024 px (SDXL); never more than `MAX_DEFAULT_BATCH` crops.
 BATCH_PIXELS = 8 * 512 * 512
 MAX_DEFAULT_BATCH = 8
+#: The geometric mask regions (`idgen.conditioning.face_mask`); any other region is parsed.
+GEOMETRIC_REGIONS = ("face", "face_hair", "custom")
+#: A mask region: a geometric name, or face-parsing class / group names (`idgen.face.parsing.GROUPS`).
+Region = Union[str, Sequence[str]]
+#: A post-pass over a batch of swapped crops `[S, S, 3]` uint8 (same number, same size back).
+EnhanceCrops = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
 def default_batch_size(crop_size: int) -> int:
@@ -120,6 +129,27 @@ def assign_sources(faces: Sequence[Face], num_sources: int, mapping: str,
     return out
 
 
+def parse_names(names) -> tuple[str, ...]:
+    """Face-parsing class / group names from a sequence or a comma-separated string ("skin,nose")."""
+    if names is None:
+        return ()
+    if isinstance(names, str):
+        names = names.split(",")
+    return tuple(n.strip() for n in names if n.strip())
+
+
+def parsed_region(region: Region) -> Optional[tuple[str, ...]]:
+    """The parse class / group names of `region`, None for a geometric one (`GEOMETRIC_REGIONS`;
+    "face" as a string is the landmark hull, `("face",)` the parsed face classes)."""
+    if isinstance(region, str) and region in GEOMETRIC_REGIONS:
+        return None
+    names = parse_names(region)
+    if not names:
+        raise IdgenError(f"region {region!r} names no face-parsing class: give one of {GEOMETRIC_REGIONS} or "
+                         "class / group names such as ('skin', 'nose', 'mouth').")
+    return names
+
+
 def _face_in_crop(face: Face, matrix: np.ndarray, size: int) -> Face:
     """`face` with its points mapped into the aligned crop."""
     landmarks = None if face.landmarks is None else transform_points(face.landmarks, matrix).astype(np.float32)
@@ -138,9 +168,14 @@ class FaceSwapper:
         face_analyzer: an `idgen.face.FaceAnalyzer` (default: `get_face_analyzer()`).
         crop_size: aligned crop size in pixels (default: the UNet's native size).
         align_mode: "ffhq" (face + hair + chin context, default) or "arcface" (tight).
+        parser: an `idgen.face.parsing.FaceParser` (optional): masks by parsed class (`region`,
+            `keep`) and, without an occluder, the occluders of the face (what parses as neither
+            head nor face inside the face's hull: a hand, a microphone).
+        occluder: an `idgen.face.parsing.OcclusionModel` (optional): what covers the face.
     """
 
-    def __init__(self, inpaint_pipeline, face_analyzer=None, crop_size: Optional[int] = None, align_mode: str = "ffhq"):
+    def __init__(self, inpaint_pipeline, face_analyzer=None, crop_size: Optional[int] = None, align_mode: str = "ffhq",
+                 *, parser=None, occluder=None):
         self._call_parameters = inspect.signature(inpaint_pipeline.__call__).parameters
         if not {"face_embeds", "identity_scale", "mask_image"} <= set(self._call_parameters):
             raise IdgenError(f"FaceSwapper needs an idgen identity-inpainting pipeline (PVA, FaceID or InstantID "
@@ -149,6 +184,8 @@ class FaceSwapper:
         self.face_analyzer = face_analyzer
         self.crop_size = crop_size or inpaint_pipeline.unet.config.sample_size * inpaint_pipeline.vae_scale_factor
         self.align_mode = align_mode
+        self.parser = parser
+        self.occluder = occluder
 
     @property
     def analyzer(self):
@@ -169,24 +206,102 @@ class FaceSwapper:
             kwargs["identity_scale"] = identity_scale
         return kwargs
 
-    def crop_mask(self, face_in_crop: Face, *, region: str = "face", dilate: int = 0, exclude=None) -> np.ndarray:
-        """The repaint mask `[S, S]` in crop space (binary: the pipeline repaints whole pixels)."""
-        size = (self.crop_size, self.crop_size)
-        return face_mask(size, face_in_crop, region=region, dilate=dilate, exclude=exclude)
+    def check_masks(self, region: Region = "face", keep: Sequence[str] = ()) -> None:
+        """Check a mask request before any work: parse names are known, and a parsed `region` or
+        a `keep` has a parser.
+
+        Raises:
+            IdgenError: an unknown class / group name, or a parsed region or `keep` without a parser.
+        """
+        names, kept = parsed_region(region), parse_names(keep)
+        for given in (names or (), kept):
+            label_ids(given)
+        asked = [f"{what}={value!r}" for what, value, used in (("region", region, names), ("keep", keep, kept)) if used]
+        if asked and self.parser is None:
+            raise IdgenError(f"{' and '.join(asked)} need{'s' if len(asked) == 1 else ''} the face parser "
+                             "(79999_iter.pth, see `idgen doctor`): give FaceSwapper(..., parser=FaceParser.from_file"
+                             f"(path)), or use a geometric region ({', '.join(GEOMETRIC_REGIONS)}) without keep.")
+
+    def crop_mask(self, face_in_crop: Face, crop: Optional[np.ndarray] = None, *, region: Region = "face",
+                  dilate: int = 0, exclude=None, keep: Sequence[str] = (), occlusion: bool = True) -> np.ndarray:
+        """The repaint mask `[S, S]` float32 in {0, 1} in crop space (binary: the pipeline repaints
+        whole pixels).
+
+        Args:
+            face_in_crop: the target face, its points in crop pixels.
+            crop: the aligned crop `[S, S, 3]` uint8 RGB: needed with a parser or an occluder.
+            region: a geometric region (`idgen.conditioning.face_mask`: "face", "face_hair",
+                "custom") or face-parsing class / group names (e.g. `("skin", "nose", "mouth")`,
+                or "skin,nose,mouth"): those parsed pixels of `crop`. Grown by `dilate` pixels.
+            exclude: occluders to keep, `[S, S]` (white = never repaint).
+            keep: parsed classes / groups never repainted, whatever the region (e.g. `("glasses",)`).
+            occlusion: with a parser or an occluder, never repaint what occludes the face (the
+                occluder's mask, else `occlusion_from_parsing` in the hull of the face classes).
+
+        Kept and occluded pixels are left out with a 1-pixel margin, so that the bilinear
+        paste-back never blends into them.
+        """
+        return self._crop_masks(face_in_crop, crop, region=region, dilate=dilate, exclude=exclude, keep=keep,
+                                occlusion=occlusion)[0]
+
+    def _crop_masks(self, face_in_crop: Face, crop: Optional[np.ndarray], *, region: Region, dilate: int, exclude,
+                    keep: Sequence[str], occlusion: bool, user_mask=None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """`crop_mask` (`user_mask`: the crop's part of region="custom") and the protected pixels
+        `[S, S]` bool (kept and occluded; None when there are none), from one parse of `crop`."""
+        self.check_masks(region, keep)
+        size = (self.crop_size,) * 2
+        names, kept = parsed_region(region), parse_names(keep)
+        occluders = occlusion and (self.parser is not None or self.occluder is not None)
+        if (names or kept or occluders) and crop is None:
+            raise IdgenError("crop_mask needs the crop pixels (`crop`) with a parsed region, keep, or occlusion "
+                             "(a parser or occluder is set; pass occlusion=False to skip it).")
+        parse = self.parser is not None and bool(names or kept or (occluders and self.occluder is None))
+        labels = self.parser.parse(crop) if parse else None
+        if names is None:
+            mask = face_mask(size, face_in_crop, region=region, user_mask=user_mask, dilate=dilate, exclude=exclude)
+        else:
+            mask = self.parser.mask(labels, include=names, exclude=()).astype(np.float32)
+            dilate = check_integer("dilate", dilate, low=0, high=self.crop_size)
+            if dilate > 0:
+                mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1,) * 2))
+            if exclude is not None:
+                mask[face_mask(size, region="custom", user_mask=exclude) > 0.5] = 0.0
+        protect = np.zeros(size, bool)
+        if kept:
+            protect |= self.parser.mask(labels, include=kept, exclude=()) > 0.5
+        if occluders:
+            protect |= self._occluded(crop, labels)
+        mask = (np.asarray(mask, np.float32) > 0.5).astype(np.float32)
+        if not protect.any():
+            return mask, None
+        mask[cv2.dilate(protect.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = 0.0
+        return mask, protect
+
+    def _occluded(self, crop: np.ndarray, labels: Optional[np.ndarray]) -> np.ndarray:
+        """`[S, S]` bool: what covers the face in `crop` (the occluder's mask, else the parser's)."""
+        if self.occluder is not None:
+            return np.asarray(self.occluder.occlusion_mask(crop)) > 0.5
+        hull = face_hull(self.parser.mask(labels, include="face", exclude=()))
+        return occlusion_from_parsing(labels, hull) > 0.5
 
     def swap_crops(self, crops: Sequence[SwapCrop], source_embeds: Sequence[np.ndarray], *,
                    batch_size: Optional[int] = None, color_match: bool = True, identity_scale: Optional[float] = None,
-                   prompt: str = "photo of a person", **generation) -> list[np.ndarray]:
+                   prompt: str = "photo of a person", enhance_crops: Optional[EnhanceCrops] = None,
+                   **generation) -> list[np.ndarray]:
         """Inpaint aligned crops, batched: one pipeline call per source identity and per
         `batch_size` crops (default `default_batch_size`), each crop with its own generator
         (`crop.seed`), mask and keypoints, so the result does not depend on the batching.
 
         Args:
             crops: the `SwapCrop`s; `crop.source` indexes `source_embeds` (one `[N, D]` per person).
+            enhance_crops: a post-pass over each call's crops, after the colour match (e.g.
+                `idgen.restorers.FaceEnhancer.enhance_crops`): a list of `[S, S, 3]` uint8 in, as
+                many of the same size back.
             generation: other arguments of the pipeline (`num_inference_steps`, `negative_prompt`, ...).
 
         Returns:
-            the inpainted (and, with `color_match`, colour-matched) crops `[S, S, 3]` uint8, in order.
+            the inpainted (and, with `color_match`, colour-matched; with `enhance_crops`, enhanced)
+            crops `[S, S, 3]` uint8, in order.
         """
         size = self._batch_size(batch_size)
         if generation.get("negative_noise"):
@@ -200,9 +315,26 @@ class FaceSwapper:
                 chunk = members[start: start + size]
                 images = self._inpaint([crops[i] for i in chunk], source_embeds[source], identity_scale, prompt,
                                        generation)
+                if color_match:
+                    images = [match_color(image, crops[i].crop, crops[i].mask) for i, image in zip(chunk, images)]
+                if enhance_crops is not None:
+                    images = self._enhance(enhance_crops, images)
                 for i, image in zip(chunk, images):
-                    out[i] = match_color(image, crops[i].crop, crops[i].mask) if color_match else image
+                    out[i] = image
         return out
+
+    @staticmethod
+    def _enhance(enhance_crops: EnhanceCrops, images: list[np.ndarray]) -> list[np.ndarray]:
+        """`enhance_crops(images)`, checked: as many uint8 crops of the same shape, in order."""
+        out = list(enhance_crops(list(images)))
+        if len(out) != len(images):
+            raise IdgenError(f"enhance_crops returned {len(out)} crops for {len(images)}.")
+        for image, enhanced in zip(images, out):
+            enhanced = np.asarray(enhanced)
+            if enhanced.shape != image.shape or enhanced.dtype != np.uint8:
+                raise IdgenError(f"enhance_crops returned a {enhanced.dtype} {tuple(enhanced.shape)} crop; expected "
+                                 f"uint8 {tuple(image.shape)}.")
+        return [np.asarray(e) for e in out]
 
     def _batch_size(self, batch_size: Optional[int]) -> int:
         """`batch_size` checked (a positive int), else `default_batch_size` of the crop size."""
@@ -230,11 +362,13 @@ class FaceSwapper:
         *,
         mapping: str = "all",
         reference_embeds: Optional[Sequence[np.ndarray]] = None,
-        region: str = "face",
+        region: Region = "face",
         user_mask=None,
         dilate: int = 8,
         feather: int = 8,
         exclude=None,
+        keep: Sequence[str] = (),
+        occlusion: bool = True,
         targets: Optional[Sequence[int]] = None,
         min_face_size: int = 32,
         color_match: bool = True,
@@ -243,6 +377,7 @@ class FaceSwapper:
         prompt: str = "photo of a person",
         batch_size: Optional[int] = None,
         progress: Optional[Callable[[int, int], None]] = None,
+        enhance_crops: Optional[EnhanceCrops] = None,
         **generation,
     ) -> FaceSwapOutput:
         """Swap every target face of `image`.
@@ -251,8 +386,14 @@ class FaceSwapper:
             image: the photo (path, PIL or `[H, W, 3]` uint8).
             source_embeds: one `[N, D]` (or `[D]`) identity embedding per source person.
             mapping / reference_embeds: see `assign_sources`.
-            region, dilate, exclude: the mask (`idgen.conditioning.face_mask`; `exclude` is an
-                occluder mask of the whole photo, white = keep).
+            region, dilate, exclude: the mask: a geometric region (`idgen.conditioning.face_mask`:
+                "face", "face_hair", "custom") or, with a parser, face-parsing class / group names
+                (e.g. `("skin", "nose", "mouth")`: those parsed pixels of each target crop), grown
+                by `dilate` crop pixels; `exclude` is an occluder mask of the whole photo, white = keep.
+            keep: parsed classes / groups never repainted, whatever the region (e.g.
+                `("glasses", "hair")`; needs a parser).
+            occlusion: with a parser or an occluder, what covers the face (a hand over the mouth) is
+                never repainted. Kept and occluded pixels come back as they were, bit for bit.
             user_mask: with region="custom": the repaint mask of the whole photo (white = repaint),
                 taken into each face's crop.
             targets: indices (left-to-right order) of the faces to edit; default all.
@@ -265,10 +406,14 @@ class FaceSwapper:
                 left it, so only faces whose crops do not overlap share a call (the result is the
                 face-by-face one); a face whose crop overlaps an earlier one waits for its paste.
             progress: `callable(done, total)` after each face pasted back.
+            enhance_crops: a post-pass over the swapped crops (after the colour match, before the
+                paste-back; a list per pipeline call, e.g. `FaceEnhancer.enhance_crops`); pasted
+                through the same mask, so it changes only pixels the swap repaints.
             generation: other arguments of the inpainting pipeline (`num_inference_steps`,
                 `guidance_scale`, `strength`, `negative_prompt`, ...).
         """
 
+        self.check_masks(region, keep)
         photo = load_image(image)
         height, width = photo.shape[:2]
         faces = sorted(self.analyzer.detect(photo), key=lambda f: float(f.bbox[0]))
@@ -284,19 +429,23 @@ class FaceSwapper:
             raise IdgenError(f"targets {list(targets)} out of range: {len(faces)} face(s) found.")
         result, report = photo.copy(), []
         covered = np.zeros((height, width), bool)  # the pixels some edited face crop reaches
-        pending: list[tuple[int, SwapCrop, np.ndarray]] = []  # faces of the next call: (index, crop, inverse)
+        pending: list[tuple[int, SwapCrop, np.ndarray, Optional[np.ndarray]]] = []  # (index, crop, inverse, protected)
         reached = np.zeros((height, width), bool)  # the pixels the pending crops read and will paste over
 
         def flush() -> None:
             nonlocal result
-            swapped = self.swap_crops([item for _, item, _ in pending], sources, batch_size=batch_size,
+            swapped = self.swap_crops([item for _, item, _, _ in pending], sources, batch_size=batch_size,
                                       color_match=color_match, identity_scale=identity_scale, prompt=prompt,
-                                      **generation)
-            for (i, item, inverse), crop in zip(pending, swapped):
+                                      enhance_crops=enhance_crops, **generation)
+            for (i, item, inverse, protected), crop in zip(pending, swapped):
+                before = result
                 result = paste_back(result, crop, inverse, mask=item.mask, feather=feather)
+                if protected is not None:  # kept / occluded pixels, and any the warp touches, as they were
+                    kept = cv2.warpAffine(protected.astype(np.float32), inverse, (width, height)) > 0
+                    result[kept] = before[kept]
                 if exclude_full is not None:  # the warp back blurs the mask edge by a pixel: keep occluders exact
-                    keep = exclude_full > 0.5
-                    result[keep] = photo[keep]
+                    excluded = exclude_full > 0.5
+                    result[excluded] = photo[excluded]
                 if progress is not None:
                     progress(i + 1, len(faces))
             pending.clear()
@@ -319,17 +468,19 @@ class FaceSwapper:
                 flush()
                 aligned = align_face(result, face.kps, size=self.crop_size, mode=self.align_mode)
             in_crop = _face_in_crop(face, aligned.matrix, self.crop_size)
-            exclude_crop = None
+            exclude_crop = crop_user = None
             if exclude_full is not None:
                 exclude_crop = cv2.warpAffine(exclude_full, aligned.matrix, (self.crop_size,) * 2)
             if user_full is not None:
                 crop_user = cv2.warpAffine(user_full, aligned.matrix, (self.crop_size,) * 2)
-                mask = face_mask((self.crop_size,) * 2, region="custom", user_mask=crop_user, dilate=dilate,
-                                 exclude=exclude_crop)
                 covered |= cv2.warpAffine(np.ones((self.crop_size,) * 2, np.uint8), aligned.inverse, (width, height)) > 0
-            else:
-                mask = self.crop_mask(in_crop, region=region, dilate=dilate, exclude=exclude_crop)
-            pending.append((i, SwapCrop(aligned.image, mask, source, in_crop.kps, seed + i), aligned.inverse))
+            mask, protected = self._crop_masks(in_crop, aligned.image, region=region, dilate=dilate,
+                                               exclude=exclude_crop, keep=keep, occlusion=occlusion, user_mask=crop_user)
+            if not mask.any():
+                entry.source, entry.note = None, "nothing to repaint (the mask is empty): left as is"
+                continue
+            pending.append((i, SwapCrop(aligned.image, mask, source, in_crop.kps, seed + i), aligned.inverse,
+                            protected))
             reached |= footprint
         if pending:
             flush()
@@ -366,10 +517,12 @@ class FaceSwapper:
         *,
         mapping: str = "all",
         reference_embeds: Optional[Sequence[np.ndarray]] = None,
-        region: str = "face",
+        region: Region = "face",
         dilate: int = 8,
         feather: int = 8,
         exclude=None,
+        keep: Sequence[str] = (),
+        occlusion: bool = True,
         min_face_size: int = 32,
         color_match: bool = True,
         seed: int = 0,
@@ -380,6 +533,7 @@ class FaceSwapper:
         smooth_sigma: float = 1.0,
         progress: Progress = True,
         provenance=None,
+        enhance_crops: Optional[EnhanceCrops] = None,
         **generation,
     ):
         """Swap the tracked faces of a video; returns `idgen.media.video_faces.VideoReport`.
@@ -389,14 +543,19 @@ class FaceSwapper:
         appearance, left to right, or by reference) and one seed (`seed + track id`), so its
         initial noise is the same in every frame. The audio is kept; frames without a face pass
         through unchanged. `exclude`: an occluder mask of the frame size (white = keep), the same
-        for every frame. `batch_size`: frames decoded and edited together, and the most crops per
+        for every frame. `region`, `keep`, `occlusion`: as in `__call__`, parsed on each frame's
+        crop (once per crop); the kept and occluded pixels are left out of the paste mask with a
+        1-pixel margin, so the frames keep them as decoded (before encoding). `batch_size`: frames decoded and edited together, and the most crops per
         pipeline call (default `default_batch_size`); the crops of those frames (all their faces)
         are inpainted in one call per source identity, each with its track's seed, so the video is
         the frame-by-frame one (up to float rounding) at any batch size. `progress`: per frame,
         advancing as each batch of frames is written (`idgen.media.video_faces.Progress`). `provenance`:
-        an `idgen.provenance.Provenance` stamped into every frame and the file. Other arguments
+        an `idgen.provenance.Provenance` stamped into every frame and the file. `enhance_crops`: as in
+        `__call__`, on each pipeline call's crops; with a post-pass that treats each crop on its own
+        (as a face restorer does) the video does not depend on `batch_size` either. Other arguments
         as in `__call__`.
         """
+        self.check_masks(region, keep)
         exclude_full = None
         if exclude is not None:
             info = probe_video(input_path)
@@ -421,8 +580,9 @@ class FaceSwapper:
                 exclude_crop = None
                 if exclude_full is not None:
                     exclude_crop = cv2.warpAffine(exclude_full, job.matrix, (self.crop_size,) * 2)
-                masks[id(job)] = self.crop_mask(_face_in_crop(face, job.matrix, self.crop_size), region=region,
-                                                dilate=dilate, exclude=exclude_crop)
+                masks[id(job)] = self.crop_mask(_face_in_crop(face, job.matrix, self.crop_size), job.crop,
+                                                region=region, dilate=dilate, exclude=exclude_crop, keep=keep,
+                                                occlusion=occlusion)
             return masks[id(job)]
 
         def process_crops(jobs):
@@ -435,7 +595,7 @@ class FaceSwapper:
             swapped = self.swap_crops(
                 [SwapCrop(jobs[k].crop, mask_of(jobs[k]), source_of(jobs[k]), jobs[k].kps, seed + jobs[k].track.track_id)
                  for k in edited], sources, batch_size=size, color_match=color_match, identity_scale=identity_scale,
-                prompt=prompt, **generation)
+                prompt=prompt, enhance_crops=enhance_crops, **generation)
             for k, crop in zip(edited, swapped):
                 out[k] = crop
             return out

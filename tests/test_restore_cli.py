@@ -81,6 +81,18 @@ def test_eval_restore_on_photos_and_on_a_video(faces_dir, tmp_path, capsys):
     assert report["summary"]["identity_similarity"] is None and report["items"][0]["identity_similarity"] is None
     assert len(report["items"]) == 2 and report["summary"]["psnr"] is not None and (out / "grid.png").is_file()
     assert report["summary"]["psnr_degraded"] < 100
+    # idgen's restoration beside the official restorers (tiny ones here), on the same degraded faces
+    assert list(report["restorers"]) == report["grid_columns"][2:] == ["diffusion", "codeformer", "gfpgan", "restoreformer"]
+    assert report["restorers"]["diffusion"]["summary"] == report["summary"]
+    assert all(r["embedded_default"] and r["summary"]["psnr"] is not None for r in report["restorers"].values())
+    assert report["comparison"]["gfpgan"]["psnr"] == report["restorers"]["gfpgan"]["summary"]["psnr"]
+    from PIL import Image
+    assert Image.open(out / "grid.png").size == (6 * 160, 2 * 160)
+    assert main(["eval", "restore", "--input", str(faces_dir), "--max-items", "1", "--restorers", "gfpgan",
+                 "--tiny", "--out", str(tmp_path / "one")]) == EXIT_OK
+    assert list(_strict_json(tmp_path / "one" / "metrics.json")["restorers"]) == ["gfpgan"]
+    assert main(["eval", "restore", "--input", str(faces_dir), "--restorers", "gfpgan,nope", "--tiny",
+                 "--out", str(tmp_path / "bad")]) != EXIT_OK
 
     video = make_video(tmp_path / "clip.mp4", face_frames(3, blank=()), audio=False)
     assert main(["eval", "restore", "--input", str(video), "--steps", "2", "--preset", "codeformer",
