@@ -17,7 +17,7 @@ def generate_args(method="faceid", photo=FACE, **overrides) -> list:
                 style_image=None, style_scale=1.0, style_blocks="style", negative_noise=None, init_image=None,
                 strength=None, control_kind="canny", control_path="", control_image=None, control_weight=0.5,
                 people=NO_PEOPLE, mode="standard", fast_paths=False, fast_weights=None, lora=None, lora_scale=1.0,
-                step_cache=0, memory="max", fp8=False)
+                step_cache=0, memory="max", fp8=False, enhance="off", enhance_weight=0.5, enhance_blend=1.0)
     unknown = set(overrides) - set(args)
     if unknown:
         raise TypeError(f"unknown /generate arguments {sorted(unknown)}")

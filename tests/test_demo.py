@@ -181,6 +181,11 @@ def test_restore_endpoint_photo_and_video(served, tmp_path):
     image, _, record, _ = client.predict(handle_file(FACE), None, handle_file(OTHER), 0.5, ["bfr"], 2, 0,
                                          *SPEED_DEFAULTS, api_name="/restore")
     assert record["faces"][0]["restored"] and record["request"]["reference"]
+    # the face post-pass section (tiny restorer on the embedded default)
+    _, _, record, _ = client.predict(handle_file(FACE), None, None, 0.5, ["bfr"], 2, 0, *SPEED_DEFAULTS,
+                                     "codeformer", 0.3, 0.9, api_name="/restore")
+    assert record["enhance"]["restorer"] == "codeformer:0.3" and record["enhance"]["blend"] == 0.9
+    assert record["request"]["enhance"] == "codeformer:0.3"
 
 
 def test_models_endpoint_and_banner(served):

@@ -48,3 +48,5 @@ RESTORE_REFERENCE_WEIGHTS = ("faceid_sd15",)
 #: The face restorers (`idgen.restorers.kinds.RESTORERS`) and the registry component of each.
 ENHANCE_WEIGHTS = {"codeformer": ("codeformer",), "gfpgan": ("gfpgan",), "restoreformer": ("restoreformer",)}
 ENHANCE_RESTORERS = tuple(ENHANCE_WEIGHTS)
+#: The restorers with a fidelity weight (`NAME:W`).
+ENHANCE_WEIGHTED = ("codeformer",)

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional
 from idgen.errors import IdgenError, ModelNotFoundError
 from idgen.jobs import CancelToken, JobCancelled
 from idgen.models import methods
+from idgen.models.methods import ENHANCE_RESTORERS, ENHANCE_WEIGHTED
 from idgen.models import any_configured, load_config
 
 logger = logging.getLogger(__name__)
@@ -312,6 +313,28 @@ def speed_controls(gr, ctx: "DemoContext", prefix: str) -> list:
 
     refresh.click(_refresh, None, [weights, lora], api_name=False, queue=False)
     return [mode, fast_paths, weights, lora, lora_scale, step_cache, memory, fp8]
+
+
+def enhance_controls(gr, prefix: str) -> list:
+    """The "Face post-pass" accordion of a tab: the restorer (off, CodeFormer, GFPGAN, RestoreFormer++;
+    the official files, see the Models tab), CodeFormer's fidelity and the blend. Returns the inputs
+    in the order `enhance_options` takes them."""
+    with gr.Accordion("Face post-pass (restore every face of the result)", open=False, elem_id=f"{prefix}-enhance"):
+        with gr.Row():
+            restorer = gr.Dropdown(["off", *ENHANCE_RESTORERS], value="off", label="Restorer",
+                                   elem_id=f"{prefix}-enhance-restorer")
+            weight = gr.Slider(0, 1, value=0.5, step=0.05, label="CodeFormer fidelity (0 = codebook face, 1 = the input)")
+            blend = gr.Slider(0, 1, value=1.0, step=0.05, label="Blend (1 = the restored face)")
+    return [restorer, weight, blend]
+
+
+def enhance_options(restorer, weight, blend) -> dict:
+    """The `RunOptions` post-pass fields from the values of `enhance_controls`."""
+    if optional(restorer) in (None, "off"):
+        return {"enhance": None}
+    takes_weight = restorer in ENHANCE_WEIGHTED and optional(weight) is not None
+    return {"enhance": f"{restorer}:{float(weight)}" if takes_weight else restorer,
+            "enhance_blend": 1.0 if optional(blend) is None else float(blend)}
 
 
 def _lora_paths(lora) -> list[str]:

@@ -20,7 +20,7 @@ from idgen.models.recipes import build_generation_pipeline
 from idgen.style import STYLE_BLOCKS, STYLE_PRESETS
 
 from idgen.app.demo.common import (
-    ASSETS, DemoContext, Job, friendly, job_status, model_job, optional, paths, run_and_cancel_buttons,
+    ASSETS, DemoContext, Job, enhance_controls, enhance_options, friendly, job_status, model_job, optional, paths, run_and_cancel_buttons,
     sampling_controls, speed_controls, speed_options,
 )
 from idgen.conditioning import draw_kps_many
@@ -139,7 +139,7 @@ def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, nega
                  negative_noise=None, init_image=None, strength=None, control_kind="canny", control_path=None,
                  control_image=None, control_weight=0.5, people=None, mode="standard", fast_paths=False,
                  fast_weights=None, lora=None, lora_scale=1.0, step_cache=0, memory="max", fp8=False,
-                 job: Optional[Job] = None):
+                 enhance="off", enhance_weight=0.5, enhance_blend=1.0, job: Optional[Job] = None):
     """One generation; returns (image paths, record, downloadable files). `job`: its session,
     progress bar and cancel flag (default: a local job). `people`: the People table (rows of
     photo number, face index, region; empty = one person from all the photos)."""
@@ -168,6 +168,7 @@ def run_generate(ctx: DemoContext, method, files, face_index, pose, prompt, nega
         scheduler=None if scheduler in (None, "default") else scheduler, embedded_default=ctx.tiny,
         identity_start=float(identity_start) if window else None, identity_end=float(identity_end) if window else None,
         **speed_options(mode, fast_paths, fast_weights, lora, lora_scale, step_cache, memory, fp8),
+        **enhance_options(enhance, enhance_weight, enhance_blend),
     )
     if request.face_index is None and not assigned:
         _warn_if_several_faces(request.faces)
@@ -258,6 +259,7 @@ def build_generate_tab(ctx: DemoContext) -> None:
                             control_path = gr.Textbox(label="ControlNet folder (empty = tiny, embedded default only)", value="")
                             control_weight = gr.Number(label="ControlNet scale", value=0.5)
                 speed = speed_controls(gr, ctx, "gen")
+                enhance = enhance_controls(gr, "gen")
                 run, stop = run_and_cancel_buttons("Generate", "gen")
                 status = job_status("gen")
             with gr.Column():
@@ -286,5 +288,5 @@ def build_generate_tab(ctx: DemoContext) -> None:
                   [method, faces, face_index, pose, prompt, negative, steps, guidance, seed, identity_scale,
                    control_scale, width, height, scheduler, num_images, identity_start, identity_end,
                    style, style_image, style_scale, style_blocks, negative_noise, init_image, strength,
-                   control_kind, control_path, control_image, control_weight, people, *speed],
+                   control_kind, control_path, control_image, control_weight, people, *speed, *enhance],
                   [gallery, record, files], "generate")
