@@ -475,8 +475,9 @@ class FaceSwapper:
                 crop_user = cv2.warpAffine(user_full, aligned.matrix, (self.crop_size,) * 2)
                 covered |= cv2.warpAffine(np.ones((self.crop_size,) * 2, np.uint8), aligned.inverse, (width, height)) > 0
             mask, protected = self._crop_masks(in_crop, aligned.image, region=region, dilate=dilate,
-                                               exclude=exclude_crop, keep=keep, occlusion=occlusion, user_mask=crop_user)
-            if not mask.any():
+                                               exclude=exclude_crop, keep=keep, occlusion=occlusion,
+                                               user_mask=crop_user)
+            if user_full is None and not mask.any():  # a parsed region absent from the crop, or all kept
                 entry.source, entry.note = None, "nothing to repaint (the mask is empty): left as is"
                 continue
             pending.append((i, SwapCrop(aligned.image, mask, source, in_crop.kps, seed + i), aligned.inverse,
@@ -545,9 +546,10 @@ class FaceSwapper:
         through unchanged. `exclude`: an occluder mask of the frame size (white = keep), the same
         for every frame. `region`, `keep`, `occlusion`: as in `__call__`, parsed on each frame's
         crop (once per crop); the kept and occluded pixels are left out of the paste mask with a
-        1-pixel margin, so the frames keep them as decoded (before encoding). `batch_size`: frames decoded and edited together, and the most crops per
-        pipeline call (default `default_batch_size`); the crops of those frames (all their faces)
-        are inpainted in one call per source identity, each with its track's seed, so the video is
+        1-pixel margin, so the frames keep them as decoded (before encoding). `batch_size`: frames
+        decoded and edited together, and the most crops per pipeline call (default
+        `default_batch_size`); the crops of those frames (all their faces) are inpainted in one
+        call per source identity, each with its track's seed, so the video is
         the frame-by-frame one (up to float rounding) at any batch size. `progress`: per frame,
         advancing as each batch of frames is written (`idgen.media.video_faces.Progress`). `provenance`:
         an `idgen.provenance.Provenance` stamped into every frame and the file. `enhance_crops`: as in

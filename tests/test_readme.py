@@ -4,8 +4,9 @@ Every ```python block of README.md runs in a fresh namespace, in a folder holdin
 examples name (`me.jpg`, `pose.jpg`, `group.jpg`, `clip.mp4`, ...: the shared test photos), with
 tiny random weights laid out where the examples look (`/models/...` is the one substitution: it
 becomes this test's folder) and a tiny insightface pack as the face backend (512-d embeddings, as
-the official adapters need). Two test-only settings keep tiny weights fast: calls run 2 steps at
-64 px, and an adapter file's Resampler takes tiny hyperparameters instead of the official ones.
+the official adapters need). Test-only settings keep tiny weights fast: calls run 2 steps at 64 px,
+and an adapter file's Resampler, PuLID's encoders and GFPGAN take tiny sizes instead of the
+official ones.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ from idgen.testing import (
     tiny_controlnet, tiny_sd15_components, tiny_sdxl_components, tiny_svd_components,
 )
 from idgen.testing.pulid import random_pulid_state_dict, tiny_eva_clip
+from idgen.testing.restorers import TINY_CROP_SIZE, tiny_restorer
 from idgen.testing.style import random_style_state_dict
+from idgen.face.parsing import random_bisenet_state_dict
+from idgen.restorers import gfpgan
+
+#: The tiny restorer's sizes (`idgen.testing.restorers`), in place of the official ones.
+TINY_GFPGAN = {"out_size": TINY_CROP_SIZE, "num_style_feat": 16, "narrow": 1 / 32}
 
 from conftest import REPO
 from test_acceleration import _lora_file
@@ -57,6 +64,10 @@ def _save_models(root) -> None:
     style.mkdir(parents=True)
     torch.save(random_style_state_dict(sdxl["unet"], 32, seed=2), style / "ip-adapter_sdxl.bin")
     tiny_clip_vision_encoder(3, image_size=224)[0].save_pretrained(style / "image_encoder")  # diffusers' 224 px input
+    (root / "GFPGAN").mkdir()
+    torch.save({"params_ema": tiny_restorer("gfpgan").state_dict()}, root / "GFPGAN" / "GFPGANv1.4.pth")
+    (root / "face-parsing").mkdir()
+    torch.save(random_bisenet_state_dict(5), root / "face-parsing" / "79999_iter.pth")
     (root / "PuLID").mkdir()
     save_file(random_pulid_state_dict(sdxl["unet"], "v1.1", seed=6), root / "PuLID" / "pulid_v1.1.safetensors")
     (root / "EVA-CLIP").mkdir()
@@ -137,6 +148,7 @@ def readme_world(workspace, monkeypatch):
                            ("EVA02_L_336", TINY_EVA)):
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, tiny)
+    monkeypatch.setattr(gfpgan, "GFPGAN_CONFIG", {**gfpgan.GFPGAN_CONFIG, **TINY_GFPGAN})
     official = ResamplerConfig.from_mapping.__func__
     monkeypatch.setattr(ResamplerConfig, "from_mapping",
                         classmethod(lambda cls, config, **kw: official(cls, config or TINY_RESAMPLER, **kw)))
