@@ -168,17 +168,25 @@ def test_the_recipe_uses_the_official_file_when_configured(tmp_path, monkeypatch
     from idgen.models.enhancers import build_face_enhancer
 
     monkeypatch.setenv("IDGEN_HOME", str(empty_home))
-    for cached in (enhancers._restorer, enhancers.load_face_parser, enhancers.load_occluder):
+    for cached in (enhancers._restorer_at, enhancers._tiny_restorer, enhancers._parser_at, enhancers._occluder_at):
         cached.cache_clear()
     _, embedded, _ = build_face_enhancer("gfpgan")
     assert embedded
-    enhancers._restorer.cache_clear()
     path = tmp_path / "GFPGANv1.4.pth"
     torch.save({"params_ema": tiny_restorer("gfpgan").state_dict()}, path)
     monkeypatch.setenv("IDGEN_GFPGAN", str(path))
     with pytest.raises(IdgenError, match="GFPGAN"):  # the official sizes, not the tiny file's
         build_face_enhancer("gfpgan")
-    enhancers._restorer.cache_clear()
+    from idgen.restorers import gfpgan
+
+    monkeypatch.setattr(gfpgan, "GFPGAN_CONFIG", {**gfpgan.GFPGAN_CONFIG, "out_size": S, "num_style_feat": 16,
+                                                  "narrow": 1 / 32})
+    built, embedded, notes = build_face_enhancer("gfpgan", options=EnhanceOptions(blend=0.5))
+    assert not embedded and built.size == S and built.options.blend == 0.5 and built.parser is None
+    assert "no face parser configured" in notes[0]
+    monkeypatch.setenv("IDGEN_GFPGAN", str(tmp_path / "nope.pth"))  # configured but absent: an error, no fallback
+    with pytest.raises(IdgenError, match="nope.pth"):
+        build_face_enhancer("gfpgan")
 
 
 def test_generate_and_restore_record_the_post_pass(faces_dir, tmp_path, monkeypatch):

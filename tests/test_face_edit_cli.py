@@ -104,3 +104,54 @@ def test_bad_inputs_get_exit_codes(faces_dir, tmp_path, capsys):
     assert main(["swap", str(faces_dir / "portrait_glasses.jpg"), "--source", str(faces_dir / "portrait_smile.jpg"),
                  "--map", "reference", *base]) == EXIT_BAD_INPUT
     assert "reference" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fresh_enhancers():
+    """The post-pass's cached models (parser, occluder, restorers) forgotten before and after."""
+    from idgen.models import enhancers
+
+    caches = (enhancers._restorer_at, enhancers._tiny_restorer, enhancers._parser_at, enhancers._occluder_at)
+    for cache in caches:
+        cache.cache_clear()
+    yield
+    for cache in caches:
+        cache.cache_clear()
+
+
+def test_swap_with_the_post_pass_photo_and_video(faces_dir, tmp_path, capsys, fresh_enhancers):
+    source = str(faces_dir / "portrait_smile.jpg")
+    out = tmp_path / "photo"
+    assert main(["swap", str(faces_dir / "portrait_glasses.jpg"), "--source", source, "--steps", "2",
+                 "--enhance", "codeformer:0.6", "--enhance-blend", "0.7", "--out", str(out)]) == EXIT_OK, \
+        capsys.readouterr().err
+    record = json.loads((out / "record.json").read_text())
+    assert record["enhance"] == {"restorer": "codeformer:0.6", "blend": 0.7, "embedded_default": True, "notes": []}
+    assert record["face_parser"] is False and record["provenance"]["parameters"]["enhance"] == "codeformer:0.6"
+    video = make_video(tmp_path / "clip.mp4", face_frames(3, blank=()))
+    assert main(["swap", str(video), "--source", source, "--steps", "2", "--enhance", "gfpgan", "--batch-size", "2",
+                 "--out", str(tmp_path / "video")]) == EXIT_OK, capsys.readouterr().err
+    record = json.loads((tmp_path / "video" / "record.json").read_text())
+    assert record["enhance"]["restorer"] == "gfpgan" and probe_video(record["output"]).num_frames == 3
+
+
+def test_parsed_regions_need_the_parser_and_use_it_when_configured(faces_dir, tmp_path, capsys, monkeypatch,
+                                                                  fresh_enhancers):
+    import torch
+
+    from idgen.face.parsing import random_bisenet_state_dict
+
+    target, source = str(faces_dir / "portrait_glasses.jpg"), str(faces_dir / "portrait_smile.jpg")
+    base = ["--source", source, "--steps", "2"]
+    assert main(["swap", target, *base, "--region", "skin,nose,mouth", "--out", str(tmp_path / "a")]) == EXIT_BAD_INPUT
+    assert "79999_iter.pth" in capsys.readouterr().err
+    assert main(["swap", target, *base, "--region", "skin,noze", "--out", str(tmp_path / "b")]) == EXIT_BAD_INPUT
+    assert "noze" in capsys.readouterr().err
+    parser = tmp_path / "79999_iter.pth"
+    torch.save(random_bisenet_state_dict(3), parser)
+    monkeypatch.setenv("IDGEN_FACE_PARSING", str(parser))
+    out = tmp_path / "parsed"
+    assert main(["swap", target, *base, "--region", "skin,nose,mouth", "--keep", "glasses,hair",
+                 "--out", str(out)]) == EXIT_OK, capsys.readouterr().err
+    record = json.loads((out / "record.json").read_text())
+    assert record["face_parser"] is True and record["request"]["keep"] == ["glasses", "hair"]

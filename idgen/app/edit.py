@@ -17,6 +17,7 @@ import numpy as np
 
 from idgen import arguments
 from idgen.errors import IdgenError
+from idgen.app.enhance_options import add_enhance_arguments, enhance_arguments
 from idgen.app.options import PromptOptions
 from idgen.app.records import json_bytes
 from idgen.app.speed_options import accelerate, add_speed_arguments, sampling_defaults, speed_arguments
@@ -27,6 +28,8 @@ from idgen.validation import InvalidArgumentError, check_integer, check_number
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+#: The landmark-hull mask regions; any other `region` is face-parsing classes ("skin,nose,mouth").
+GEOMETRIC_REGIONS = ("face", "face_hair")
 #: The largest mask growth / seam feather, in crop pixels (the crop is 512 px at most).
 MAX_MASK_PIXELS = 256
 
@@ -43,6 +46,8 @@ class EditRequest(PromptOptions):
     mapping: str = "all"
     references: list[str] = field(default_factory=list)
     region: str = "face"
+    keep: tuple[str, ...] = ()
+    occlusion: bool = True
     mask: Optional[str] = None
     exclude: Optional[str] = None
     targets: Optional[list[int]] = None
@@ -63,6 +68,13 @@ class EditRequest(PromptOptions):
             self.targets = [check_integer("targets", t, low=0) for t in self.targets]
         if self.batch_size is not None:
             self.batch_size = check_integer("batch_size", self.batch_size, low=1)
+        if self.region not in GEOMETRIC_REGIONS or self.keep:
+            from idgen.face.parsing import label_ids  # torch: only for a parsed region
+
+            self.keep = tuple(self.keep)
+            label_ids(self.keep)
+            if self.region not in GEOMETRIC_REGIONS:
+                label_ids([n.strip() for n in self.region.split(",") if n.strip()])
         if self.operation not in ("inpaint", "swap"):
             raise InvalidArgumentError(f"operation must be 'inpaint' or 'swap', got {self.operation!r}.")
 
@@ -92,7 +104,9 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
     from idgen.face import get_face_analyzer
     from idgen.identity import analyze_photo
     from idgen.image_io import load_image
+    from idgen.app.enhance_options import crop_enhancer
     from idgen.media.video_faces import require_processed_faces
+    from idgen.models.enhancers import load_face_parser, load_occluder
     from idgen.models.recipes import build_edit_pipeline
     from idgen.outputs import OutputFolder
     from idgen.pipelines import FaceSwapper
@@ -120,18 +134,21 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
     generation = {"negative_prompt": request.negative_prompt, "strength": request.strength, **sampling}
     if cancel is not None:
         generation["callback_on_step_end"] = cancel.on_step_end
-    swapper = FaceSwapper(pipe, analyzer)
-    common = dict(mapping=request.mapping, reference_embeds=references, region=request.region,
-                  dilate=request.dilate, feather=request.feather, color_match=request.color_match, seed=request.seed,
-                  identity_scale=request.identity_scale, prompt=request.prompt, batch_size=request.batch_size,
-                  **generation)
+    # the face parser and occluder when configured: parsed regions, and occluders kept by default
+    occluder = load_occluder() if request.occlusion else None
+    swapper = FaceSwapper(pipe, analyzer, parser=load_face_parser(), occluder=occluder)
+    enhance_crops, enhance = crop_enhancer(request)
+    common = dict(mapping=request.mapping, reference_embeds=references, region=request.region, keep=request.keep,
+                  occlusion=request.occlusion, dilate=request.dilate, feather=request.feather,
+                  color_match=request.color_match, seed=request.seed, identity_scale=request.identity_scale,
+                  prompt=request.prompt, batch_size=request.batch_size, enhance_crops=enhance_crops, **generation)
     weights = EDIT_WEIGHTS[request.method]
     provenance = job_provenance(  # known before the run: a video is stamped frame by frame as it is written
         request.operation, request.method, weights, embedded=embedded,
         overrides={weights[0]: request.base, EDIT_ADAPTER[request.method]: request.adapter},
         parameters={**{k: v for k, v in generation.items() if k != "callback_on_step_end"}, "seed": request.seed,
                     "identity_scale": request.identity_scale, "prompt": request.prompt, "region": request.region,
-                    "pipeline": type(pipe).__name__},
+                    "keep": list(request.keep), "enhance": request.enhance, "pipeline": type(pipe).__name__},
         face_swap=True)  # an identity inpaint puts the source person's face in the photo: a face swap too
     started = time.perf_counter()
     exclude = load_image(request.exclude) if request.exclude else None
@@ -158,6 +175,7 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
                            "identity_scale": request.identity_scale if request.identity_scale is not None else
                            pipe.default_identity_scale},
             "pipeline": type(pipe).__name__, "crop_size": swapper.crop_size, "face_backend": analyzer.name,
+            "face_parser": swapper.parser is not None, "occluder": swapper.occluder is not None, "enhance": enhance,
             "output": str(folder.path / name), "seconds": round(time.perf_counter() - started, 3), **details,
             "provenance": provenance.to_dict() if provenance is not None else None, "speed": speed,
         }
@@ -167,7 +185,15 @@ def run_edit(request: EditRequest, out_dir: Path, *, pipeline=None, progress=Non
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="pva", choices=EDIT_METHODS, help="identity-inpainting adapter (default pva)")
-    parser.add_argument("--region", default="face", choices=["face", "face_hair"], help="mask region from landmarks")
+    parser.add_argument("--region", default="face", metavar="REGION",
+                        help="what is repainted: face or face_hair (landmark hull), or face-parsing classes such as "
+                             "skin,nose,mouth (groups: face, eyes, brows, lips, ears, glasses, hair, hat, neck; needs "
+                             "the face parser, see `idgen doctor`)")
+    parser.add_argument("--keep", type=_names, default=(), metavar="CLASSES",
+                        help="face-parsing classes never repainted, e.g. glasses,hair (needs the face parser)")
+    parser.add_argument("--no-occlusion", dest="occlusion", action="store_false",
+                        help="repaint what covers the face too (by default, with a face parser or occluder configured, "
+                             "hands and objects over the face are kept)")
     parser.add_argument("--exclude", metavar="MASK", help="occluders to keep (hands, hair): white = never repaint")
     parser.add_argument("--dilate", type=arguments.integer(0, MAX_MASK_PIXELS), default=8, help="grow the mask by N crop pixels (default 8)")
     parser.add_argument("--feather", type=arguments.integer(0, MAX_MASK_PIXELS), default=8, help="seam feather in crop pixels (default 8)")
@@ -191,16 +217,23 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["dlib", "insightface"], default=None, help="face backend")
     parser.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
     add_speed_arguments(parser)
+    add_enhance_arguments(parser)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """`a,b,c` -> `("a", "b", "c")`."""
+    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def _request(args: argparse.Namespace, target: str, sources: list[list[str]], **extra) -> EditRequest:
     return EditRequest(
-        target=target, sources=sources, method=args.method, region=args.region, exclude=args.exclude,
+        target=target, sources=sources, method=args.method, region=args.region, keep=args.keep,
+        occlusion=args.occlusion, exclude=args.exclude,
         dilate=args.dilate, feather=args.feather, prompt=args.prompt, negative_prompt=args.negative_prompt,
         base=args.base, adapter=args.adapter, seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,
         identity_scale=args.identity_scale, strength=args.strength, color_match=args.color_match,
         batch_size=args.batch_size, face_backend=args.backend, embedded_default=True if args.tiny else None,
-        **speed_arguments(args), **extra,
+        **speed_arguments(args), **enhance_arguments(args), **extra,
     )
 
 

@@ -26,42 +26,60 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _optional(component: str, build):
-    """`build(path)` of registry `component` when its file is found; None when it is not configured
-    (a configured location that does not hold it is still an error)."""
+def _configured(component: str) -> Optional[str]:
+    """The path of registry `component` when its file is found; None when it is not configured (a
+    configured location that does not hold it is still an error). Resolved at every call, so a file
+    configured while the demo runs is picked up."""
     try:
-        path = resolve_component(component, config=load_config()).path
+        return str(resolve_component(component, config=load_config()).path)
     except ConfiguredModelError:
         raise
     except ModelNotFoundError:
         return None
-    with loading(component.replace("_", " "), path):
-        return build(path)
 
 
 @functools.lru_cache(maxsize=4)
+def _parser_at(path: str) -> FaceParser:
+    with loading("face parser", path):
+        return FaceParser.from_file(path, device=_device())
+
+
+@functools.lru_cache(maxsize=4)
+def _occluder_at(path: str) -> OcclusionModel:
+    with loading("face occluder", path):
+        return OcclusionModel.from_file(path)
+
+
 def load_face_parser() -> Optional[FaceParser]:
-    """The configured face parser (`79999_iter.pth`), or None when there is none."""
-    return _optional("face_parsing", lambda path: FaceParser.from_file(path, device=_device()))
+    """The configured face parser (`79999_iter.pth`; loaded once per file), or None when there is none."""
+    path = _configured("face_parsing")
+    return None if path is None else _parser_at(path)
 
 
-@functools.lru_cache(maxsize=4)
 def load_occluder() -> Optional[OcclusionModel]:
-    """The configured occluder (`xseg_1.onnx`...), or None when there is none."""
-    return _optional("face_occluder", OcclusionModel.from_file)
+    """The configured occluder (`xseg_1.onnx`...; loaded once per file), or None when there is none."""
+    path = _configured("face_occluder")
+    return None if path is None else _occluder_at(path)
 
 
 @functools.lru_cache(maxsize=4)
+def _restorer_at(name: str, path: str):
+    with loading(f"face restorer {name}", path):
+        return restorer_kind(name).load(path).to(_device())
+
+
+@functools.lru_cache(maxsize=4)
+def _tiny_restorer(name: str):
+    return tiny_restorer(name)
+
+
 def _restorer(name: str, embedded_default: Optional[bool]):
+    """`(model, is_embedded_default)` by the weights rule; each file (and the tiny model) loaded once."""
     kind = restorer_kind(name)
-
-    def real(config):
-        path = resolve_component(kind.component, config=config).path
-        with loading(f"face restorer {name}", path):
-            return kind.load(path).to(_device())
-
-    return build_or_embedded(f"--enhance {name}", [kind.component], real, lambda: tiny_restorer(name),
-                             embedded_default=embedded_default)
+    return build_or_embedded(
+        f"--enhance {name}", [kind.component],
+        lambda config: _restorer_at(name, str(resolve_component(kind.component, config=config).path)),
+        lambda: _tiny_restorer(name), embedded_default=embedded_default)
 
 
 def build_face_enhancer(name: str, weight: Optional[float] = None, options: EnhanceOptions = EnhanceOptions(), *,

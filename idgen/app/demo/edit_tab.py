@@ -62,12 +62,13 @@ def _request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale,
 def run_inpaint(ctx: DemoContext, editor, faces, method, prompt, steps, guidance_scale, seed, identity_scale,
                 strength, dilate, feather, region, mode="standard", fast_paths=False, fast_weights=None, lora=None,
                 lora_scale=1.0, step_cache=0, memory="max", fp8=False, enhance="off", enhance_weight=0.5,
-                enhance_blend=1.0, job: Optional[Job] = None):
+                enhance_blend=1.0, keep="", job: Optional[Job] = None):
     """Repaint the painted area (or the detected face region) as the person of `faces`."""
 
     job = job or Job()
     speed = {**speed_options(mode, fast_paths, fast_weights, lora, lora_scale, step_cache, memory, fp8),
-             **enhance_options(enhance, enhance_weight, enhance_blend)}
+             **enhance_options(enhance, enhance_weight, enhance_blend),
+             "keep": tuple(n.strip() for n in (optional(keep) or "").split(",") if n.strip())}
     photo, mask = editor_photo_and_mask(editor)
     photo = load_image(photo)  # the pixel limit
     with ctx.results("inpaint", job) as out:
@@ -89,13 +90,14 @@ def run_inpaint(ctx: DemoContext, editor, faces, method, prompt, steps, guidance
 def run_swap(ctx: DemoContext, photo, video, source_1, source_2, mapping, references, method, prompt, steps,
              guidance_scale, seed, identity_scale, strength, dilate, feather, region, mode="standard",
              fast_paths=False, fast_weights=None, lora=None, lora_scale=1.0, step_cache=0, memory="max", fp8=False,
-             enhance="off", enhance_weight=0.5, enhance_blend=1.0, job: Optional[Job] = None):
+             enhance="off", enhance_weight=0.5, enhance_blend=1.0, keep="", job: Optional[Job] = None):
     """Swap the faces of a photo or a video; returns (image or None, video or None, record, files)."""
     if (photo is None) == (video is None):
         raise IdgenError("give either a photo or a video to swap faces in.")
     job = job or Job()
     speed = {**speed_options(mode, fast_paths, fast_weights, lora, lora_scale, step_cache, memory, fp8),
-             **enhance_options(enhance, enhance_weight, enhance_blend)}
+             **enhance_options(enhance, enhance_weight, enhance_blend),
+             "keep": tuple(n.strip() for n in (optional(keep) or "").split(",") if n.strip())}
     sources = [s for s in (paths(source_1), paths(source_2)) if s]
     given = Path(photo or video)
     with ctx.results("swap", job) as out:
@@ -118,9 +120,12 @@ def _advanced(gr, ctx: DemoContext, prefix: str):
         with gr.Row():
             dilate = gr.Slider(0, 32, value=8, step=1, label="Mask dilation (crop px)")
             feather = gr.Slider(0, 32, value=8, step=1, label="Seam feather (crop px)")
-            region = gr.Radio(["face", "face_hair"], value="face", label="Region (no painted mask)")
+            region = gr.Dropdown(["face", "face_hair", "skin,nose,mouth,lips,eyes,brows", "face,hair"], value="face",
+                                 allow_custom_value=True, label="Region (no painted mask): landmark hull (face, "
+                                 "face_hair) or parsed classes (needs the face parser)")
+            keep = gr.Textbox("", label="Keep (parsed classes never repainted, e.g. glasses,hair)")
     return [steps, guidance, seed, identity_scale, strength, dilate, feather, region,
-            *speed_controls(gr, ctx, prefix), *enhance_controls(gr, prefix)]
+            *speed_controls(gr, ctx, prefix), *enhance_controls(gr, prefix), keep]
 
 
 def build_inpaint_tab(ctx: DemoContext) -> None:
