@@ -46,6 +46,8 @@ def test_doctor_runs_offline(capsys):
     assert main(["doctor", "--json"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     assert report["models"]["sdxl"]["present"] is False
+    for name in ("codeformer", "gfpgan", "restoreformer", "face_parsing", "face_occluder"):  # the post-pass's files
+        assert report["models"][name]["present"] is False
     assert main(["doctor"]) == EXIT_OK
     text = capsys.readouterr().out
     assert "tiny embedded default" in text and "device: not checked (torch not initialised" in text

@@ -60,6 +60,7 @@ def capabilities() -> dict[str, tuple[str, ...]]:
             **{f"inpaint/swap {m}": names for m, names in methods.EDIT_WEIGHTS.items()},
             # as `recipes.build_restore_pipeline` decides: by the restoration weights, not the base
             **{f"restore {kind}": names[1:] for kind, names in methods.RESTORE_WEIGHTS.items()},
+            **{f"face post-pass {m}": names for m, names in methods.ENHANCE_WEIGHTS.items()},
             "train LoRA": ("sd15",)}
 
 
