@@ -25,8 +25,10 @@ Face inputs: the ArcFace embedding comes from `face_embeds` or from `face_image`
 pack). The EVA-CLIP input is the face aligned to the official 512 crop (FFHQ template, as facexlib's
 `FaceRestoreHelper`), in grey, with the background white where `face_mask` says so (the official
 code parses the face with facexlib's BiSeNet: labels 0, 7, 8, 9, 14, 15, 16, 18 are background).
-idgen ships no face parser: without `face_mask` the whole grey crop is used (hair and background
-included), which keeps the identity but gives the ID tokens more of the photo's context.
+Set `pipe.face_parser` (an `idgen.face.parsing.FaceParser` of `79999_iter.pth` / facexlib's
+`parsing_bisenet.pth`, the same network) and that mask is made for you; without a parser or a
+`face_mask` the whole grey crop is used (hair and background included), which keeps the identity
+but gives the ID tokens more of the photo's context.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from idgen.adapters.pulid import (
     pulid_processors_installed,
     resolve_mode,
 )
-from idgen.adapters.pulid.config import ARCFACE_DIM, FACE_CROP_SIZE
+from idgen.adapters.pulid.config import ARCFACE_DIM, FACE_CROP_SIZE, PARSING_BACKGROUND_LABELS
 from idgen.adapters.pulid.loader import check_identity_scale
 from idgen.errors import IdgenError, ModelNotFoundError
 from idgen.face import align_face, get_face_analyzer
@@ -105,6 +107,7 @@ class StableDiffusionXLPuLIDPipeline(AccelerationMixin, PuLIDLoaderMixin, Stable
     model_cpu_offload_seq = "text_encoder->text_encoder_2->eva_clip->pulid_adapter->unet->vae"
     _optional_components = StableDiffusionXLPipeline._optional_components + ["pulid_adapter", "eva_clip"]
     face_analyzer = None  # an idgen.face.FaceAnalyzer for `face_image=`; None = the default one
+    face_parser = None  # an idgen.face.parsing.FaceParser: the official white background; None = none
 
     def __init__(self, vae: AutoencoderKL, text_encoder: CLIPTextModel, text_encoder_2: CLIPTextModelWithProjection,
                  tokenizer: CLIPTokenizer, tokenizer_2: CLIPTokenizer, unet: UNet2DConditionModel,
@@ -170,7 +173,16 @@ class StableDiffusionXLPuLIDPipeline(AccelerationMixin, PuLIDLoaderMixin, Stable
                 raise IdgenError("with `face_embeds`, give `id_image` (the aligned face crop) for EVA-CLIP, or give `face_image`.")
         if arcface.shape[0] != 1:
             arcface = arcface.mean(0, keepdim=True)
+        if face_mask is None and self.face_parser is not None:
+            face_mask = self.face_features_mask(id_image)
         return self.encode_identity(arcface, self.eva_pixel_values(id_image, face_mask))
+
+    def face_features_mask(self, id_image) -> np.ndarray:
+        """`[H, W]` bool of the aligned crop: True on the face features, False where the official code
+        whitens (`face_parser`'s labels 0, 7, 8, 9, 14, 15, 16, 18: background, ears, earring, neck,
+        necklace, cloth, hat)."""
+        labels = self.face_parser.parse(load_image(id_image))
+        return ~np.isin(labels, PARSING_BACKGROUND_LABELS)
 
     def _check_components(self) -> None:
         if getattr(self, "pulid_adapter", None) is None:

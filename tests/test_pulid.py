@@ -178,6 +178,26 @@ def test_face_mask_whitens_the_background():
         pipe.eva_pixel_values(crop, np.zeros((8, 8)))
 
 
+def test_a_face_parser_gives_the_official_white_background():
+    from idgen.face.parsing import LABELS
+
+    class Parser:  # a fixed parsing: face in the middle, cloth (background for PuLID) below, hair above
+        def parse(self, crop):
+            labels = np.full(crop.shape[:2], LABELS["skin"])
+            labels[48:], labels[:8] = LABELS["cloth"], LABELS["hair"]
+            return labels
+
+    pipe, (_, a) = make_pipeline(), case("v1")
+    crop = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    inputs = dict(face_embeds=a["arcface"][0].numpy(), id_image=crop)
+    plain = run(pipe, **inputs)
+    pipe.face_parser = Parser()
+    mask = pipe.face_features_mask(crop)
+    assert mask.dtype == bool and mask[:48].all() and not mask[48:].any()  # hair stays (label 17 is not whitened)
+    parsed = run(pipe, **inputs)
+    assert np.array_equal(parsed, run(pipe, **inputs, face_mask=mask)) and maxdiff(parsed, plain) > 1e-4
+
+
 def test_save_and_reload_is_bit_identical(tmp_path):
     pipe = make_pipeline("v1.1")
     pipe.set_identity_scale(0.6)

@@ -19,6 +19,7 @@ import numpy as np
 import PIL.Image
 
 from idgen.adapters.pulid.config import FACE_CROP_SIZE
+from idgen.models.enhancers import load_face_parser
 from idgen.app.controls import condition_image
 from idgen.app.people import kps_in_box, place_people
 from idgen.app.records import call_default
@@ -174,6 +175,7 @@ def prepare_inputs(pipe, request, people: list[PersonFaces], analyzer) -> Prepar
         if method == "pulid":  # EVA-CLIP's input: the first reference face, aligned as the official 512 FFHQ crop
             first = people[0]
             out.kwargs["id_image"] = align_face(first.photos[0], first.faces[0].kps, size=FACE_CROP_SIZE, mode="ffhq").image
+            pipe.face_parser = load_face_parser()  # when configured: the official white background
         size = (request.width or _native(pipe), request.height or _native(pipe))
         if request.width or request.height:
             out.kwargs.update(width=size[0], height=size[1])
