@@ -4,7 +4,6 @@ layout (tests/data/layouts/codeformer.json) loading unchanged, refused files, an
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,28 +13,12 @@ import torch
 from idgen.checkpoint import module_state_shapes
 from idgen.errors import CheckpointError, IdgenError, ModelNotFoundError
 from idgen.restorers.codeformer import CODEFORMER_FILE, CodeFormer, load_codeformer
+from idgen.testing.restorers import seeded_state_dict
 
 DATA = Path(__file__).parent / "data"
 PARITY = DATA / "parity" / "codeformer"
 CASE = json.loads((PARITY / "case.json").read_text())
 TINY = CASE["config"]
-
-
-def tiny_state_dict(shapes, seed):
-    """The weights of the parity case: bench/parity/codeformer.py `tiny_state_dict` (its recipe is in
-    case.json, and `weights_sha256` checks that this copy still draws the same numbers)."""
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for key in sorted(shapes):
-        shape = tuple(shapes[key])
-        noise = torch.randn(shape, generator=generator)
-        if len(shape) >= 2:
-            out[key] = noise / math.sqrt(math.prod(shape[1:]))
-        elif key.endswith(".weight"):
-            out[key] = 1.0 + 0.1 * noise
-        else:
-            out[key] = 0.1 * noise
-    return out
 
 
 def digest(state_dict):
@@ -58,7 +41,7 @@ def meta_state_dict(shapes):
 def tiny_weights():
     with torch.device("meta"):
         shapes = module_state_shapes(CodeFormer(**TINY))
-    weights = tiny_state_dict(shapes, CASE["seed"])
+    weights = seeded_state_dict(shapes, CASE["seed"])
     assert digest(weights) == CASE["weights_sha256"], "the tiny weights differ from those the reference was made with"
     return weights
 

@@ -4,7 +4,6 @@ restoreformer/, made by bench/parity/restoreformer.py on seeded tiny weights), t
 
 import collections
 import json
-import math
 import sys
 import types
 from pathlib import Path
@@ -15,31 +14,13 @@ import torch
 from safetensors.torch import save_file
 
 from idgen.errors import CheckpointError, IdgenError, ModelNotFoundError
+from idgen.testing.restorers import RESTOREFORMER_WEIGHT_RECIPE as WEIGHT_RECIPE, seeded_state_dict
 from idgen.restorers.restoreformer import (RESTOREFORMER_CONFIG, RESTOREFORMER_PP_CONFIG, RESTOREFORMER_PP_FILE,
                                            RestoreFormerPP, load_restoreformer, restoreformer_state_shapes)
 
 DATA = Path(__file__).parent / "data"
 CASE_DIR = DATA / "parity" / "restoreformer"
 CASE = json.loads((CASE_DIR / "case.json").read_text())
-
-
-def seeded_weights(shapes, seed):
-    """= bench/parity/restoreformer.py's `seeded_weights` (the weights the reference was made with)."""
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for key in sorted(shapes):
-        shape = tuple(shapes[key])
-        w = torch.randn(shape, generator=generator)
-        if len(shape) == 4:
-            w = w / math.sqrt(math.prod(shape[1:]))
-        elif key.endswith("embedding.weight"):
-            pass
-        elif key.endswith(".weight"):
-            w = 1 + 0.1 * w
-        else:
-            w = 0.1 * w
-        out[key] = w
-    return out
 
 
 def tiny_config(version="restoreformer_pp"):
@@ -50,7 +31,7 @@ def tiny_config(version="restoreformer_pp"):
 def tiny_checkpoint(version="restoreformer_pp"):
     """The tiny weights as the released file wraps them: Lightning `state_dict`, `vqvae.` prefix,
     training-only `loss.*` entries beside them."""
-    weights = seeded_weights(restoreformer_state_shapes(tiny_config(version)), CASE["weight_seed"])
+    weights = seeded_state_dict(restoreformer_state_shapes(tiny_config(version)), CASE["weight_seed"], **WEIGHT_RECIPE)
     return {"state_dict": {**{"vqvae." + k: v for k, v in weights.items()},
                            "loss.discriminator.main.0.weight": torch.zeros(4, 3, 4, 4)},
             "epoch": 7, "global_step": 1000, "pytorch-lightning_version": "1.0.8"}
@@ -107,7 +88,7 @@ def test_lightning_checkpoint_file_loads(tmp_path, monkeypatch):
 
 
 def test_safetensors_state_dict_loads(tmp_path):
-    weights = seeded_weights(restoreformer_state_shapes(tiny_config()), 3)
+    weights = seeded_state_dict(restoreformer_state_shapes(tiny_config()), 3, **WEIGHT_RECIPE)
     save_file({k: v.half() for k, v in weights.items()}, tmp_path / "rfpp.safetensors")
     model = load_restoreformer(tmp_path / "rfpp.safetensors", config=tiny_config())
     assert model.decoder.conv_out.weight.dtype == torch.float32

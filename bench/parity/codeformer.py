@@ -28,7 +28,6 @@ import hashlib
 import importlib
 import json
 import logging
-import math
 import subprocess
 import sys
 import types
@@ -37,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from idgen.testing.restorers import seeded_state_dict
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "tests" / "data" / "parity" / "codeformer"
@@ -60,23 +61,6 @@ TINY_TABLES = {"channels": {"64": 32, "32": 64, "16": 64},
 WEIGHTS_RECIPE = ("one torch.Generator().manual_seed(seed), keys in sorted order, torch.randn(shape) each: "
                   "/ sqrt(prod(shape[1:])) for tensors of 2+ dims, 1 + 0.1 x for other '.weight's (norms), "
                   "0.1 x for the rest (biases)")
-
-
-def tiny_state_dict(shapes: dict, seed: int) -> dict[str, torch.Tensor]:
-    """Seeded random weights for `{key: shape}` (see `WEIGHTS_RECIPE`): activations stay O(1),
-    norm weights near 1, every bias and position embedding non-zero."""
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for key in sorted(shapes):
-        shape = tuple(shapes[key])
-        noise = torch.randn(shape, generator=generator)
-        if len(shape) >= 2:
-            out[key] = noise / math.sqrt(math.prod(shape[1:]))
-        elif key.endswith(".weight"):
-            out[key] = 1.0 + 0.1 * noise
-        else:
-            out[key] = 0.1 * noise
-    return out
 
 
 def weights_digest(state_dict: dict) -> str:
@@ -155,7 +139,7 @@ def main(checkout: str, commit: str = "") -> None:
     official_kwargs = {k: TINY[k] for k in ("dim_embd", "n_head", "n_layers", "codebook_size", "latent_size",
                                             "connect_list")}
     net = tiny_official_class(arch)(**official_kwargs)
-    weights = tiny_state_dict({k: tuple(v.shape) for k, v in net.state_dict().items()}, SEED)
+    weights = seeded_state_dict({k: tuple(v.shape) for k, v in net.state_dict().items()}, SEED)
     net.load_state_dict(weights, strict=True)
     net.eval()
 

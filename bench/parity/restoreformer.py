@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from idgen.testing.restorers import RESTOREFORMER_WEIGHT_RECIPE as WEIGHT_RECIPE, seeded_state_dict
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "tests" / "data" / "parity" / "restoreformer"
@@ -33,26 +34,6 @@ TINY = {"n_embed": 64, "embed_dim": 16, "ch": 32, "out_ch": 3, "ch_mult": [1, 2]
 VERSIONS = {"restoreformer_pp": {"head_size": 4, "ex_multi_scale_num": 1},
             "restoreformer_v1": {"head_size": 8, "ex_multi_scale_num": 0}}
 BATCH = 2
-
-
-def seeded_weights(shapes: dict, seed: int) -> dict:
-    """Weights from `seed` alone (keys in sorted order, one generator): convs N(0, 1/fan_in),
-    GroupNorm scales 1 + N(0, 0.01), biases N(0, 0.01), the codebook N(0, 1). Copied in the test."""
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for key in sorted(shapes):
-        shape = tuple(shapes[key])
-        w = torch.randn(shape, generator=generator)
-        if len(shape) == 4:
-            w = w / math.sqrt(math.prod(shape[1:]))
-        elif key.endswith("embedding.weight"):
-            pass
-        elif key.endswith(".weight"):
-            w = 1 + 0.1 * w
-        else:
-            w = 0.1 * w
-        out[key] = w
-    return out
 
 
 def import_official(checkout: Path):
@@ -98,13 +79,14 @@ def main(argv=None) -> None:
             "official_class": "RestoreFormer.modules.vqvae.vqvae_arch.VQVAEGANMultiHeadTransformer",
             "weight_seed": WEIGHT_SEED, "input_seed": INPUT_SEED,
             "input": "input.npy: torch.rand(B, 3, R, R, generator=manual_seed(input_seed)) * 2 - 1 (RGB in [-1, 1])",
-            "weights": "seeded_weights(official state_dict shapes, weight_seed) (bench/parity/restoreformer.py)",
+            "weights": "idgen.testing.restorers.seeded_state_dict(official state_dict shapes, weight_seed, "
+                       "fan_in_ranks=(4,), raw=('embedding.weight',))",
             "output": "model(x)[0], unclamped (the official inference clamps it to [-1, 1] in tensor2img)",
             "config": TINY, "versions": {}}
     for name, extra in VERSIONS.items():
         model = official.VQVAEGANMultiHeadTransformer(**TINY, **extra).eval()
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        model.load_state_dict(seeded_weights(shapes, WEIGHT_SEED), strict=True)
+        model.load_state_dict(seeded_state_dict(shapes, WEIGHT_SEED, **WEIGHT_RECIPE), strict=True)
         out = model(x)[0]
         margin, used = codebook_margin(model, x)
         np.save(OUT / f"{name}.npy", out.numpy())

@@ -3,6 +3,10 @@ default of `--enhance` (they only prove the plumbing) and test fixtures."""
 
 from __future__ import annotations
 
+import math
+from typing import Mapping, Sequence
+
+import torch
 from torch import nn
 
 from idgen.errors import IdgenError
@@ -14,6 +18,9 @@ from idgen.testing.tiny_models import seeded
 
 #: The tiny restorers' crop size.
 TINY_CROP_SIZE = 64
+#: `seeded_state_dict`'s options for RestoreFormer's parity case: only convs scaled by their fan-in,
+#: the codebook as drawn.
+RESTOREFORMER_WEIGHT_RECIPE = {"fan_in_ranks": (4,), "raw": ("embedding.weight",)}
 
 
 def tiny_restorer(name: str, seed: int = 0) -> nn.Module:
@@ -35,3 +42,27 @@ def tiny_restorer(name: str, seed: int = 0) -> nn.Module:
 def tiny_face_parser(seed: int = 0) -> FaceParser:
     """BiSeNet at its official size (it has no size knobs; 13 M parameters) with seeded random weights."""
     return FaceParser.from_state_dict(random_bisenet_state_dict(seed))
+
+
+def seeded_state_dict(shapes: Mapping[str, Sequence[int]], seed: int, *, fan_in_ranks: Sequence[int] = range(2, 9),
+                      raw: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Weights for `{key: shape}` from `seed` alone (the parity cases' recipe, so the official and
+    idgen's modules get the same numbers): one CPU `torch.Generator`, keys in sorted order, a
+    `torch.randn(shape)` each, divided by `sqrt(prod(shape[1:]))` for tensors whose rank is in
+    `fan_in_ranks` (activations stay O(1)), unchanged for keys ending in one of `raw`, `1 + 0.1 x`
+    for the other `.weight`s (norm scales), `0.1 x` for the rest (biases: all non-zero)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for key in sorted(shapes):
+        shape = tuple(shapes[key])
+        w = torch.randn(shape, generator=generator)
+        if len(shape) in fan_in_ranks:
+            w = w / math.sqrt(math.prod(shape[1:]))
+        elif raw and key.endswith(raw):
+            pass
+        elif key.endswith(".weight"):
+            w = 1 + 0.1 * w
+        else:
+            w = 0.1 * w
+        out[key] = w
+    return out
