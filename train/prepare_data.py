@@ -280,7 +280,7 @@ def prepare_parallel(photos_dir: PathLike, out_dir: PathLike, *, num_workers: in
             shutil.rmtree(part, ignore_errors=True)
 
 
-def _on_every_process(state, fn):
+def on_every_process(state, fn, what: str = "prepare-data"):
     """Run `fn()` here; if it raised on any process, raise on every process. Each process must
     reach this collective, or the others would wait for it forever."""
 
@@ -293,7 +293,7 @@ def _on_every_process(state, fn):
     if failure is not None:
         raise failure
     if errors:
-        raise DatasetError("prepare-data failed in another process: " + "; ".join(errors))
+        raise DatasetError(f"{what} failed in another process: " + "; ".join(errors))
     return result
 
 
@@ -310,10 +310,10 @@ def prepare_distributed(photos_dir: PathLike, out_dir: PathLike, *, overwrite: b
     check_out_dir(out_dir, overwrite)
     parts = _part_dirs(out_dir, state.num_processes)
     try:
-        _on_every_process(state, lambda: prepare_dataset(
+        on_every_process(state, lambda: prepare_dataset(
             photos_dir, parts[state.process_index], num_shards=state.num_processes, shard_index=state.process_index,
             overwrite=True, allow_empty=True, progress=progress and state.is_main_process, **kwargs))
-        return _on_every_process(
+        return on_every_process(
             state, lambda: merge_datasets(parts, out_dir, overwrite=overwrite) if state.is_main_process else None)
     finally:
         if state.is_main_process:

@@ -142,6 +142,22 @@ def _check_tensors(tensors: dict, where: str, embedding_dim: Optional[int] = Non
 
 
 # ------------------------------------------------------------------------------------- writing
+def face_bytes(record: FaceRecord) -> bytes:
+    """The record's `{key}.safetensors`: embedding, kps and bbox, with the embedding model named."""
+    return save(record.tensors(), metadata={"embedding_model": str(record.embedding_model or "")})
+
+
+def tar_record(tar: tarfile.TarFile, record: FaceRecord, meta: dict, face: bytes) -> None:
+    """Add a record's shard members to `tar`: `{key}.png` (the RGB crop), `{key}.json` (`meta`) and
+    `{key}.safetensors` (`face`, `face_bytes`); mtime 0, so the bytes depend on the data only."""
+    png = io.BytesIO()
+    record.image.convert("RGB").save(png, format="PNG")
+    for suffix, data in zip(RECORD_SUFFIXES, (png.getvalue(), json.dumps(meta).encode(), face)):
+        info = tarfile.TarInfo(f"{record.key}.{suffix}")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
 class DatasetWriter:
     """Writes a dataset atomically (a context manager).
 
@@ -200,16 +216,11 @@ class DatasetWriter:
         elif embedding != self.embedding:
             raise DatasetError(f"record {record.key!r}: embedding {embedding} differs from the dataset's {self.embedding}.")
 
-        meta, face = record.metadata(), save(tensors, metadata={"embedding_model": str(record.embedding_model or "")})
+        meta, face = record.metadata(), face_bytes(record)
         if self.shard_size:
             if self.count % self.shard_size == 0:
                 self._next_shard()
-            png = io.BytesIO()
-            record.image.convert("RGB").save(png, format="PNG")
-            for suffix, data in zip(RECORD_SUFFIXES, (png.getvalue(), json.dumps(meta).encode(), face)):
-                info = tarfile.TarInfo(f"{record.key}.{suffix}")
-                info.size = len(data)
-                self._tar.addfile(info, io.BytesIO(data))
+            tar_record(self._tar, record, meta, face)
         else:
             record.image.convert("RGB").save(self.tmp / meta["file_name"])
             (self.tmp / meta["face"]).write_bytes(face)

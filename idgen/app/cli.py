@@ -223,12 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     from idgen.app.edit import add_parsers as add_face_edit_parsers
     from idgen.app.restore import add_parsers as add_restore_parsers
     from idgen.train.cli import add_parser as add_train_parser, add_prepare_data_parser
+    from idgen.train.synth_cli import add_synth_parser
     from idgen.app.verify import add_parser as add_verify_parser
 
     add_face_edit_parsers(sub)
     add_restore_parsers(sub)
     add_demo_parser(sub)
     add_prepare_data_parser(sub)
+    add_synth_parser(sub)
     add_train_parser(sub)
     add_verify_parser(sub)
     return parser
