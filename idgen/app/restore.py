@@ -397,3 +397,5 @@ def add_parsers(sub) -> None:
                          "diffusion = idgen's restoration pipeline, the others the official models)")
     er.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
     er.set_defaults(func=_cmd_eval_restore)
+    from idgen.app.eval_generate import add_eval_generate_parser
+    add_eval_generate_parser(kinds)
