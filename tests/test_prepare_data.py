@@ -1,6 +1,8 @@
 """`idgen prepare-data`: aligned crops, embeddings and keypoints of real photos; rejected photos
 with their reasons; folder, WebDataset, parts-merged and multi-process outputs agree; bad inputs
-leave nothing behind and raise DatasetError naming the culprit."""
+leave nothing behind and raise DatasetError naming the culprit. An idgen dataset as input (a
+synth-like WebDataset of real face crops, a prepared folder, a shard) is analysed again record by
+record; an unfinished one raises DatasetError."""
 
 import json
 import shutil
@@ -15,7 +17,9 @@ from idgen.app.cli import main
 from idgen.errors import DatasetError
 from idgen.face import align_face
 from idgen.image_io import load_image
-from idgen.train.prepare_data import DEFAULT_MIN_SHARPNESS, merge_datasets, prepare_dataset, prepare_parallel, sharpness
+from idgen.train.prepare_data import (
+    DEFAULT_MIN_SHARPNESS, merge_datasets, photo_key, prepare_dataset, prepare_parallel, sharpness,
+)
 from idgen.train.records import DatasetWriter, FaceRecord, open_dataset
 
 from conftest import dlib_faces
@@ -254,3 +258,76 @@ def test_cli(photos, tmp_path, capsys):
     assert main(["prepare-data", str(photos), str(tmp_path / "ds")]) == 3  # exists, no --overwrite
     assert main(["prepare-data", str(photos), str(tmp_path / "ds3"), "--num-workers", "2", "--distributed"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "empty"]
+
+
+@pytest.fixture(scope="module")
+def synthetic(prepared, tmp_path_factory):
+    """A dataset laid out as `idgen synth` writes it (WebDataset, one record a shard, 512-d
+    vectors): the two real aligned crops of `prepared`, and a face-less gradient between them."""
+    out = tmp_path_factory.mktemp("synthetic") / "synth"
+    crops = [open_dataset(prepared[0])[i]["image"] for i in range(2)]
+    gradient = Image.fromarray(np.tile(np.linspace(0, 255, SIZE, dtype=np.uint8)[None, :, None], (SIZE, 1, 3)))
+    with DatasetWriter(out, size=SIZE, shard_size=1) as writer:
+        items = [("id0000000", crops[0]), ("id0000001", gradient), ("id0000001", crops[1])]
+        for i, (identity, image) in enumerate(items):
+            writer.add(FaceRecord(key=f"{identity}_{i:05d}", image=image, caption=f"a photo of {identity}",
+                                  embedding=np.full(512, 0.04, np.float32), embedding_model="arcface-synth",
+                                  kps=np.zeros((5, 2), np.float32), bbox=np.zeros(4, np.float32), identity=identity,
+                                  source=f"synth:{i}"))
+    return out
+
+
+def test_dataset_input_is_analysed_again(synthetic, tmp_path):
+    out = tmp_path / "ds"
+    summary = prepare_dataset(synthetic, out, size=128, caption="{name} of {identity}", backend="dlib", progress=False)
+    assert summary["count"] == 2 and summary["rejected_by_reason"] == {"no face": 1} and summary["identities"] == 2
+    assert summary["embedding_dim"] == 128 and summary["size"] == 128  # re-embedded with dlib, cropped to 128 px
+    assert [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()] == [
+        {"source": "id0000001_00001", "reason": "no face"}]
+    source = open_dataset(synthetic)
+    records = _records(out)
+    assert sorted(records) == [photo_key(0, "id0000000_00000"), photo_key(2, "id0000001_00002")]
+    for i in (0, 2):
+        record, key = records[photo_key(i, source[i]["key"])], source[i]["key"]
+        assert (record["source"], record["identity"], record["caption"]) == (key, source[i]["identity"],
+                                                                             f"{key} of {source[i]['identity']}")
+        assert record["image"].size == (128, 128)
+        face = dlib_faces().detect(np.array(source[i]["image"]))[0]
+        np.testing.assert_array_equal(record["embedding"], face.embedding)
+    # one shard of it; the same filters and reasons as for photos (nothing written when all fail)
+    assert prepare_dataset(synthetic / "shards" / "000002.tar", tmp_path / "one", size=128, backend="dlib",
+                           progress=False)["count"] == 1
+    with pytest.raises(DatasetError, match=r"no usable face.*2 face too small, 1 no face"):
+        prepare_dataset(synthetic, tmp_path / "x", backend="dlib", min_face_size=SIZE, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "one"]
+
+
+def test_dataset_input_parts_and_cli(prepared, synthetic, tmp_path, capsys):
+    single = prepare_dataset(synthetic, tmp_path / "single", size=SIZE, backend="dlib", progress=False)
+    parts = [tmp_path / f"part{i}" for i in range(2)]
+    for i, part in enumerate(parts):  # items [i::2]: part0 the two faces, part1 the gradient
+        prepare_dataset(synthetic, part, size=SIZE, backend="dlib", num_shards=2, shard_index=i, allow_empty=True,
+                        progress=False)
+    assert merge_datasets(parts, tmp_path / "merged") == single
+    _assert_same_records(_records(tmp_path / "single"), _records(tmp_path / "merged"))
+    # a prepared folder dataset as INPUT, over two worker processes
+    out, _ = prepared
+    assert main(["prepare-data", str(out), str(tmp_path / "ds"), "--size", str(SIZE), "--backend", "dlib",
+                 "--num-workers", "2", "--shard-size", "1"]) == 0
+    assert "kept 2 face(s), rejected 0" in capsys.readouterr().out
+    inputs = {record["key"]: record for record in _records(out).values()}
+    again = _records(tmp_path / "ds")
+    assert sorted(r["source"] for r in again.values()) == sorted(inputs)
+    assert all(r["identity"] == inputs[r["source"]]["identity"] for r in again.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "merged", "single"]
+
+
+def test_unfinished_dataset_input_is_named(prepared, synthetic, tmp_path, capsys):
+    for name, dataset in (("synth", synthetic), ("folder", prepared[0])):  # not taken for a folder of photos
+        unfinished = _copy(dataset, tmp_path, name)
+        (unfinished / "dataset.json").unlink()
+        with pytest.raises(DatasetError, match=r"incomplete idgen dataset \(no dataset.json"):
+            prepare_dataset(unfinished, tmp_path / "out", backend="dlib", progress=False)
+    assert main(["prepare-data", str(tmp_path / "synth"), str(tmp_path / "out")]) == 3
+    assert "incomplete idgen dataset" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "synth"]

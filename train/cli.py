@@ -91,13 +91,16 @@ def add_prepare_data_parser(subparsers) -> None:
                               description="Detect, align and crop the face in each photo; store the crops with "
                                           "captions, identity embeddings and keypoints as a training dataset; list "
                                           "the photos left out, with the reason, in OUT_DIR/rejected.jsonl.")
-    p.add_argument("photos_dir", metavar="PHOTOS_DIR", help="folder of photos, searched recursively; a photo's sub-folder is its identity")
+    p.add_argument("photos_dir", metavar="PHOTOS_DIR",
+                   help="folder of photos, searched recursively (a photo's sub-folder is its identity), or an idgen "
+                        "dataset (a folder with dataset.json, e.g. from `idgen synth`, or a .tar shard) whose images "
+                        "are analysed again (another --backend, --size or filters)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="output dataset folder (must be absent or empty unless --overwrite)")
     p.add_argument("--size", type=int, default=512, choices=[256, 512, 1024],
                    help="side of the aligned FFHQ-style crops in pixels (default 512; 1024 for SDXL)")
     p.add_argument("--caption", default=DEFAULT_CAPTION, metavar="TEMPLATE",
-                   help="caption template; {identity} is the photo's sub-folder, {name} its file name "
-                        f"(default {DEFAULT_CAPTION!r})")
+                   help="caption template; {identity} is the photo's sub-folder, {name} its file name (a dataset "
+                        f"record's identity and key) (default {DEFAULT_CAPTION!r})")
     p.add_argument("--backend", choices=["dlib", "insightface"], default=None,
                    help="face backend: insightface gives the 512-d ArcFace embeddings the official adapters use, "
                         "dlib 128-d (default: IDGEN_FACE_BACKEND, else insightface if a pack is installed, else dlib)")

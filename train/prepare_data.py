@@ -1,10 +1,15 @@
-"""`idgen prepare-data PHOTOS_DIR OUT_DIR`: detect, align and crop each face, drop unusable photos
+"""`idgen prepare-data INPUT OUT_DIR`: detect, align and crop each face, drop unusable photos
 with a reason, store the identity embedding and keypoints per image (format: `records`). The
 command's parser is in `idgen.train.cli`, its defaults in `idgen.train.options`.
 
-Parallel: `--num-workers N` splits the photos over N processes on this machine; `--distributed`
-under `accelerate launch` gives each process (GPU, node) its share. Each share is written as a
-part (`OUT_DIR.part{i}`) and the parts are merged into one dataset by `merge_datasets`.
+INPUT is a folder of photos (a photo's sub-folder is its identity) or an idgen dataset (a folder
+with `dataset.json`, such as the output of `idgen synth`, or a `.tar` shard), whose records are
+analysed again like photos (`input_items`): to re-embed synthetic images with another face
+backend, filter them, or crop them to another size.
+
+Parallel: `--num-workers N` splits the input's images over N processes on this machine;
+`--distributed` under `accelerate launch` gives each process (GPU, node) its share. Each share is
+written as a part (`OUT_DIR.part{i}`) and the parts are merged into one dataset by `merge_datasets`.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import shutil
 import string
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -41,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 CAPTION_FIELDS = {"identity", "name"}
 SHARPNESS_SIZE = 256
+#: Files at the top of an idgen dataset, finished or not (`records`, `idgen synth`).
+DATASET_FILES = ("dataset.json", "metadata.jsonl", "synth.json")
 
 PathLike = Union[str, os.PathLike]
 
@@ -55,7 +64,8 @@ def check_caption(template: str) -> None:
     unknown = fields - CAPTION_FIELDS
     if unknown:
         raise DatasetError(f"caption template {template!r}: unknown placeholder(s) {sorted(unknown)}; "
-                           "known: {identity} (the photo's folder), {name} (its file name without suffix).")
+                           "known: {identity} (the photo's folder, or the record's identity), "
+                           "{name} (its file name without suffix, or the record's key).")
 
 
 def sharpness(crop: np.ndarray) -> float:
@@ -70,24 +80,67 @@ def sharpness(crop: np.ndarray) -> float:
     return float(cv2.Laplacian(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
 
 
-def photo_key(index: int, path: Path) -> str:
-    """Record key of the `index`-th photo of the sorted list: unique across parts of one run."""
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", path.stem)[:40].strip("-")
+def photo_key(index: int, name: str) -> str:
+    """Record key of the `index`-th input item named `name`: unique across parts of one run."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name)[:40].strip("-")
     return f"{index:07d}_{slug or 'photo'}"
 
 
-def analyse_photo(path: Path, root: Path, index: int, analyzer, *, size: int, caption: str, min_face_size: int,
-                  min_sharpness: float):
-    """The `FaceRecord` of one photo, or the reason (str) it is left out.
+@dataclass(frozen=True)
+class InputItem:
+    """One image to prepare (`input_items`).
 
-    Reasons: "unreadable: …", "no face", "several faces (N)", "face too small (Wpx < MINpx)" (the
-    shorter box side in the source photo), "no identity embedding …", "too blurry (sharpness S < T)".
+    Attributes:
+        index: its place in the input's order; keys and shares follow it.
+        source: the photo's path relative to the input folder, or the record's key.
+        identity: the photo's sub-folder ("" at the top), or the record's identity label.
+        name: the caption's `{name}`: the photo's file name without suffix, or the record's key.
+        load: reads the RGB image `[H, W, 3]` uint8 (ImageReadError for an unreadable photo).
     """
 
-    try:
-        image = load_image(path)
-    except ImageReadError as e:
-        return f"unreadable: {e}"
+    index: int
+    source: str
+    identity: str
+    name: str
+    load: Callable[[], np.ndarray]
+
+
+def _record_image(dataset, i: int) -> np.ndarray:
+    return np.array(dataset[i]["image"])
+
+
+def input_items(path: PathLike) -> list[InputItem]:
+    """The images under `path`: the photos of a folder (`list_photos`), or the records of an idgen
+    dataset (a folder with `DATASET_FILES` or `shards/*.tar`, e.g. `idgen synth`'s output; or a
+    `.tar` shard), in order.
+
+    Raises:
+        DatasetError: no photos, or a dataset that is incomplete (no `dataset.json`) or malformed.
+    """
+
+    root = Path(path)
+    dataset_like = any((root / f).is_file() for f in DATASET_FILES) or any(root.glob("shards/*.tar"))
+    if root.suffix != ".tar" and not dataset_like:
+        relative = [p.relative_to(root) for p in list_photos(root)]
+        return [InputItem(i, rel.as_posix(), "" if rel.parent == Path() else rel.parent.as_posix(), rel.stem,
+                          partial(load_image, root / rel)) for i, rel in enumerate(relative)]
+    if root.is_dir() and not (root / "dataset.json").is_file():
+        raise DatasetError(f"{root} is an incomplete idgen dataset (no dataset.json: the run that writes it did not "
+                           "finish); complete it (`idgen synth ... --resume`) or prepare it again.")
+    dataset = open_dataset(root)
+    return [InputItem(i, row["key"], row.get("identity", ""), row["key"], partial(_record_image, dataset, i))
+            for i, row in enumerate(map(dataset.metadata, range(len(dataset))))]
+
+
+def analyse_image(image: np.ndarray, item: InputItem, analyzer, *, size: int, caption: str, min_face_size: int,
+                  min_sharpness: float) -> Union[FaceRecord, str]:
+    """The `FaceRecord` of the input `item` whose RGB image `[H, W, 3]` uint8 is `image`, or the
+    reason (str) it is left out.
+
+    Reasons: "no face", "several faces (N)", "face too small (Wpx < MINpx)" (the shorter box side
+    in `image`), "no identity embedding …", "too blurry (sharpness S < T)".
+    """
+
     faces = analyzer.detect(image)
     if not faces:
         return "no face"
@@ -105,34 +158,36 @@ def analyse_photo(path: Path, root: Path, index: int, analyzer, *, size: int, ca
         return f"too blurry (sharpness {score:.1f} < {min_sharpness:g})"
     x1, y1, x2, y2 = face.bbox
     corners = transform_points(np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float32), aligned.matrix)
-    identity = path.parent.relative_to(root).as_posix() if path.parent != root else ""
     return FaceRecord(
-        key=photo_key(index, path), image=Image.fromarray(aligned.image),
-        caption=caption.format(identity=identity, name=path.stem), embedding=np.asarray(face.embedding, np.float32),
-        embedding_model=face.embedding_model or "", kps=transform_points(face.kps, aligned.matrix).astype(np.float32),
-        bbox=np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32), identity=identity,
-        source=path.relative_to(root).as_posix(),
+        key=photo_key(item.index, item.name), image=Image.fromarray(aligned.image),
+        caption=caption.format(identity=item.identity, name=item.name),
+        embedding=np.asarray(face.embedding, np.float32), embedding_model=face.embedding_model or "",
+        kps=transform_points(face.kps, aligned.matrix).astype(np.float32),
+        bbox=np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32), identity=item.identity,
+        source=item.source,
     )
 
 
-def prepare_dataset(photos_dir: PathLike, out_dir: PathLike, *, size: int = 512, caption: str = DEFAULT_CAPTION,
+def prepare_dataset(input_path: PathLike, out_dir: PathLike, *, size: int = 512, caption: str = DEFAULT_CAPTION,
                     backend: Optional[str] = None, min_face_size: int = 64,
                     min_sharpness: float = DEFAULT_MIN_SHARPNESS, shard_size: Optional[int] = None,
                     overwrite: bool = False, num_shards: int = 1, shard_index: int = 0, progress: bool = True,
                     allow_empty: bool = False) -> dict:
-    """Prepare the photos under `photos_dir` into the dataset `out_dir` (see `records`).
+    """Prepare the photos under `input_path`, or the records of the idgen dataset `input_path`
+    (`input_items`), into the dataset `out_dir` (see `records`).
 
     Args:
         size: side of the aligned FFHQ-style crops in pixels.
         caption: `str.format` template with `{identity}` (the photo's folder relative to
-            `photos_dir`, "" at the top) and `{name}` (the file name without suffix).
+            `input_path`, "" at the top; a record's identity) and `{name}` (the file name without
+            suffix; a record's key).
         backend: face backend, "dlib" (128-d) or "insightface" (512-d); None: idgen's default.
         min_face_size: minimum shorter side of the face box in the source photo, pixels.
         min_sharpness: minimum `sharpness` of the crop.
         shard_size: None for the folder layout, N for WebDataset shards of N records.
         overwrite: replace a non-empty `out_dir`.
-        num_shards, shard_index: process only the photos `[shard_index::num_shards]` of the sorted
-            list (one part of a parallel run; keys stay unique across parts).
+        num_shards, shard_index: process only the items `[shard_index::num_shards]` of
+            `input_items` (one part of a parallel run; keys stay unique across parts).
         progress: show a tqdm bar.
         allow_empty: write a dataset without records instead of raising (parts).
 
@@ -140,8 +195,9 @@ def prepare_dataset(photos_dir: PathLike, out_dir: PathLike, *, size: int = 512,
         The summary written to `dataset.json`.
 
     Raises:
-        DatasetError: no photos, no usable face in any photo, bad caption template, bad share, or
-            `out_dir` not empty (without `overwrite`). Nothing is written to `out_dir` then.
+        DatasetError: no photos, an incomplete or malformed input dataset, no usable face in any
+            image, bad caption template, bad share, or `out_dir` not empty (without `overwrite`).
+            Nothing is written to `out_dir` then.
     """
 
     check_caption(caption)
@@ -149,17 +205,21 @@ def prepare_dataset(photos_dir: PathLike, out_dir: PathLike, *, size: int = 512,
         raise DatasetError(f"shard_index must be in [0, {num_shards}), got {shard_index}.")
     if min_face_size < 1:
         raise DatasetError(f"min_face_size must be at least 1 pixel, got {min_face_size}.")
-    root = Path(photos_dir)
-    photos = list(enumerate(list_photos(root)))[shard_index::num_shards]
+    items = input_items(input_path)[shard_index::num_shards]
     analyzer = get_face_analyzer(backend)
     with DatasetWriter(out_dir, size=size, shard_size=shard_size, overwrite=overwrite,
                        shard_prefix=f"part{shard_index}-" if num_shards > 1 else "", allow_empty=allow_empty) as writer:
-        for index, path in tqdm(photos, desc="prepare-data", unit="photo", disable=not progress):
-            result = analyse_photo(path, root, index, analyzer, size=size, caption=caption,
-                                   min_face_size=min_face_size, min_sharpness=min_sharpness)
+        for item in tqdm(items, desc="prepare-data", unit="photo", disable=not progress):
+            try:
+                image = item.load()
+            except ImageReadError as e:
+                result = f"unreadable: {e}"
+            else:
+                result = analyse_image(image, item, analyzer, size=size, caption=caption,
+                                       min_face_size=min_face_size, min_sharpness=min_sharpness)
             if isinstance(result, str):
-                logger.debug("%s: %s", path, result)
-                writer.reject(path.relative_to(root).as_posix(), result)
+                logger.debug("%s: %s", item.source, result)
+                writer.reject(item.source, result)
             else:
                 writer.add(result)
         return writer.close()
@@ -258,7 +318,7 @@ def _prepare_part(kwargs: dict) -> dict:
     return prepare_dataset(**kwargs)
 
 
-def prepare_parallel(photos_dir: PathLike, out_dir: PathLike, *, num_workers: int, caption: str = DEFAULT_CAPTION,
+def prepare_parallel(input_path: PathLike, out_dir: PathLike, *, num_workers: int, caption: str = DEFAULT_CAPTION,
                      overwrite: bool = False, progress: bool = True, **kwargs) -> dict:
     """`prepare_dataset` over `num_workers` processes of this machine ("spawn" context), one part
     each, merged into `out_dir`. `kwargs` are `prepare_dataset`'s options; `progress` shows the
@@ -266,9 +326,9 @@ def prepare_parallel(photos_dir: PathLike, out_dir: PathLike, *, num_workers: in
 
     check_out_dir(out_dir, overwrite)
     check_caption(caption)
-    num_workers = max(1, min(num_workers, len(list_photos(photos_dir))))
+    num_workers = max(1, min(num_workers, len(input_items(input_path))))
     parts = _part_dirs(out_dir, num_workers)
-    jobs = [{**kwargs, "photos_dir": photos_dir, "out_dir": part, "caption": caption, "num_shards": num_workers,
+    jobs = [{**kwargs, "input_path": input_path, "out_dir": part, "caption": caption, "num_shards": num_workers,
              "shard_index": i, "progress": progress and i == 0, "overwrite": True, "allow_empty": True}
             for i, part in enumerate(parts)]
     try:
@@ -297,9 +357,9 @@ def on_every_process(state, fn, what: str = "prepare-data"):
     return result
 
 
-def prepare_distributed(photos_dir: PathLike, out_dir: PathLike, *, overwrite: bool = False, progress: bool = True,
+def prepare_distributed(input_path: PathLike, out_dir: PathLike, *, overwrite: bool = False, progress: bool = True,
                         **kwargs) -> Optional[dict]:
-    """Under `accelerate launch`: process `i` of N prepares the photos `[i::N]` into
+    """Under `accelerate launch`: process `i` of N prepares the input items `[i::N]` into
     `OUT_DIR.part{i}` (beside `out_dir`, so on storage every process sees); after all are done,
     the main process merges. Returns the summary on the main process, None on the others. A
     failure on one process is raised on all of them."""
@@ -311,7 +371,7 @@ def prepare_distributed(photos_dir: PathLike, out_dir: PathLike, *, overwrite: b
     parts = _part_dirs(out_dir, state.num_processes)
     try:
         on_every_process(state, lambda: prepare_dataset(
-            photos_dir, parts[state.process_index], num_shards=state.num_processes, shard_index=state.process_index,
+            input_path, parts[state.process_index], num_shards=state.num_processes, shard_index=state.process_index,
             overwrite=True, allow_empty=True, progress=progress and state.is_main_process, **kwargs))
         return on_every_process(
             state, lambda: merge_datasets(parts, out_dir, overwrite=overwrite) if state.is_main_process else None)
@@ -321,5 +381,5 @@ def prepare_distributed(photos_dir: PathLike, out_dir: PathLike, *, overwrite: b
                 shutil.rmtree(part, ignore_errors=True)
 
 
-__all__ = ["DEFAULT_MIN_SHARPNESS", "analyse_photo", "check_caption", "list_photos", "merge_datasets",
-           "prepare_dataset", "prepare_distributed", "prepare_parallel", "sharpness"]
+__all__ = ["DEFAULT_MIN_SHARPNESS", "InputItem", "analyse_image", "check_caption", "input_items", "list_photos",
+           "merge_datasets", "prepare_dataset", "prepare_distributed", "prepare_parallel", "sharpness"]
