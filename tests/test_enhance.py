@@ -199,6 +199,13 @@ def test_generate_and_restore_record_the_post_pass(faces_dir, tmp_path, monkeypa
     assert record["request"]["enhance"] == "codeformer:0.7"
     assert main(["restore", face, "--tiny", "--steps", "2", "--enhance", "gfpgan", "--out", str(tmp_path / "r")]) == 0
     assert json.loads((tmp_path / "r" / "record.json").read_text())["enhance"]["restorer"] == "gfpgan"
+    from test_video import face_frames, make_video
+
+    video = make_video(tmp_path / "clip.mp4", face_frames(3, blank=()))
+    assert main(["restore", str(video), "--tiny", "--steps", "2", "--enhance", "restoreformer",
+                 "--out", str(tmp_path / "v")]) == 0
+    record = json.loads((tmp_path / "v" / "record.json").read_text())
+    assert record["enhance"]["restorer"] == "restoreformer" and record["video"]["tracks"] == 1
     assert main(["generate", "--method", "faceid", "--face", face, "--tiny", "--enhance", "gfpgan:0.5",
                  "--out", str(tmp_path / "bad")]) != 0
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from idgen import arguments
-from idgen.app.enhance_options import add_enhance_arguments, enhance_arguments, enhance_photos
+from idgen.app.enhance_options import add_enhance_arguments, crop_enhancer, enhance_arguments, enhance_photos
 from idgen.app.options import RunOptions
 from idgen.app.records import json_bytes, write_json
 from idgen.app.speed_options import accelerate, add_speed_arguments, sampling_defaults, speed_arguments
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",), reference=None,
                   embedded: bool = False, batch_frames: int = 64, seed: int = 0, progress: Progress = True,
-                  provenance=None, **sampling):
+                  provenance=None, enhance_crops=None, **sampling):
     """Restore every tracked face of a video with an `SVFRPipeline`; returns the `VideoReport`.
 
     Faces are tracked, aligned to the pipeline's size (any frame size and aspect ratio), restored
@@ -44,6 +44,8 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
     `embedded`: the pipeline is the tiny embedded default (a 128-d embedding may stand in).
     `provenance`: an `idgen.provenance.Provenance` stamped into every frame and the file.
     `progress`: per frame, as each batch is written (`idgen.media.video_faces.Progress`).
+    `enhance_crops`: a face post-pass (`FaceEnhancer.enhance_crops`) run on each batch of restored
+    crops before they are pasted back (frame by frame: SVFR's temporal smoothing is not applied to it).
     `sampling`: `SVFRPipeline` arguments (`num_inference_steps`, `window_batch`: the windows of a
     track's batch denoised in one UNet call, ...).
     """
@@ -93,7 +95,7 @@ def restore_video(pipe, input_path, output_path, *, analyzer=None, tasks=("bfr",
                 references[track] = given if given is not None else frames[result.reference_index or 0]
             for i, frame in zip(index, frames):
                 out[i] = frame
-        return out
+        return out if enhance_crops is None else enhance_crops(out)
 
     return process_video(input_path, output_path, process_crops, analyzer=analyzer, crop_size=size,
                          batch_size=batch_frames, progress=progress, provenance=provenance)
@@ -150,9 +152,6 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
     from idgen.testing import EMBEDDED_DEFAULT_NOTE
 
     kind = request.kind
-    if kind == "video" and request.enhance is not None:
-        raise IdgenError("`idgen restore --enhance` is for photos: a video is restored by SVFR, whose temporal "
-                         "consistency a frame-by-frame restorer would undo (`idgen swap --enhance` restores video frames).")
     if kind == "image" and tuple(request.tasks) != ("bfr",):
         raise IdgenError("photos are restored with --tasks bfr (colorization/inpainting are the video model's).")
     target = Path(request.input)
@@ -180,13 +179,14 @@ def run_restore(request: RestoreRequest, out_dir, *, pipeline=None, progress: Pr
     with folder:
         if kind == "video":
             batching = {} if request.batch_size is None else {"window_batch": request.batch_size}
+            enhance_crops, enhance = crop_enhancer(request)
             with folder.writing(name) as output:
                 report = restore_video(pipe, target, output, analyzer=analyzer, tasks=tuple(request.tasks),
                                        reference=request.reference, embedded=embedded, seed=request.seed,
                                        progress=progress, num_inference_steps=steps, provenance=provenance,
-                                       **batching, **hooks)
+                                       enhance_crops=enhance_crops, **batching, **hooks)
             require_processed_faces(report, target)
-            details = {"video": vars(report)}
+            details = {"video": vars(report), "enhance": enhance}
             notes += report.notes
         else:
             identity = {}
