@@ -223,7 +223,7 @@ def build_generate_tab(ctx: DemoContext) -> None:
                         clear = gr.Button("Clear people", size="sm", elem_id="gen-clear-people")
                     people = gr.Dataframe(headers=PEOPLE_HEADERS, datatype=["number", "number", "str"], value=[],
                                           label="People (photo 1 = first upload; empty = one person from all photos)",
-                                          col_count=(3, "fixed"), interactive=True, elem_id="gen-people")
+                                          column_count=3, column_limits=(3, 3), interactive=True, elem_id="gen-people")
                 pose = gr.Image(label="Pose photo (InstantID; optional)", type="filepath")
                 prompt = gr.Textbox(label="Prompt", value="photo of a person in a garden", elem_id="gen-prompt")
                 negative = gr.Textbox(label="Negative prompt", value="")
