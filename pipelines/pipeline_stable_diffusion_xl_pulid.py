@@ -3,8 +3,8 @@ view of the face, added in every UNet cross-attention by an (orthogonalised) ID 
 
 Same math and checkpoints as the official `pulid/pipeline.py` / `pipeline_v1_1.py`: the official
 `pulid_v1.bin` / `pulid_v1.1.safetensors` and `EVA02_CLIP_L_336_psz14_s6B.pt` load unchanged, and
-on the same tiny weights the ID tokens, the ID attention and (v1) a whole generation equal the
-official code (`tests/test_pulid.py`). The denoising loop is diffusers' own
+on the same tiny weights the ID tokens, the ID attention and a whole generation (v1; v1.1 with one and
+with two ID photos) equal the official code (`tests/test_pulid.py`). The denoising loop is diffusers' own
 `StableDiffusionXLPipeline.__call__`; the ID keys/values go to PuLID's processors, installed for the
 call only, through `cross_attention_kwargs["ip_hidden_states"]`. With classifier-free guidance the
 negative half of the batch gets the tokens of the zero condition, as in the official code.
@@ -19,6 +19,17 @@ sigmas) is the same sampler: with the official start latents (`noise * sigma_max
 sigma_max^2)`, passed as `latents`; diffusers' default start is `noise`, 0.2 % larger) it gives the
 official v1.1 image (`tests/test_pulid.py`). For DPM++ SDE, diffusers' `DPMSolverSDEScheduler` with
 `use_karras_sigmas=True` is the counterpart (its Brownian noise is drawn differently).
+
+Several photos of the person (`face_image=[photo, ...]`, or `face_embeds` `[R, 512]` with
+`id_image=[crop, ...]`) are combined as the official apps do. v1.1 (`pipeline_v1_1.get_id_embedding`
+with a list): the R conditions `[1, R, 1280]` and the EVA hidden states of all R crops (concatenated
+along the tokens) go through the IDFormer together, which still makes its 32 tokens; the negative is
+the one-photo zero condition; it has no mixing option. v1 (`app.py`): each photo is encoded alone and
+the tokens are concatenated: all 10 of the first photo, then of each further one its 5 condition tokens
+(`id_mix=False`, the official default) or all 10 (`id_mix=True`, "ID Mix", for blending two people);
+the negative is built the same way from the zero condition. Neither averages: the same photo twice is
+not the photo once (v1.1: the perceiver attends to a doubled condition; v1: more, repeated tokens).
+`face_embeds` `[N, 512]` with a single `id_image` is idgen's own shortcut: the N embeddings averaged.
 
 Face inputs: the ArcFace embedding comes from `face_embeds` or from `face_image` through
 `pipe.face_analyzer` (default `idgen.face.get_face_analyzer()`: 512-d ArcFace with an insightface
@@ -59,7 +70,7 @@ from idgen.adapters.pulid.config import ARCFACE_DIM, FACE_CROP_SIZE, PARSING_BAC
 from idgen.adapters.pulid.loader import check_identity_scale
 from idgen.errors import IdgenError, ModelNotFoundError
 from idgen.face import align_face, get_face_analyzer
-from idgen.identity import FaceEmbedsInput, resolve_face_embeds
+from idgen.identity import FaceEmbedsInput, face_embeds_to_tensor
 from idgen.image_io import load_image
 from idgen.validation import check_sampling_arguments
 
@@ -138,22 +149,51 @@ class StableDiffusionXLPuLIDPipeline(AccelerationMixin, PuLIDLoaderMixin, Stable
         return (image - mean) / std
 
     @torch.no_grad()
-    def encode_identity(self, arcface: torch.Tensor, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(negative, positive)` ID tokens `[1, T, cross_attention_dim]` (official `get_id_embedding`):
-        the condition `[raw ArcFace [1, 512], L2-normalised EVA embedding]` and the EVA hidden
-        states go through the ID encoder; the negative is the encoder of all-zero inputs."""
+    def encode_identity(self, arcface: torch.Tensor, pixel_values: torch.Tensor,
+                        id_mix: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(negative, positive)` ID tokens `[1, T, cross_attention_dim]` (official `get_id_embedding`)
+        of R reference photos: `arcface` `[R, 512]` (raw) and `pixel_values` `[R, 3, S, S]`.
+
+        Per photo the condition is `[raw ArcFace, L2-normalised EVA embedding]`. v1.1: the conditions
+        `[1, R, D]` and the EVA hidden states of all photos, concatenated along the tokens, go through
+        the IDFormer at once (official `pipeline_v1_1`). v1: each photo through the encoder alone, the
+        tokens concatenated: the first photo's all, each further photo's first `num_token` (official
+        `app.py`, `id_mix=False`) or all (`id_mix=True`); `id_mix` does nothing for v1.1. The negative
+        is the encoder of the zero condition of one photo (v1: concatenated as the positive)."""
+        references = pixel_values.shape[0]
+        arcface = arcface.reshape(-1, arcface.shape[-1])
+        if arcface.shape[0] != references:
+            raise IdgenError(f"{arcface.shape[0]} ArcFace embeddings for {references} face crops: give one per photo.")
         device = self.pulid_adapter.device
         embedding, hidden = self.eva_clip(pixel_values.to(device, self.eva_clip.dtype))
         embedding = embedding / torch.norm(embedding, 2, 1, True)
-        condition = torch.cat([arcface.to(device, embedding.dtype).reshape(1, -1), embedding], dim=-1)
-        positive = self.pulid_adapter(condition, hidden)
-        negative = self.pulid_adapter(torch.zeros_like(condition), [torch.zeros_like(h) for h in hidden])
+        condition = torch.cat([arcface.to(device, embedding.dtype), embedding], dim=-1)
+        negative = self.pulid_adapter(torch.zeros_like(condition[:1]), [torch.zeros_like(h[:1]) for h in hidden])
+        if self.pulid_adapter.version == "v1.1":
+            positive = self.pulid_adapter(condition[None], [h.reshape(1, -1, h.shape[-1]) for h in hidden])
+            return negative, positive
+        tokens = self.pulid_adapter(condition, hidden)
+        keep = tokens.shape[1] if id_mix else self.pulid_adapter.id_adapter.num_token
+        positive = torch.cat([tokens[0], *(t[:keep] for t in tokens[1:])])[None]
+        negative = torch.cat([negative[0], *[negative[0, :keep]] * (references - 1)])[None]
         return negative, positive
 
-    def _identity_tokens(self, face_image, face_embeds, id_image, face_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    def _references(self, face_image, face_embeds, id_image, face_mask) -> tuple[torch.Tensor, list, list]:
+        """`(arcface [R, 512], R crops, R masks or None)` of the reference photos."""
         if (face_image is None) == (face_embeds is None):
-            raise IdgenError("Give exactly one of `face_image` (a photo) and `face_embeds` (a 512-d ArcFace embedding).")
+            raise IdgenError("Give exactly one of `face_image` (a photo or a list of photos) and `face_embeds` "
+                             "(512-d ArcFace embeddings).")
+        listed = isinstance(face_image, (list, tuple)) or isinstance(id_image, (list, tuple))
+        crops = None if id_image is None else list(id_image) if isinstance(id_image, (list, tuple)) else [id_image]
+        if crops is not None and not crops:
+            raise IdgenError("`id_image` is an empty list: give one aligned face crop per photo.")
         if face_image is not None:
+            photos = list(face_image) if isinstance(face_image, (list, tuple)) else [face_image]
+            if not photos:
+                raise IdgenError("`face_image` is an empty list: give at least one photo of the person.")
+            if crops is not None and len(crops) != len(photos):
+                raise IdgenError(f"`id_image` has {len(crops)} crops for the {len(photos)} photos of `face_image`: "
+                                 "give one crop per photo, or none.")
             analyzer = self.face_analyzer or get_face_analyzer()
             self.face_analyzer = analyzer
             if getattr(analyzer, "embedding_dim", ARCFACE_DIM) != ARCFACE_DIM:
@@ -162,20 +202,42 @@ class StableDiffusionXLPuLIDPipeline(AccelerationMixin, PuLIDLoaderMixin, Stable
                     f"{getattr(analyzer, 'name', '?')!r} gives {analyzer.embedding_dim}-d; configure an insightface "
                     "pack (antelopev2) for the official embedding, or pass `face_embeds` and `id_image`."
                 )
-            face_image = load_image(face_image)
-            face = analyzer.get(face_image, select="largest")
-            arcface = resolve_face_embeds([face], None, analyzer=None, dim=ARCFACE_DIM, normalize=False)
-            if id_image is None:
-                id_image = align_face(face_image, face.kps, size=FACE_CROP_SIZE, mode="ffhq").image
+            photos = [load_image(photo) for photo in photos]
+            faces = [analyzer.get(photo, select="largest") for photo in photos]
+            arcface = face_embeds_to_tensor(faces, dim=ARCFACE_DIM, normalize=False)
+            if crops is None:
+                crops = [align_face(p, f.kps, size=FACE_CROP_SIZE, mode="ffhq").image for p, f in zip(photos, faces)]
         else:
-            arcface = resolve_face_embeds(face_embeds, None, analyzer=None, dim=ARCFACE_DIM, normalize=False)
-            if id_image is None:
-                raise IdgenError("with `face_embeds`, give `id_image` (the aligned face crop) for EVA-CLIP, or give `face_image`.")
-        if arcface.shape[0] != 1:
-            arcface = arcface.mean(0, keepdim=True)
-        if face_mask is None and self.face_parser is not None:
-            face_mask = self.face_features_mask(id_image)
-        return self.encode_identity(arcface, self.eva_pixel_values(id_image, face_mask))
+            if crops is None:
+                raise IdgenError("with `face_embeds`, give `id_image` (the aligned face crop, or a list of them) for "
+                                 "EVA-CLIP, or give `face_image`.")
+            arcface = face_embeds_to_tensor(face_embeds, dim=ARCFACE_DIM, normalize=False)
+            if not listed:  # one crop: N embeddings averaged (idgen's shortcut; the official code takes one)
+                arcface = arcface.mean(0, keepdim=True)
+            elif arcface.shape[0] != len(crops):
+                raise IdgenError(f"`face_embeds` has {arcface.shape[0]} embeddings and `id_image` {len(crops)} crops: "
+                                 "give one embedding per crop (`[R, 512]` with R crops).")
+        if not listed:
+            masks = [face_mask]
+        elif face_mask is None:
+            masks = [None] * len(crops)
+        elif not isinstance(face_mask, (list, tuple)) or len(face_mask) != len(crops):
+            raise IdgenError(f"with {len(crops)} face crops, `face_mask` must be a list of {len(crops)} masks "
+                             "(None entries allowed), or None.")
+        else:
+            masks = list(face_mask)
+        return arcface, crops, masks
+
+    def _identity_tokens(self, face_image, face_embeds, id_image, face_mask,
+                         id_mix: Optional[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        if id_mix is False and self.pulid_adapter.version == "v1.1":
+            raise IdgenError("`id_mix` is a PuLID v1 option (official app.py); v1.1's IDFormer always encodes all "
+                             "photos together. Leave `id_mix=None` for v1.1.")
+        arcface, crops, masks = self._references(face_image, face_embeds, id_image, face_mask)
+        if self.face_parser is not None:
+            masks = [self.face_features_mask(c) if m is None else m for c, m in zip(crops, masks)]
+        pixel_values = torch.cat([self.eva_pixel_values(c, m) for c, m in zip(crops, masks)])
+        return self.encode_identity(arcface, pixel_values, id_mix=bool(id_mix))
 
     def face_features_mask(self, id_image) -> np.ndarray:
         """`[H, W]` bool of the aligned crop: True on the face features, False where the official code
@@ -196,7 +258,7 @@ class StableDiffusionXLPuLIDPipeline(AccelerationMixin, PuLIDLoaderMixin, Stable
                  face_image=None, face_embeds: Optional[FaceEmbedsInput] = None, id_image=None, face_mask=None,
                  id_embeds: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
                  identity_scale: Optional[float] = None, mode: str = DEFAULT_MODE, num_zero: Optional[int] = None,
-                 ortho: Optional[str] = None,
+                 ortho: Optional[str] = None, id_mix: Optional[bool] = None,
                  negative_prompt: Optional[Union[str, list[str]]] = None,
                  negative_prompt_2: Optional[Union[str, list[str]]] = None,
                  height: Optional[int] = None, width: Optional[int] = None, num_inference_steps: int = 4,
@@ -209,14 +271,21 @@ class StableDiffusionXLPuLIDPipeline(AccelerationMixin, PuLIDLoaderMixin, Stable
             prompt, prompt_2, negative_prompt, negative_prompt_2, height, width, num_images_per_prompt,
             generator: as in [`StableDiffusionXLPipeline`]; any other diffusers argument
                 (`prompt_embeds`, `latents`, `output_type`, `timesteps`, callbacks...) passes through.
-            face_image: a photo of the person: its largest face gives the ArcFace embedding and
-                (unless `id_image`) the aligned 512 crop for EVA-CLIP.
-            face_embeds: instead, a raw (un-normalised) ArcFace embedding `[512]` / `[N, 512]` (N
-                averaged) or a `Face` record; needs `id_image`.
-            id_image: the aligned face crop (square RGB, e.g. the official 512 crop) for EVA-CLIP.
-            face_mask: `[H, W]` of the crop, 1 / 255 on the face features, 0 elsewhere (white there).
+            face_image: a photo of the person, or a list of R photos (the official main + auxiliary ID
+                images): each one's largest face gives its ArcFace embedding and (unless `id_image`) its
+                aligned 512 crop for EVA-CLIP; the photos are combined as in the module docstring.
+            face_embeds: instead, raw (un-normalised) ArcFace embeddings `[512]` / `[R, 512]` or `Face`
+                records; needs `id_image`: a list of R crops, one per embedding (R photos), or a single
+                crop (then the N embeddings are averaged into one photo's).
+            id_image: the aligned face crop (square RGB, e.g. the official 512 crop) for EVA-CLIP, or a
+                list of them (one per photo / embedding).
+            face_mask: `[H, W]` of the crop, 1 / 255 on the face features, 0 elsewhere (white there);
+                with a list of photos / crops, a list of masks (None entries: `face_parser` or none).
             id_embeds: precomputed `(negative, positive)` ID tokens `[1, T, C]` (`encode_identity`),
                 instead of the face inputs.
+            id_mix: v1 with several photos (official "ID Mix", default off = None / False): False keeps
+                of each further photo its 5 condition tokens, True all 10 (to blend two people). v1.1
+                has no such option (its IDFormer encodes the photos together): None or True.
             identity_scale: ID scale (official `id_scale`, 0..5); None uses `set_identity_scale` (0.8).
             mode: "fidelity" (default) or, for v1, "extremely style": the official modes' `num_zero`
                 zero tokens (v1: 8 / 16, v1.1: 20) and orthogonalisation ("v2" / "v1").
@@ -232,7 +301,7 @@ class StableDiffusionXLPuLIDPipeline(AccelerationMixin, PuLIDLoaderMixin, Stable
         scale = check_identity_scale(self.config.identity_scale if identity_scale is None else identity_scale)
         check_sampling_arguments({"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale})
         if id_embeds is None:
-            negative, positive = self._identity_tokens(face_image, face_embeds, id_image, face_mask)
+            negative, positive = self._identity_tokens(face_image, face_embeds, id_image, face_mask, id_mix)
         elif face_image is not None or face_embeds is not None:
             raise IdgenError("Give either `id_embeds` or the face inputs (`face_image` / `face_embeds`), not both.")
         else:

@@ -115,3 +115,16 @@ def test_cli_people_groups_and_their_errors(tmp_path, capsys):
     assert main(["generate", "--method", "arc2face", "--face", FACE, "--face", OTHER, "--tiny",
                  "--out", str(tmp_path / "y")]) == EXIT_BAD_INPUT
     assert "several people is not available with arc2face" in capsys.readouterr().err
+
+
+def test_pulid_uses_every_photo_of_the_person(tmp_path, monkeypatch):
+    from idgen.pipelines import StableDiffusionXLPuLIDPipeline
+
+    calls, call = [], StableDiffusionXLPuLIDPipeline.__call__
+    monkeypatch.setattr(StableDiffusionXLPuLIDPipeline, "__call__",
+                        lambda self, *a, **k: calls.append(k) or call(self, *a, **k))
+    one, _ = run(tmp_path, "one", method="pulid")
+    two, record = run(tmp_path, "two", method="pulid", faces=[FACE, OTHER])
+    # the official multi-photo encoding (one aligned crop per photo), not the first photo's crop
+    assert np.asarray(calls[0]["id_image"]).shape == (512, 512, 3) and len(calls[1]["id_image"]) == 2
+    assert len(record["faces"]) == 2 and np.abs(one - two).max() > 0

@@ -1,7 +1,8 @@
 """PuLID (v1, v1.1) for SDXL on tiny models, CPU.
 
-Parity: the references in tests/data/parity/pulid-v1*/ were made by the official code
-(bench/parity/pulid.py) on the same seeded tiny weights; the rest pins what the ID branch does.
+Parity: the references in tests/data/parity/pulid-v1*/ (pulid-v1.1-multi/: two ID photos) were made by
+the official code (bench/parity/pulid.py) on the same seeded tiny weights; the rest pins what the ID
+branch does.
 """
 
 import functools
@@ -258,3 +259,91 @@ def test_an_empty_negative_prompt_gives_finite_images():
     pipe = make_pipeline("v1")
     images = run(pipe, negative_prompt=None, guidance_scale=1.5, mode="fidelity")
     assert np.isfinite(images).all()
+
+
+# -- several ID photos ----------------------------------------------------------------------------
+def multi_inputs(meta, a):
+    """The two-photo case as pipeline inputs: raw ArcFace `[2, 512]`, the 2 crops, their face masks."""
+    masks = [~np.isin(labels, meta["background_labels"]) for labels in a["parsing"].numpy()]
+    return dict(face_embeds=a["arcface"].numpy(), id_image=list(a["crops"].numpy()), face_mask=masks)
+
+
+def test_v11_several_photos_match_official_id_tokens():
+    """Official `pipeline_v1_1.get_id_embedding([photo1, photo2])`: conditions `[1, 2, D]`, EVA hidden
+    states concatenated, one IDFormer pass; the negative is the one-photo zero condition's."""
+    meta, a = case("v1.1-multi")
+    negative, positive = make_pipeline("v1.1")._identity_tokens(None, id_mix=None, **multi_inputs(meta, a))
+    assert positive.shape == a["id_tokens"].shape == (1, TINY_ID_FORMER_V11["num_queries"], 64)
+    assert maxdiff(positive, a["id_tokens"]) <= TOL and maxdiff(negative, a["uncond_tokens"]) <= TOL
+    assert maxdiff(negative, tokens("v1.1")[0]) == 0  # as with one photo
+
+
+def test_v11_several_photos_generation_matches_official_sampler():
+    meta, a = case("v1.1-multi")
+    g = meta["generation"]
+    pipe = make_pipeline("v1.1")
+    pipe.scheduler = official_v11_scheduler(pipe.scheduler.config)
+    latents = a["noise"] * (g["sigma_max"] / (g["sigma_max"] ** 2 + 1) ** 0.5)
+    size = (g["time_ids_size"], g["time_ids_size"])
+    image = run(pipe, num_inference_steps=g["num_inference_steps"], guidance_scale=g["guidance_scale"],
+                latents=latents, original_size=size, target_size=size, identity_scale=g["id_scale"],
+                num_zero=g["num_zero"], ortho=g["ortho"], **multi_inputs(meta, a))
+    assert maxdiff(image, a["image"]) <= TOL
+
+
+def test_the_same_photo_twice_is_not_the_photo_once_as_in_the_official_code():
+    """Neither official app averages. v1.1: twice doubles the IDFormer's condition tokens (its queries
+    attend to them), so the 32 tokens change. v1 (`app.py`): each further photo adds tokens, its first
+    5 (`id_mix=False`) or all 10 (`id_mix=True`), the same for the negative."""
+    meta, a = case("v1.1-multi")
+    inputs = multi_inputs(meta, a)
+    first = {k: v[:1] for k, v in inputs.items()}
+    twice = {k: [v[0], v[0]] for k, v in inputs.items()}
+    pipe = make_pipeline("v1.1")
+    _, once = pipe._identity_tokens(None, id_mix=None, **first)
+    _, doubled = pipe._identity_tokens(None, id_mix=None, **twice)
+    assert maxdiff(once, a["id_tokens_first"]) <= TOL and maxdiff(doubled, a["id_tokens_first_twice"]) <= TOL
+    assert maxdiff(once, doubled) > 0.1
+
+    _, v1 = case("v1")  # the official one-photo v1 tokens, combined as app.py does
+    pipe = make_pipeline("v1")
+    two = (v1["arcface"].repeat(2, 1), v1["eva_input"].repeat(2, 1, 1, 1))
+    for id_mix, keep in ((False, 5), (True, 10)):
+        negative, positive = pipe.encode_identity(*two, id_mix=id_mix)
+        expected = [torch.cat([t, t[:, :keep]], dim=1) for t in (v1["uncond_tokens"], v1["id_tokens"])]
+        assert positive.shape == (1, 10 + keep, 64)
+        assert maxdiff(positive, expected[1]) <= TOL and maxdiff(negative, expected[0]) <= TOL
+    image = run(pipe, face_embeds=v1["arcface"].repeat(2, 1).numpy(), id_image=[inputs["id_image"][0]] * 2, id_mix=True)
+    assert np.isfinite(image).all() and maxdiff(image, run(pipe, face_embeds=v1["arcface"][0].numpy(),
+                                                           id_image=inputs["id_image"][0])) > 1e-5
+
+
+def test_a_list_of_photos_gives_their_embeddings_and_aligned_crops():
+    pipe = make_pipeline("v1.1")
+    _, a = case("v1.1-multi")
+    photos = [np.random.default_rng(i).integers(0, 255, (96, 80, 3), dtype=np.uint8) for i in (1, 2)]
+    pipe.face_analyzer = StubAnalyzer(a["arcface"][0].numpy())
+    crops = [align_face(p, pipe.face_analyzer.get(p).kps, size=512, mode="ffhq").image for p in photos]
+    arcface = np.stack([a["arcface"][0].numpy()] * 2)
+    np.testing.assert_array_equal(run(pipe, face_image=photos), run(pipe, face_embeds=arcface, id_image=crops))
+
+
+def test_several_photos_bad_input_gives_clear_errors():
+    meta, a = case("v1.1-multi")
+    inputs = multi_inputs(meta, a)
+    pipe = make_pipeline("v1.1")
+    pipe.face_analyzer = StubAnalyzer(a["arcface"][0].numpy())
+    with pytest.raises(IdgenError, match="`face_image` is an empty list"):
+        run(pipe, face_image=[])
+    with pytest.raises(IdgenError, match="`id_image` is an empty list"):
+        run(pipe, face_embeds=inputs["face_embeds"], id_image=[])
+    with pytest.raises(IdgenError, match="face_embeds is empty"):
+        run(pipe, face_embeds=[], id_image=inputs["id_image"])
+    with pytest.raises(IdgenError, match="`face_embeds` has 2 embeddings and `id_image` 3 crops"):
+        run(pipe, face_embeds=inputs["face_embeds"], id_image=inputs["id_image"] + inputs["id_image"][:1])
+    with pytest.raises(IdgenError, match="`id_image` has 1 crops for the 2 photos"):
+        run(pipe, face_image=inputs["id_image"], id_image=inputs["id_image"][:1])
+    with pytest.raises(IdgenError, match="`face_mask` must be a list of 2 masks"):
+        run(pipe, **{**inputs, "face_mask": inputs["face_mask"][0]})
+    with pytest.raises(IdgenError, match="id_mix"):
+        run(pipe, **inputs, id_mix=False)

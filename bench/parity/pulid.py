@@ -1,6 +1,9 @@
-"""Make the PuLID parity references (tests/data/parity/pulid-v1/, pulid-v1.1/) with the OFFICIAL code.
+"""Make the PuLID parity references (tests/data/parity/pulid-v1/, pulid-v1.1/, pulid-v1.1-multi/) with
+the OFFICIAL code.
 
-Usage: python bench/parity/pulid.py /path/to/PuLID-checkout [/path/with/einops]
+Usage: python bench/parity/pulid.py /path/to/PuLID-checkout [/path/with/einops] [--v1.1-multi]
+(`--v1.1-multi` writes only pulid-v1.1-multi/: the official v1.1 `get_id_embedding` of a list of photos;
+`PULID_COMMIT=<sha>` names the commit of a checkout without .git)
 
 Runs the official `eva_clip.eva_vit_model.EVAVisionTransformer`, `pulid.encoders.IDEncoder`,
 `pulid.encoders_transformer.IDFormer`, `pulid.attention_processor.IDAttnProcessor2_0` and (v1) the
@@ -279,7 +282,130 @@ def main(checkout: str) -> None:
         print(version, {k: tuple(v.shape) for k, v in arrays.items()})
 
 
+def official_v11_id_embedding(off, eva, encoder, photos, arcfaces, parsings, mean, std):
+    """The official v1.1 `PuLIDPipeline.get_id_embedding(image_list)`, run as it is, with its face
+    tools answering fixed values: each photo (uint8 RGB) is already its own aligned crop at the EVA
+    size (facexlib's detection / warp return it unchanged, so the official `resize` to that size is
+    the identity), insightface's `app.get` gives `arcfaces[i]` for it, and BiSeNet's parsing is the
+    label map `parsings[i]`. torchvision's `normalize` is its one line; `img2tensor` is the official
+    `pulid.utils` copy of basicsr's. Returns `(uncond, cond)` as the official method."""
+    module = off.pipeline_v1_1
+    lookup = {np.ascontiguousarray(p[..., ::-1]).tobytes(): a for p, a in zip(photos, arcfaces)}
+    pending = list(parsings)
+
+    class App:  # insightface FaceAnalysis: one face, the whole crop
+        def get(self, bgr):
+            h, w = bgr.shape[:2]
+            return [{"bbox": np.array([0, 0, w, h], np.float32), "embedding": lookup[bgr.tobytes()]}]
+
+    class FaceHelper:  # facexlib FaceRestoreHelper: the photo is the aligned crop
+        def clean_all(self):
+            self.cropped_faces = []
+
+        def read_image(self, bgr):
+            self.image = bgr
+
+        def get_face_landmarks_5(self, only_center_face=True):
+            pass
+
+        def align_warp_face(self):
+            self.cropped_faces = [self.image]
+
+        def face_parse(self, x):
+            labels = torch.as_tensor(pending.pop(0)).long()
+            return (nn.functional.one_hot(labels, 19).permute(2, 0, 1)[None].float(),)
+
+    def resize(image, size, interpolation=None):
+        assert tuple(image.shape[-2:]) == (size, size), "the crops are made at the EVA size"
+        return image
+
+    def normalize(image, m, s):  # torchvision.transforms.functional.normalize
+        return (image - torch.tensor(m).view(1, -1, 1, 1)) / torch.tensor(s).view(1, -1, 1, 1)
+
+    saved = {k: getattr(module, k) for k in ("resize", "normalize", "img2tensor", "InterpolationMode")}
+    module.resize, module.normalize, module.img2tensor = resize, normalize, off.utils.img2tensor
+    module.InterpolationMode = types.SimpleNamespace(BICUBIC="bicubic")
+    official = object.__new__(module.PuLIDPipeline)  # skip __init__ (model downloads); set what it sets
+    official.device, official.debug_img_list = "cpu", []
+    official.app, official.face_helper = App(), FaceHelper()
+    official.clip_vision_model, official.id_adapter = eva, encoder
+    official.clip_vision_model.image_size = photos[0].shape[0]
+    official.eva_transform_mean, official.eva_transform_std = mean, std
+    try:
+        return official.get_id_embedding(list(photos))
+    finally:
+        for k, v in saved.items():
+            setattr(module, k, v)
+
+
+def main_v11_multi(checkout: str) -> None:
+    """tests/data/parity/pulid-v1.1-multi/: the official v1.1 ID tokens of two photos (`get_id_embedding`
+    with a list), of one photo alone and of the same photo twice, and the official v1.1 generation
+    with the two-photo tokens."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from idgen.adapters.pulid.config import PARSING_BACKGROUND_LABELS, TINY_ID_FORMER_V11
+    from idgen.testing import tiny_sdxl_components
+    from idgen.testing.pulid import random_pulid_state_dict, tiny_eva_clip
+
+    checkout = Path(checkout)
+    commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or os.environ.get("PULID_COMMIT", "")  # an exported tree
+    off = import_official(checkout)
+    torch.set_grad_enabled(False)
+    version, enc = "v1.1", TINY_ID_FORMER_V11
+    out = OUT / "pulid-v1.1-multi"
+    out.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(SEED + 2)
+    arcface = torch.randn(2, 512, generator=gen) * 1.2
+    tower = tiny_eva_clip(SEED + 1)
+    size = tower.config.image_size
+    crops = np.random.default_rng(SEED + 2).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    parsing = np.ones((2, size, size), np.int64)  # 1 = skin: a face feature
+    parsing[1, :10], parsing[1, -12:], parsing[1, 20:30, :6] = 0, 16, 7  # background, cloth, ear: white
+    components = tiny_sdxl_components(SEED)
+    unet = components["unet"]
+    parts = split_official(random_pulid_state_dict(unet, version, SEED))
+    eva = official_eva(off, tower)
+    encoder = official_encoder(off, version, enc)
+    encoder.load_state_dict(parts["id_adapter"], strict=True)
+    embed = partial(official_v11_id_embedding, off, eva, encoder, mean=list(tower.config.image_mean),
+                    std=list(tower.config.image_std))
+    photos, faces = list(crops), list(arcface.numpy())
+    uncond_tokens, id_tokens = embed(photos, faces, list(parsing))
+    _, id_tokens_first = embed(photos[:1], faces[:1], list(parsing[:1]))
+    _, id_tokens_first_twice = embed(photos[:1] * 2, faces[:1] * 2, [parsing[0]] * 2)
+    arrays = {"arcface": arcface, "crops": torch.from_numpy(crops), "parsing": torch.from_numpy(parsing),
+              "id_tokens": id_tokens, "uncond_tokens": uncond_tokens, "id_tokens_first": id_tokens_first,
+              "id_tokens_first_twice": id_tokens_first_twice}
+    fake = types.SimpleNamespace()
+    off.pipeline.PuLIDPipeline.hack_unet_attn_layers(fake, unet)
+    fake.id_adapter_attn_layers.load_state_dict(parts["id_adapter_attn_layers"], strict=True)
+    set_mode(off, 20, "v2")
+    pipe = StableDiffusionXLPipeline(**components, add_watermarker=False)
+    call = dict(prompt=PROMPT, negative_prompt="", num_inference_steps=3, guidance_scale=2.0, height=64, width=64)
+    image, official = official_v11_generation(off, pipe, call, id_tokens, uncond_tokens, 0.8)
+    sigmas = official.get_sigmas_karras(call["num_inference_steps"])
+    arrays["image"] = torch.from_numpy(image)
+    arrays["noise"] = torch.randn((1, 4, 64 // pipe.vae_scale_factor, 64 // pipe.vae_scale_factor),
+                                  generator=torch.manual_seed(SEED))
+    case = {"official_commit": commit, "version": version, "seed": SEED, "encoder": enc, "eva": dict(tower.config),
+            "references": 2, "background_labels": list(PARSING_BACKGROUND_LABELS),
+            "note": "official pipeline_v1_1.get_id_embedding on a list of photos; each photo is its own aligned "
+                    "crop at the EVA size, `parsing` its BiSeNet labels, `arcface` its insightface embedding. "
+                    "id_tokens_first: photos[:1]; id_tokens_first_twice: [photos[0], photos[0]].",
+            "generation": {**call, "seed": SEED, "id_scale": 0.8, "num_zero": 20, "ortho": "v2",
+                           "sampler": "official sample_dpmpp_2m on get_sigmas_karras", "sigma_max": float(sigmas[0]),
+                           "time_ids_size": 64 * 8 // pipe.vae_scale_factor}}
+    for key, value in arrays.items():
+        value = value.detach() if key in ("crops", "parsing") else value.detach().float()  # uint8 / int64 kept
+        np.save(out / f"{key}.npy", value.numpy())
+    (out / "case.json").write_text(json.dumps(case, indent=2) + "\n")
+    print("v1.1-multi", {k: tuple(v.shape) for k, v in arrays.items()})
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 2:
-        sys.path.insert(0, sys.argv[2])
-    main(sys.argv[1])
+    args = [a for a in sys.argv[1:] if a != "--v1.1-multi"]  # --v1.1-multi: only pulid-v1.1-multi/
+    if len(args) > 1:
+        sys.path.insert(0, args[1])
+    (main_v11_multi if "--v1.1-multi" in sys.argv else main)(args[0])

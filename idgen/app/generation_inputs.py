@@ -172,9 +172,11 @@ def prepare_inputs(pipe, request, people: list[PersonFaces], analyzer) -> Prepar
         _faceid(pipe, request, people, out)
     else:  # arc2face, pulid: one person
         out.kwargs["face_embeds"] = people[0].faces
-        if method == "pulid":  # EVA-CLIP's input: the first reference face, aligned as the official 512 FFHQ crop
-            first = people[0]
-            out.kwargs["id_image"] = align_face(first.photos[0], first.faces[0].kps, size=FACE_CROP_SIZE, mode="ffhq").image
+        if method == "pulid":  # EVA-CLIP's input: each reference face aligned as the official 512 FFHQ crop
+            first = people[0]  # several photos: PuLID's own multi-photo encoding (v1.1 IDFormer, v1 token concat)
+            crops = [align_face(photo, face.kps, size=FACE_CROP_SIZE, mode="ffhq").image
+                     for photo, face in zip(first.photos, first.faces)]
+            out.kwargs["id_image"] = crops if len(crops) > 1 else crops[0]
             pipe.face_parser = load_face_parser()  # when configured: the official white background
         size = (request.width or _native(pipe), request.height or _native(pipe))
         if request.width or request.height:
