@@ -145,6 +145,40 @@ def check_state_dict(
             )
 
 
+#: Where basicsr-style training files (CodeFormer, GFPGAN...) keep the weights, in the order taken.
+TRAINING_WRAPPERS = ("params_ema", "params", "state_dict")
+
+
+def describe_source(source: object) -> str:
+    """How a checkpoint argument is named in messages: the quoted path, else "the given state dict"."""
+    return repr(str(source)) if isinstance(source, (str, os.PathLike)) else "the given state dict"
+
+
+def unwrap_training_weights(state_dict: Mapping[str, object], what: str) -> dict:
+    """The weights inside a basicsr-style training file: its `params_ema`, else `params`, else
+    `state_dict` entry, nested (`{"params_ema": {...}}`, the .pth files) or flat
+    (`"params_ema.<key>"`, as a safetensors copy stores it); else the dict as it is.
+
+    Raises:
+        CheckpointError: `state_dict` is not a dict, or a wrapper holds something else (named, with `what`).
+    """
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"{what}: expected a dict of tensors, got {type(state_dict).__name__}.")
+    for wrapper in TRAINING_WRAPPERS:
+        if isinstance(state_dict.get(wrapper), Mapping) or any(
+                isinstance(k, str) and k.startswith(wrapper + ".") for k in state_dict):
+            return split_prefixed(state_dict, (wrapper,), what=what)[wrapper]
+    return dict(state_dict)
+
+
+def assign_weights(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """Load a checked `state_dict` into `module` (built on the meta device) with `assign=True`:
+    CPU float32 tensors, meta ones kept meta (nothing allocated). Returns the module in eval mode."""
+    module.load_state_dict({k: v if v.is_meta else v.to("cpu", torch.float32) for k, v in state_dict.items()},
+                           assign=True)
+    return module.eval()
+
+
 def first_mismatch(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
     """Check `state_dict` against `module.state_dict()` keys and shapes (see `check_state_dict`;
     every entry must be floating point, as in every UNet and adapter idgen loads this way)."""

@@ -19,7 +19,7 @@ from typing import Iterator, Mapping, Optional, Union
 
 import torch
 
-from idgen.checkpoint import PathOrStateDict, check_state_dict, resolve_state_dict, split_prefixed
+from idgen.checkpoint import PathOrStateDict, check_state_dict, describe_source, resolve_state_dict, split_prefixed
 from idgen.errors import CheckpointError, IdgenError, ModelNotFoundError
 
 from idgen.adapters.pulid.attention import PuLIDAttnProcessor
@@ -32,10 +32,6 @@ EVA_CLIP_HINT = (
     f"PuLID needs the EVA-CLIP vision tower: download {EVA_CLIP_FILE} (Hugging Face QuanSun/EVA-CLIP, "
     "about 856 MB) and pass its path as `load_pulid(..., eva_clip=path)`."
 )
-
-
-def _describe(source) -> str:
-    return repr(str(source)) if isinstance(source, (str, os.PathLike)) else "the given state dict"
 
 
 def detect_version(state_dict: Mapping[str, object], what: str) -> str:
@@ -68,7 +64,7 @@ def load_pulid_adapter(source: PathOrStateDict, unet, version: str = "auto", enc
         ModelNotFoundError: the file does not exist.
         CheckpointError: unreadable, or a key missing / misshaped / unexpected (named).
     """
-    what = f"PuLID checkpoint {_describe(source)}"
+    what = f"PuLID checkpoint {describe_source(source)}"
     parts = split_prefixed(resolve_state_dict(source), PARTS, what=what)
     found = detect_version(parts["id_adapter"], what)
     if version != "auto" and check_version(version) != found:
@@ -113,7 +109,7 @@ def load_eva_clip(source: Union[PathOrStateDict, EVACLIPVisionModel, None], conf
         raise ModelNotFoundError(f"no EVA-CLIP vision tower was given. {EVA_CLIP_HINT}")
     if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
         raise ModelNotFoundError(f"EVA-CLIP checkpoint {str(source)!r} does not exist. {EVA_CLIP_HINT}")
-    what = f"EVA-CLIP checkpoint {_describe(source)}"
+    what = f"EVA-CLIP checkpoint {describe_source(source)}"
     state_dict = eva_visual_state_dict(resolve_state_dict(source), what)
     config = dict(config or EVA02_L_336)
     check_state_dict(state_dict, eva_state_shapes(config), what=what)

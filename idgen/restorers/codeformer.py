@@ -30,7 +30,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from idgen.checkpoint import PathOrStateDict, check_state_dict, module_state_shapes, resolve_state_dict
+from idgen.checkpoint import (
+    PathOrStateDict, assign_weights, check_state_dict, describe_source, module_state_shapes, resolve_state_dict,
+    unwrap_training_weights,
+)
 from idgen.errors import CheckpointError, ModelNotFoundError
 from idgen.restorers.vqgan import NORM_GROUPS, Encoder, Generator, ResBlock, VectorQuantizer
 from idgen.validation import InvalidArgumentError, check_number
@@ -40,7 +43,6 @@ CODEFORMER_FILE = "codeformer.pth"
 CODEFORMER_HINT = (f"Download {CODEFORMER_FILE} from the sczhou/CodeFormer releases: "
                    "https://github.com/sczhou/CodeFormer/releases/tag/v0.1.0")
 #: The wrappers official training files keep the weights under, in the order they are taken.
-STATE_DICT_WRAPPERS = ("params_ema", "params", "state_dict")
 
 
 def adaptive_instance_norm(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -220,20 +222,6 @@ def _check_sizes(dim_embd, n_head, latent_size, connect_list, img_size, nf, ch_m
     return widths
 
 
-def unwrap_state_dict(state_dict: Mapping[str, object], what: str) -> dict:
-    """The weights under `params_ema` / `params` / `state_dict` (the first present), else the dict itself.
-
-    Raises:
-        CheckpointError: `state_dict` is not a dict.
-    """
-    if not isinstance(state_dict, Mapping):
-        raise CheckpointError(f"{what}: expected a dict of tensors, got {type(state_dict).__name__}.")
-    for wrapper in STATE_DICT_WRAPPERS:
-        if isinstance(state_dict.get(wrapper), Mapping):
-            return dict(state_dict[wrapper])
-    return dict(state_dict)
-
-
 def load_codeformer(source: PathOrStateDict, config: Optional[Mapping[str, object]] = None) -> CodeFormer:
     """`CodeFormer` from the official `codeformer.pth` (or a state dict), in eval mode, float32, on
     CPU (meta tensors stay meta: nothing is allocated).
@@ -253,13 +241,13 @@ def load_codeformer(source: PathOrStateDict, config: Optional[Mapping[str, objec
         given = "no CodeFormer checkpoint was given" if source is None else \
             f"CodeFormer checkpoint {str(source)!r} does not exist"
         raise ModelNotFoundError(f"{given}. {CODEFORMER_HINT}")
-    what = f"CodeFormer checkpoint {_describe(source)}"
+    what = f"CodeFormer checkpoint {describe_source(source)}"
     config = dict(config or {})
     unknown = sorted(set(config) - set(inspect.signature(CodeFormer).parameters))
     if unknown:
         raise InvalidArgumentError(f"CodeFormer config: unknown key {unknown[0]!r}; the sizes are "
                                    f"{', '.join(inspect.signature(CodeFormer).parameters)}.")
-    state_dict = unwrap_state_dict(resolve_state_dict(source), what)
+    state_dict = unwrap_training_weights(resolve_state_dict(source), what)
     with torch.device("meta"):
         model = CodeFormer(**config)
     expected = module_state_shapes(model)
@@ -268,10 +256,4 @@ def load_codeformer(source: PathOrStateDict, config: Optional[Mapping[str, objec
         raise CheckpointError(f"{what}: none of CodeFormer's keys are present (the first key is {first!r}, "
                               f"expected e.g. 'position_emb'); this is not {CODEFORMER_FILE}.")
     check_state_dict(state_dict, expected, what=what)
-    model.load_state_dict({k: v if v.is_meta else v.to("cpu", torch.float32) for k, v in state_dict.items()},
-                          assign=True)
-    return model.eval()
-
-
-def _describe(source) -> str:
-    return repr(str(source)) if isinstance(source, (str, os.PathLike)) else "the given state dict"
+    return assign_weights(model, state_dict)

@@ -26,7 +26,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from idgen.checkpoint import PathOrStateDict, check_state_dict, load_checkpoint, resolve_state_dict, split_prefixed
+from idgen.checkpoint import (
+    PathOrStateDict, assign_weights, describe_source, first_mismatch, load_checkpoint, module_state_shapes,
+    resolve_state_dict, unwrap_training_weights,
+)
 from idgen.errors import ModelNotFoundError
 from idgen.restorers.stylegan2 import StyleGAN2GeneratorSFT, stylegan_channels
 from idgen.validation import InvalidArgumentError
@@ -40,7 +43,6 @@ GFPGAN_CONFIG = {"out_size": 512, "num_style_feat": 512, "channel_multiplier": 2
                  "fix_decoder": False, "num_mlp": 8, "input_is_latent": True, "different_w": True, "narrow": 1,
                  "sft_half": True}
 #: The wrappers official training files keep the weights under, in the order GFPGANer picks them.
-STATE_DICT_WRAPPERS = ("params_ema", "params", "state_dict")
 
 
 class ResBlock(nn.Module):
@@ -129,9 +131,8 @@ class GFPGAN(nn.Module):
 
     def _load_decoder(self, path: os.PathLike) -> None:
         what = f"StyleGAN2 decoder checkpoint {str(path)!r}"
-        state_dict = unwrap_state_dict(load_checkpoint(path), what)
-        check_state_dict(state_dict, {k: tuple(v.shape) for k, v in self.stylegan_decoder.state_dict().items()},
-                         what=what)
+        state_dict = unwrap_training_weights(load_checkpoint(path), what)
+        first_mismatch(self.stylegan_decoder, state_dict, what)
         self.stylegan_decoder.load_state_dict({k: v.float() for k, v in state_dict.items()})
 
     def check_input(self, x: object) -> None:
@@ -207,22 +208,11 @@ def _check_config(out_size, num_style_feat, channel_multiplier, narrow, sft_half
                 f"encoder / {decoder[size]} decoder); choose widths where they match (the decoder's even).")
 
 
-def unwrap_state_dict(state_dict: Mapping[str, object], what: str) -> dict:
-    """The weights inside an official training file: its `params_ema`, else `params`, else
-    `state_dict` entry, nested (`{"params_ema": {...}}`, the .pth files) or flat
-    (`"params_ema.<key>"`, as a safetensors copy stores it); else the dict as it is."""
-    for wrapper in STATE_DICT_WRAPPERS:
-        if isinstance(state_dict.get(wrapper), Mapping) or any(
-                isinstance(k, str) and k.startswith(wrapper + ".") for k in state_dict):
-            return split_prefixed(state_dict, (wrapper,), what=what)[wrapper]
-    return dict(state_dict)
-
-
 def gfpgan_state_shapes(config: Optional[Mapping[str, object]] = None) -> dict[str, tuple[int, ...]]:
     """`{key: shape}` of the state dict of `GFPGAN(**config)` (the released sizes by default)."""
     with torch.device("meta"):
         model = GFPGAN(**_full_config(config))
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return module_state_shapes(model)
 
 
 def _full_config(config: Optional[Mapping[str, object]]) -> dict:
@@ -232,10 +222,6 @@ def _full_config(config: Optional[Mapping[str, object]]) -> dict:
         raise InvalidArgumentError(
             f"GFPGAN config: unknown key {unknown[0]!r}; expected some of {sorted(GFPGAN_CONFIG)}.")
     return {**GFPGAN_CONFIG, **config, "decoder_load_path": None}  # the whole model is loaded: no decoder file
-
-
-def _describe(source: object) -> str:
-    return repr(str(source)) if isinstance(source, (str, os.PathLike)) else "(state dict)"
 
 
 def load_gfpgan(source: PathOrStateDict, config: Optional[Mapping[str, object]] = None) -> GFPGAN:
@@ -254,15 +240,14 @@ def load_gfpgan(source: PathOrStateDict, config: Optional[Mapping[str, object]] 
     """
     if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
         raise ModelNotFoundError(f"GFPGAN checkpoint {str(source)!r} does not exist. {GFPGAN_HINT}")
-    what = f"GFPGAN checkpoint {_describe(source)}"
+    what = f"GFPGAN checkpoint {describe_source(source)}"
     config = _full_config(config)
-    state_dict = unwrap_state_dict(resolve_state_dict(source), what)
+    state_dict = unwrap_training_weights(resolve_state_dict(source), what)
     with torch.device("meta"):
         model = GFPGAN(**config)
-    check_state_dict(state_dict, {k: tuple(v.shape) for k, v in model.state_dict().items()}, what=what)
+    first_mismatch(model, state_dict, what)
     # every entry (the noise buffers included) is in the file: nothing to recompute after `assign`
-    model.load_state_dict({k: v if v.is_meta else v.to("cpu", torch.float32) for k, v in state_dict.items()},
-                          assign=True)
+    assign_weights(model, state_dict)
     if config["fix_decoder"]:
         model.stylegan_decoder.requires_grad_(False)
-    return model.eval()
+    return model

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from idgen.checkpoint import PathOrStateDict, check_state_dict, load_checkpoint
+from idgen.checkpoint import PathOrStateDict, assign_weights, describe_source, first_mismatch, load_checkpoint, module_state_shapes
 from idgen.errors import CheckpointError, ModelNotFoundError
 from idgen.validation import InvalidArgumentError
 
@@ -324,7 +324,7 @@ def restoreformer_state_shapes(config: Optional[Mapping[str, object]] = None) ->
     """`{key: shape}` of `RestoreFormerPP(**config)` (no `vqvae.` prefix; released sizes by default)."""
     with torch.device("meta"):
         model = RestoreFormerPP(**_full_config(config))
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return module_state_shapes(model)
 
 
 def unwrap_state_dict(state_dict: Mapping[str, object], what: str) -> dict:
@@ -389,10 +389,6 @@ def read_restoreformer_file(path: os.PathLike | str) -> dict:
             "checkpoint['state_dict'] once as a .safetensors (or weights-only .pth) file and load that.") from None
 
 
-def _describe(source: object) -> str:
-    return repr(str(source)) if isinstance(source, (str, os.PathLike)) else "(state dict)"
-
-
 def load_restoreformer(source: PathOrStateDict, config: Optional[Mapping[str, object]] = None) -> RestoreFormerPP:
     """`RestoreFormerPP` from the official `RestoreFormer++.ckpt` / `RestoreFormer.ckpt` (or a state
     dict), in eval mode, float32, on CPU (meta tensors stay meta: nothing is allocated).
@@ -410,7 +406,7 @@ def load_restoreformer(source: PathOrStateDict, config: Optional[Mapping[str, ob
         CheckpointError: unreadable, or a key missing / misshaped / unexpected (the first named).
         InvalidArgumentError: `config` has an unknown key or impossible sizes.
     """
-    what = f"RestoreFormer++ checkpoint {_describe(source)}"
+    what = f"RestoreFormer++ checkpoint {describe_source(source)}"
     if isinstance(source, (str, os.PathLike)):
         raw = read_restoreformer_file(source)
     elif isinstance(source, Mapping):
@@ -421,10 +417,8 @@ def load_restoreformer(source: PathOrStateDict, config: Optional[Mapping[str, ob
     config = _full_config(detect_config(state_dict) if config is None else config)
     with torch.device("meta"):
         model = RestoreFormerPP(**config)
-    check_state_dict(state_dict, {k: tuple(v.shape) for k, v in model.state_dict().items()}, what=what)
-    model.load_state_dict({k: v if v.is_meta else v.to("cpu", torch.float32) for k, v in state_dict.items()},
-                          assign=True)
-    return model.eval()
+    first_mismatch(model, state_dict, what)
+    return assign_weights(model, state_dict)
 
 
 __all__ = ["RESTOREFORMER_CONFIG", "RESTOREFORMER_FILE", "RESTOREFORMER_FILES", "RESTOREFORMER_HINT",
