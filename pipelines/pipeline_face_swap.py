@@ -38,7 +38,7 @@ from idgen.color import match_color
 from idgen.conditioning import face_mask
 from idgen.errors import FaceNotFoundError, IdgenError
 from idgen.face import Face, align_face, get_face_analyzer, identity_similarity, paste_back, transform_points
-from idgen.face.parsing import face_hull, label_ids, occlusion_from_parsing
+from idgen.face.parsing import face_occlusion, label_ids
 from idgen.image_io import load_image
 from idgen.media.video import probe_video
 from idgen.media.video_faces import Progress, process_video
@@ -279,10 +279,7 @@ class FaceSwapper:
 
     def _occluded(self, crop: np.ndarray, labels: Optional[np.ndarray]) -> np.ndarray:
         """`[S, S]` bool: what covers the face in `crop` (the occluder's mask, else the parser's)."""
-        if self.occluder is not None:
-            return np.asarray(self.occluder.occlusion_mask(crop)) > 0.5
-        hull = face_hull(self.parser.mask(labels, include="face", exclude=()))
-        return occlusion_from_parsing(labels, hull) > 0.5
+        return face_occlusion(crop, labels, self.occluder) > 0.5
 
     def swap_crops(self, crops: Sequence[SwapCrop], source_embeds: Sequence[np.ndarray], *,
                    batch_size: Optional[int] = None, color_match: bool = True, identity_scale: Optional[float] = None,

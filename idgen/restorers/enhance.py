@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from idgen.face import Face, align_face, paste_back
-from idgen.face.parsing import face_hull, occlusion_from_parsing
+from idgen.face.parsing import face_occlusion
 from idgen.validation import InvalidArgumentError, check_integer, check_number
 
 #: The restorers' input: the 512 FFHQ-aligned crop (all the official models are trained on it).
@@ -125,15 +125,6 @@ class FaceEnhancer:
             return restored
         return np.clip(np.rint(blend * restored.astype(np.float32) + (1 - blend) * crop), 0, 255).astype(np.uint8)
 
-    def occlusion(self, crop: np.ndarray, labels: Optional[np.ndarray]) -> Optional[np.ndarray]:
-        """`[S, S]` float in [0, 1]: 1 where something covers the face of the original `crop`
-        (the occluder model's mask, else the parser's), None when neither is present."""
-        if self.occluder is not None:
-            return self.occluder.occlusion_mask(crop)
-        if labels is not None:
-            return occlusion_from_parsing(labels, face_hull(self.parser.mask(labels, include=PASTE_CLASSES, exclude=())))
-        return None
-
     def paste_mask(self, crop: np.ndarray, restored: np.ndarray) -> Optional[np.ndarray]:
         """The `[S, S]` float mask in [0, 1] that pastes `restored` over the original `crop`; None
         without a parser (`paste_back`'s whole, eroded crop)."""
@@ -143,10 +134,9 @@ class FaceEnhancer:
         dilate = self._scaled(self.options.dilate)
         if dilate:
             mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1,) * 2))
-        if self.options.keep_occluders:
-            occluded = self.occlusion(crop, self.parser.parse(crop) if self.occluder is None else None)
-            if occluded is not None:
-                mask = mask * (1.0 - occluded.astype(np.float32))
+        if self.options.keep_occluders:  # what covers the face of the original crop stays
+            labels = None if self.occluder is not None else self.parser.parse(crop)
+            mask = mask * (1.0 - face_occlusion(crop, labels, self.occluder))
         border = max(1, self._scaled(BORDER))
         mask[:border] = mask[-border:] = 0.0
         mask[:, :border] = mask[:, -border:] = 0.0

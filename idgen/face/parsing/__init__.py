@@ -8,14 +8,14 @@
 
 from idgen.face.parsing.bisenet import BiSeNet, random_bisenet_state_dict
 from idgen.face.parsing.labels import CLASSES, GROUPS, LABELS, label_ids, label_mask
-from idgen.face.parsing.occlusion import (HEAD_CLASSES, OCCLUDER_FILES, OcclusionModel, face_hull,
+from idgen.face.parsing.occlusion import (HEAD_CLASSES, OCCLUDER_FILES, OcclusionModel, face_hull, face_occlusion,
                                           occlusion_from_parsing, soften)
 from idgen.face.parsing.parser import (FACEXLIB_FILE, OFFICIAL_FILE, PARSER_FILES, FaceParser, bisenet_layout,
                                        find_parser_file, load_bisenet)
 
 __all__ = [
     "BiSeNet", "random_bisenet_state_dict", "CLASSES", "GROUPS", "LABELS", "label_ids", "label_mask",
-    "HEAD_CLASSES", "OCCLUDER_FILES", "OcclusionModel", "face_hull", "occlusion_from_parsing", "soften",
+    "HEAD_CLASSES", "OCCLUDER_FILES", "OcclusionModel", "face_hull", "face_occlusion", "occlusion_from_parsing", "soften",
     "FACEXLIB_FILE", "OFFICIAL_FILE", "PARSER_FILES", "FaceParser", "bisenet_layout", "find_parser_file",
     "load_bisenet",
 ]

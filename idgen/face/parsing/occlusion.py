@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from idgen.errors import CheckpointError, ModelNotFoundError
-from idgen.face.parsing.labels import Names, label_ids
+from idgen.face.parsing.labels import Names, label_ids, label_mask
 from idgen.validation import InvalidArgumentError
 
 #: facefusion's occluder models (facefusion-assets releases models-3.0.0 / models-3.1.0 / models-3.2.0).
@@ -218,3 +218,20 @@ def face_hull(mask: np.ndarray) -> np.ndarray:
     if points is not None:
         cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
     return hull.astype(np.float32)
+
+
+def face_occlusion(crop: np.ndarray, labels: Optional[np.ndarray] = None,
+                   occluder: Optional["OcclusionModel"] = None) -> np.ndarray:
+    """What covers the face of an aligned `crop` (`[S, S, 3]` uint8): float32 `[S, S]` in [0, 1],
+    1 = occluded. The occluder model's mask when one is given, else `occlusion_from_parsing` of the
+    crop's `labels` inside the hull of its face classes (the "face" group: skin, brows, eyes,
+    nose, mouth, lips), so a hand over the mouth, a hole in the parsed face, counts.
+
+    Raises:
+        InvalidArgumentError: neither an occluder nor `labels`.
+    """
+    if occluder is not None:
+        return np.asarray(occluder.occlusion_mask(crop), np.float32)
+    if labels is None:
+        raise InvalidArgumentError("face_occlusion needs an occluder model or the crop's parsing labels.")
+    return occlusion_from_parsing(labels, face_hull(label_mask(labels, include="face", exclude=())))
