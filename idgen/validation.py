@@ -183,3 +183,13 @@ def check_sampling_arguments(arguments) -> None:
         raise InvalidArgumentError(
             f"num_inference_steps={steps} with strength={strength:g} runs no denoising step "
             f"(int({steps} x {strength:g}) = 0); use at least {math.ceil(1 / strength)} steps or a higher strength.")
+
+
+def names_list(names) -> tuple[str, ...]:
+    """Names from a sequence or a comma-separated string (`"skin, nose"` -> `("skin", "nose")`;
+    blanks dropped, None -> `()`)."""
+    if names is None:
+        return ()
+    if isinstance(names, str):
+        names = names.split(",")
+    return tuple(str(n).strip() for n in names if str(n).strip())

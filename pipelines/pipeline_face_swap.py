@@ -42,7 +42,7 @@ from idgen.face.parsing import face_occlusion, label_ids
 from idgen.image_io import load_image
 from idgen.media.video import probe_video
 from idgen.media.video_faces import Progress, process_video
-from idgen.validation import check_integer
+from idgen.validation import check_integer, names_list
 
 MAPPINGS = ("all", "index", "reference")
 #: The default `batch_size` fits the crops of this many pixels in one call: 8 crops of 512 px
@@ -129,21 +129,12 @@ def assign_sources(faces: Sequence[Face], num_sources: int, mapping: str,
     return out
 
 
-def parse_names(names) -> tuple[str, ...]:
-    """Face-parsing class / group names from a sequence or a comma-separated string ("skin,nose")."""
-    if names is None:
-        return ()
-    if isinstance(names, str):
-        names = names.split(",")
-    return tuple(n.strip() for n in names if n.strip())
-
-
 def parsed_region(region: Region) -> Optional[tuple[str, ...]]:
     """The parse class / group names of `region`, None for a geometric one (`GEOMETRIC_REGIONS`;
     "face" as a string is the landmark hull, `("face",)` the parsed face classes)."""
     if isinstance(region, str) and region in GEOMETRIC_REGIONS:
         return None
-    names = parse_names(region)
+    names = names_list(region)
     if not names:
         raise IdgenError(f"region {region!r} names no face-parsing class: give one of {GEOMETRIC_REGIONS} or "
                          "class / group names such as ('skin', 'nose', 'mouth').")
@@ -213,7 +204,7 @@ class FaceSwapper:
         Raises:
             IdgenError: an unknown class / group name, or a parsed region or `keep` without a parser.
         """
-        names, kept = parsed_region(region), parse_names(keep)
+        names, kept = parsed_region(region), names_list(keep)
         for given in (names or (), kept):
             label_ids(given)
         asked = [f"{what}={value!r}" for what, value, used in (("region", region, names), ("keep", keep, kept)) if used]
@@ -250,7 +241,7 @@ class FaceSwapper:
         `[S, S]` bool (kept and occluded; None when there are none), from one parse of `crop`."""
         self.check_masks(region, keep)
         size = (self.crop_size,) * 2
-        names, kept = parsed_region(region), parse_names(keep)
+        names, kept = parsed_region(region), names_list(keep)
         occluders = occlusion and (self.parser is not None or self.occluder is not None)
         if (names or kept or occluders) and crop is None:
             raise IdgenError("crop_mask needs the crop pixels (`crop`) with a parsed region, keep, or occlusion "

@@ -24,7 +24,7 @@ from idgen.app.speed_options import accelerate, add_speed_arguments, sampling_de
 from idgen.jobs import CancelToken
 from idgen.media import VIDEO_STEPS
 from idgen.models.methods import EDIT_ADAPTER, EDIT_METHODS, EDIT_WEIGHTS
-from idgen.validation import InvalidArgumentError, check_integer, check_number
+from idgen.validation import InvalidArgumentError, check_integer, check_number, names_list
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -68,13 +68,13 @@ class EditRequest(PromptOptions):
             self.targets = [check_integer("targets", t, low=0) for t in self.targets]
         if self.batch_size is not None:
             self.batch_size = check_integer("batch_size", self.batch_size, low=1)
+        self.keep = names_list(self.keep)
         if self.region not in GEOMETRIC_REGIONS or self.keep:
             from idgen.face.parsing import label_ids  # torch: only for a parsed region
 
-            self.keep = tuple(self.keep)
             label_ids(self.keep)
             if self.region not in GEOMETRIC_REGIONS:
-                label_ids([n.strip() for n in self.region.split(",") if n.strip()])
+                label_ids(names_list(self.region))
         if self.operation not in ("inpaint", "swap"):
             raise InvalidArgumentError(f"operation must be 'inpaint' or 'swap', got {self.operation!r}.")
 
@@ -189,7 +189,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what is repainted: face or face_hair (landmark hull), or face-parsing classes such as "
                              "skin,nose,mouth (groups: face, eyes, brows, lips, ears, glasses, hair, hat, neck; needs "
                              "the face parser, see `idgen doctor`)")
-    parser.add_argument("--keep", type=_names, default=(), metavar="CLASSES",
+    parser.add_argument("--keep", type=names_list, default=(), metavar="CLASSES",
                         help="face-parsing classes never repainted, e.g. glasses,hair (needs the face parser)")
     parser.add_argument("--no-occlusion", dest="occlusion", action="store_false",
                         help="repaint what covers the face too (by default, with a face parser or occluder configured, "
@@ -218,11 +218,6 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="force the tiny embedded default (random weights)")
     add_speed_arguments(parser)
     add_enhance_arguments(parser)
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """`a,b,c` -> `("a", "b", "c")`."""
-    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def _request(args: argparse.Namespace, target: str, sources: list[list[str]], **extra) -> EditRequest:

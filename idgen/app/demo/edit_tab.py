@@ -50,13 +50,13 @@ def _edit(ctx: DemoContext, request: EditRequest, out: Path, job: Job):
 
 
 def _request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength, dilate, feather, region,
-                    ctx: DemoContext, speed: dict) -> dict:
+                    keep, ctx: DemoContext, speed: dict) -> dict:
     if method not in EDIT_METHODS:
         raise IdgenError(f"choose a method among {EDIT_METHODS}.")
     return dict(method=method, prompt=prompt or "photo of a person", steps=int(steps) if optional(steps) else None,
                 guidance_scale=optional(guidance_scale), seed=int(seed), identity_scale=optional(identity_scale),
                 strength=float(strength), dilate=int(dilate), feather=int(feather), region=region,
-                embedded_default=ctx.tiny, **speed)
+                keep=optional(keep) or "", embedded_default=ctx.tiny, **speed)
 
 
 def run_inpaint(ctx: DemoContext, editor, faces, method, prompt, steps, guidance_scale, seed, identity_scale,
@@ -67,8 +67,7 @@ def run_inpaint(ctx: DemoContext, editor, faces, method, prompt, steps, guidance
 
     job = job or Job()
     speed = {**speed_options(mode, fast_paths, fast_weights, lora, lora_scale, step_cache, memory, fp8),
-             **enhance_options(enhance, enhance_weight, enhance_blend),
-             "keep": tuple(n.strip() for n in (optional(keep) or "").split(",") if n.strip())}
+             **enhance_options(enhance, enhance_weight, enhance_blend)}
     photo, mask = editor_photo_and_mask(editor)
     photo = load_image(photo)  # the pixel limit
     with ctx.results("inpaint", job) as out:
@@ -82,7 +81,7 @@ def run_inpaint(ctx: DemoContext, editor, faces, method, prompt, steps, guidance
         request = EditRequest(target=str(target), sources=[sources], mask=None if mask_path is None else str(mask_path),
                               operation="inpaint",
                               **_request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength,
-                                                dilate, feather, region, ctx, speed))
+                                                dilate, feather, region, keep, ctx, speed))
         record, files = _edit(ctx, request, out, job)
     return record["output"], record, files
 
@@ -96,8 +95,7 @@ def run_swap(ctx: DemoContext, photo, video, source_1, source_2, mapping, refere
         raise IdgenError("give either a photo or a video to swap faces in.")
     job = job or Job()
     speed = {**speed_options(mode, fast_paths, fast_weights, lora, lora_scale, step_cache, memory, fp8),
-             **enhance_options(enhance, enhance_weight, enhance_blend),
-             "keep": tuple(n.strip() for n in (optional(keep) or "").split(",") if n.strip())}
+             **enhance_options(enhance, enhance_weight, enhance_blend)}
     sources = [s for s in (paths(source_1), paths(source_2)) if s]
     given = Path(photo or video)
     with ctx.results("swap", job) as out:
@@ -105,7 +103,7 @@ def run_swap(ctx: DemoContext, photo, video, source_1, source_2, mapping, refere
         target.write_bytes(given.read_bytes())
         request = EditRequest(target=str(target), sources=sources, mapping=mapping, references=paths(references),
                               **_request_kwargs(method, prompt, steps, guidance_scale, seed, identity_scale, strength,
-                                                dilate, feather, region, ctx, speed))
+                                                dilate, feather, region, keep, ctx, speed))
         record, files = _edit(ctx, request, out, job)
     is_video = "video" in record
     return (None if is_video else record["output"]), (record["output"] if is_video else None), record, files
