@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Optional
 
 from idgen import arguments
-from idgen.app.eval_metrics import METRIC_DEFINITIONS, Scorer, diversity, mean_of, round_metric, summarise
+from idgen.app.eval_metrics import METRIC_DEFINITIONS, Scorer, diversity, round_metric, summarise
 from idgen.app.eval_plan import (
     BUILTIN_PROMPTS, PAIR_REGIONS, Item, MethodSpec, item_config, load_identities, load_prompts, parse_method_spec,
     parse_methods, parse_seeds, plan_items, stored_item,
 )
+from idgen.app.records import finite_mean
 from idgen.errors import IdgenError
 from idgen.models.methods import CONTROL_METHODS, GENERATION_METHODS
 from idgen.validation import check_seed
@@ -178,7 +179,7 @@ def evaluate_generation(identities_dir, out_dir, *, methods, prompts=None, seeds
                          "peak_memory_mib": entry["peak_memory_mib"], "memory_kind": entry["memory_kind"],
                          "reused": item not in generated})
     group_rows = [{"identity": identity, "method": label, "prompt_index": prompt, "images": len(faces),
-                   "diversity_dlib": round_metric(mean_of(diversity([f[k] for f in faces if f[k] is not None])
+                   "diversity_dlib": round_metric(finite_mean(diversity([f[k] for f in faces if f[k] is not None])
                                                   for k in range(len(faces[0]))))}
                   for (identity, label, prompt), faces in groups.items()]
     scorer_notes = {"arcface": None if "arcface" in scorer.analyzers else "no insightface pack is installed",

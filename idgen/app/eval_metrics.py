@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from idgen.app.eval_plan import Identity, Item, MethodSpec
+from idgen.app.records import finite_mean, finite_values
 from idgen.errors import ModelNotFoundError
 from idgen.models.methods import CONTROL_METHODS, MULTI_PERSON_METHODS
 
@@ -85,11 +86,6 @@ class ClipScorer:
             text_features = unit(self.model.get_text_features(**{k: v.to(self.device) for k, v in text.items()}))
         scores = (100 * image_features @ text_features.T).squeeze(-1).clamp(min=0)
         return [round(float(s), 4) for s in scores]
-
-
-def mean_of(values) -> Optional[float]:
-    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else None
 
 
 def round_metric(value, digits: int = 6):
@@ -179,10 +175,10 @@ class Scorer:
                 ocular = float(np.linalg.norm(target[0] - target[1]))
                 if ocular > 0:
                     kps_errors.append(np.linalg.norm(face.kps - target, axis=1).mean() / ocular)
-        metrics = {f"similarity_{name}": round_metric(mean_of(own)), f"leakage_{name}": round_metric(mean_of(other))}
+        metrics = {f"similarity_{name}": round_metric(finite_mean(own)), f"leakage_{name}": round_metric(finite_mean(other))}
         if name == "dlib":
-            metrics.update(detection=round(found / len(item.people), 4), distance_dlib=round_metric(mean_of(distances)),
-                           kps_error=round_metric(mean_of(kps_errors)), embeddings_dlib=embeddings)
+            metrics.update(detection=round(found / len(item.people), 4), distance_dlib=round_metric(finite_mean(distances)),
+                           kps_error=round_metric(finite_mean(kps_errors)), embeddings_dlib=embeddings)
         return metrics
 
 
@@ -201,11 +197,11 @@ def dlib_distance(a, b) -> float:
 def diversity(embeddings: list[list]) -> Optional[float]:
     if len(embeddings) < 2:
         return None
-    return mean_of([dlib_distance(a, b) for a, b in combinations(embeddings, 2)])
+    return finite_mean([dlib_distance(a, b) for a, b in combinations(embeddings, 2)])
 
 
 def _stats(values) -> dict:
-    finite = sorted(float(v) for v in values if v is not None and math.isfinite(v))
+    finite = sorted(finite_values(values))
     if not finite:
         return {"mean": None, "std": None, "median": None, "n": 0}
     mean = sum(finite) / len(finite)
@@ -224,16 +220,16 @@ def summarise(spec: MethodSpec, rows: list[dict], groups: list[dict], scorer_not
     memory = [r["peak_memory_mib"] for r in rows if r["peak_memory_mib"] is not None]
     summary = {
         "label": spec.label, "method": spec.method, "fast": spec.fast, "identity_scale": spec.identity_scale,
-        "images": len(rows), "detection_rate": round_metric(mean_of(r["detection"] for r in rows)),
+        "images": len(rows), "detection_rate": round_metric(finite_mean(r["detection"] for r in rows)),
         "similarity_dlib": dlib["mean"], "similarity_dlib_std": dlib["std"], "similarity_dlib_n": dlib["n"],
-        "distance_dlib": round_metric(mean_of(distances)),
+        "distance_dlib": round_metric(finite_mean(distances)),
         "verification_rate_dlib": round_metric(sum(d < DLIB_SAME_PERSON for d in distances) / len(distances)) if distances else None,
         "similarity_arcface": arcface["mean"], "similarity_arcface_std": arcface["std"],
-        "kps_error": round_metric(mean_of(r["kps_error"] for r in rows)),
-        "leakage_dlib": round_metric(mean_of(r["leakage_dlib"] for r in rows)),
-        "leakage_arcface": round_metric(mean_of(r.get("leakage_arcface") for r in rows)),
-        "clip_score": round_metric(mean_of(r["clip_score"] for r in rows)),
-        "diversity_dlib": round_metric(mean_of(g["diversity_dlib"] for g in groups)),
+        "kps_error": round_metric(finite_mean(r["kps_error"] for r in rows)),
+        "leakage_dlib": round_metric(finite_mean(r["leakage_dlib"] for r in rows)),
+        "leakage_arcface": round_metric(finite_mean(r.get("leakage_arcface") for r in rows)),
+        "clip_score": round_metric(finite_mean(r["clip_score"] for r in rows)),
+        "diversity_dlib": round_metric(finite_mean(g["diversity_dlib"] for g in groups)),
         "seconds_per_image": seconds["mean"], "seconds_per_image_median": seconds["median"],
         "peak_memory_mib": max(memory) if memory else None,
         "memory_kind": next((r["memory_kind"] for r in rows if r.get("memory_kind")), None),

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import csv
 import html
-import math
 import os
 from pathlib import Path
 from typing import Optional, Sequence
+
+from idgen.app.records import finite_values
 
 #: The per-image columns of `metrics.csv`, the keys of `metrics.json`'s `images` in the same order.
 IMAGE_COLUMNS = ("identity", "method", "base_method", "people", "prompt_index", "prompt", "seed", "index", "file",
@@ -69,10 +70,6 @@ def write_csv(path: Path, rows: Sequence[dict]) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ plots
-def _finite(values) -> list[float]:
-    return [float(v) for v in values if v is not None and math.isfinite(v)]
-
-
 def _range(values: Sequence[float], pad: float = 0.05) -> tuple[float, float]:
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     span = high - low
@@ -94,7 +91,7 @@ def strip_plot(title: str, groups: dict[str, Sequence[Optional[float]]], width: 
     """An SVG strip chart: one row per group, a dot per value (deterministically jittered), the
     mean as a black bar; a group without a value says "not measured"."""
     left, right, top, row, bottom = 210, 40, 34, 32, 36
-    values = [v for vs in groups.values() for v in _finite(vs)]
+    values = [v for vs in groups.values() for v in finite_values(vs)]
     low, high = _range(values)
     height = top + row * max(len(groups), 1) + bottom
 
@@ -111,7 +108,7 @@ def strip_plot(title: str, groups: dict[str, Sequence[Optional[float]]], width: 
     for i, (label, group) in enumerate(groups.items()):
         centre, colour = top + row * i + row / 2, PALETTE[i % len(PALETTE)]
         parts.append(_text(left - 8, centre + 4, label, "end"))
-        finite = _finite(group)
+        finite = finite_values(group)
         if not finite:
             parts.append(_text(left + 8, centre + 4, "not measured (no face found)", fill="#999"))
             continue

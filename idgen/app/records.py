@@ -11,9 +11,20 @@ import json
 import math
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+
+
+def finite_values(values) -> list[float]:
+    """The measured values of `values`: None and NaN/inf (not measured) left out, as floats."""
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def finite_mean(values) -> Optional[float]:
+    """The mean of `finite_values(values)`; None when nothing was measured."""
+    finite = finite_values(values)
+    return sum(finite) / len(finite) if finite else None
 
 
 def to_json_value(value: Any) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 from idgen import arguments
 from idgen.app.enhance_options import add_enhance_arguments, crop_enhancer, enhance_arguments, enhance_photos
 from idgen.app.options import RunOptions
-from idgen.app.records import json_bytes, write_json
+from idgen.app.records import finite_mean, json_bytes, write_json
 from idgen.app.speed_options import accelerate, add_speed_arguments, sampling_defaults, speed_arguments
 from idgen.errors import IdgenError
 from idgen.jobs import CancelToken
@@ -218,11 +217,6 @@ def _grid(rows: list[tuple[np.ndarray, ...]], size: int = 160) -> np.ndarray:
     return np.concatenate([np.concatenate([cv2.resize(x, (size, size)) for x in row], axis=1) for row in rows], axis=0)
 
 
-def _mean(values):
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(finite)) if finite else None
-
-
 #: What `idgen eval restore` compares: idgen's diffusion restoration and the official restorers.
 EVAL_RESTORERS = ("diffusion", *ENHANCE_RESTORERS)
 METRICS = ("psnr", "ssim", "identity_similarity", "landmark_distance")
@@ -308,7 +302,7 @@ def evaluate_restoration(input_path, out_dir, *, preset: str = "gfpgan", tasks=(
                   "identity_similarity": identity_similarity(c, r, analyzer),
                   "landmark_distance": landmark_distance(c, r, analyzer)}
                  for name, c, d, r in zip(names, clean, degraded, restored)]
-        summary = {key: _mean([p[key] for p in items]) for key in ("psnr_degraded", *METRICS)}
+        summary = {key: finite_mean([p[key] for p in items]) for key in ("psnr_degraded", *METRICS)}
         if is_video:
             summary["temporal_error"] = temporal_consistency(restored, reference=clean)
             summary["temporal_error_clean"] = temporal_consistency(clean)
