@@ -27,8 +27,8 @@ class RestorerKind:
     component: str
     load: Callable[[str], nn.Module]
     run: Callable[[nn.Module, torch.Tensor, Optional[float]], torch.Tensor]
+    size: Callable[[nn.Module], int]
     default_weight: Optional[float] = None
-    size: Callable[[nn.Module], int] = lambda module: 512
 
 
 RESTORERS: dict[str, RestorerKind] = {k.name: k for k in (
