@@ -33,6 +33,7 @@ reason in `rejected.jsonl`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -44,7 +45,7 @@ import tarfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import BinaryIO, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -394,27 +395,30 @@ class IdentityFilter:
 
 
 # ----------------------------------------------------------------------------------- shards
-def _atomic_write(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file to write `path` through: `path.tmp`, synced and renamed to `path` when the block
+    ends cleanly (left behind when it raises: a killed run's partial file, redone on resume)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(data)
+        yield f
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with _atomic_file(path) as f:
+        f.write(data)
 
 
 def write_shard(path: Path, records: Sequence[tuple[FaceRecord, dict]]) -> None:
     """Write `records` (each with its extra metadata) as a `records` tar shard: `{key}.png`,
     `{key}.json`, `{key}.safetensors` per record, into `path.tmp`, renamed to `path` when complete.
     (Not `DatasetWriter`: it publishes a whole folder at once; resume needs each shard atomic.)"""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        with tarfile.open(fileobj=f, mode="w") as tar:
-            for record, extra in records:
-                tar_record(tar, record, {**record.metadata(), **extra}, face_bytes(record))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with _atomic_file(path) as f, tarfile.open(fileobj=f, mode="w") as tar:
+        for record, extra in records:
+            tar_record(tar, record, {**record.metadata(), **extra}, face_bytes(record))
 
 
 def _shard_name(shard: int) -> str:
