@@ -73,3 +73,16 @@ def dlib_faces():
 def dlib_analyzer():
     """`dlib_faces()` as a fixture."""
     return dlib_faces()
+
+
+@pytest.fixture
+def fresh_enhancers():
+    """The post-pass's cached models (parser, occluder, restorers) forgotten before and after."""
+    from idgen.models import enhancers
+
+    caches = (enhancers._restorer_at, enhancers._tiny_restorer, enhancers._parser_at, enhancers._occluder_at)
+    for cache in caches:
+        cache.cache_clear()
+    yield
+    for cache in caches:
+        cache.cache_clear()

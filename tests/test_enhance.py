@@ -163,13 +163,10 @@ def test_enhance_crops_keeps_the_crop_size():
     assert enhancer().enhance_crops([]) == []
 
 
-def test_the_recipe_uses_the_official_file_when_configured(tmp_path, monkeypatch, empty_home):
-    from idgen.models import enhancers
+def test_the_recipe_uses_the_official_file_when_configured(tmp_path, monkeypatch, empty_home, fresh_enhancers):
     from idgen.models.enhancers import build_face_enhancer
 
     monkeypatch.setenv("IDGEN_HOME", str(empty_home))
-    for cached in (enhancers._restorer_at, enhancers._tiny_restorer, enhancers._parser_at, enhancers._occluder_at):
-        cached.cache_clear()
     _, embedded, _ = build_face_enhancer("gfpgan")
     assert embedded
     path = tmp_path / "GFPGANv1.4.pth"

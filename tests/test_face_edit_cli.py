@@ -106,19 +106,6 @@ def test_bad_inputs_get_exit_codes(faces_dir, tmp_path, capsys):
     assert "reference" in capsys.readouterr().err
 
 
-@pytest.fixture
-def fresh_enhancers():
-    """The post-pass's cached models (parser, occluder, restorers) forgotten before and after."""
-    from idgen.models import enhancers
-
-    caches = (enhancers._restorer_at, enhancers._tiny_restorer, enhancers._parser_at, enhancers._occluder_at)
-    for cache in caches:
-        cache.cache_clear()
-    yield
-    for cache in caches:
-        cache.cache_clear()
-
-
 def test_swap_with_the_post_pass_photo_and_video(faces_dir, tmp_path, capsys, fresh_enhancers):
     source = str(faces_dir / "portrait_smile.jpg")
     out = tmp_path / "photo"
