@@ -83,7 +83,7 @@ def test_parse_enhance(text, expected):
     assert parse_enhance(text) == expected
 
 
-@pytest.mark.parametrize("text", ["codeformr", "codeformer:1.5", "codeformer:x", ""])
+@pytest.mark.parametrize("text", ["codeformr", "codeformer:1.5", "codeformer:x", "gfpgan:0.5", ""])
 def test_bad_enhance_values_are_named(text):
     with pytest.raises(InvalidArgumentError, match="enhance"):
         RunOptions(enhance=text)

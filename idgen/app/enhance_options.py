@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 
 from idgen import arguments
-from idgen.models.methods import ENHANCE_RESTORERS
+from idgen.models.methods import ENHANCE_RESTORERS, ENHANCE_WEIGHTED
 from idgen.validation import InvalidArgumentError, check_number
 
 
@@ -21,11 +21,19 @@ def parse_enhance(text: str) -> tuple[str, Optional[float]]:
         raise InvalidArgumentError(f"--enhance takes {'|'.join(ENHANCE_RESTORERS)}[:W], got {text!r}.")
     if not sep:
         return name, None
+    if name not in ENHANCE_WEIGHTED:  # refused before the job runs, not after its generation
+        raise InvalidArgumentError(f"--enhance {text!r}: {name} has no fidelity weight; only "
+                                   f"{', '.join(ENHANCE_WEIGHTED)} take NAME:W.")
     try:
         value = float(weight)
     except ValueError:
         raise InvalidArgumentError(f"--enhance {text!r}: W (the fidelity weight) must be a number in [0, 1].") from None
     return name, check_number("enhance weight", value, low=0.0, high=1.0)
+
+
+def enhance_value(name: str, weight: Optional[float] = None) -> str:
+    """The request's `enhance` field for restorer `name` at fidelity `weight` (None: its default)."""
+    return name if weight is None else f"{name}:{weight}"
 
 
 def add_enhance_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +50,7 @@ def enhance_arguments(args: argparse.Namespace) -> dict:
     """The request fields of the parsed `--enhance` options."""
     if args.enhance is None:
         return {"enhance": None}
-    name, weight = args.enhance
-    return {"enhance": name if weight is None else f"{name}:{weight}", "enhance_blend": args.enhance_blend}
+    return {"enhance": enhance_value(*args.enhance), "enhance_blend": args.enhance_blend}
 
 
 def _enhancer(request):

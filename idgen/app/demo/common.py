@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional
 from idgen.errors import IdgenError, ModelNotFoundError
 from idgen.jobs import CancelToken, JobCancelled
 from idgen.models import methods
+from idgen.app.enhance_options import enhance_value
 from idgen.models.methods import ENHANCE_RESTORERS, ENHANCE_WEIGHTED
 from idgen.models import any_configured, load_config
 
@@ -334,7 +335,7 @@ def enhance_options(restorer, weight, blend) -> dict:
     if optional(restorer) in (None, "off"):
         return {"enhance": None}
     takes_weight = restorer in ENHANCE_WEIGHTED and optional(weight) is not None
-    return {"enhance": f"{restorer}:{float(weight)}" if takes_weight else restorer,
+    return {"enhance": enhance_value(restorer, float(weight) if takes_weight else None),
             "enhance_blend": 1.0 if optional(blend) is None else float(blend)}
 
 
